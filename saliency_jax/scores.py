@@ -1,0 +1,64 @@
+"""Class scores S_c(I): the unnormalised outputs the paper differentiates (§2, §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from saliency_jax import _checks
+from saliency_jax.types import LogitsFn, TopK
+
+
+def select_scores(logits: jax.Array, classes: jax.Array) -> jax.Array:
+    """Picks ``logits[b, classes[b]]``.
+
+    Args:
+      logits: ``[B, K]``.
+      classes: int ``[B]`` or a scalar (the same class for every image).
+
+    Returns:
+      ``[B]``.
+    """
+    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), logits.shape[:1])
+    return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
+
+
+def class_scores(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -> jax.Array:
+    """Unnormalised class scores ``S_c(I)`` of each image for its class.
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]`` or a scalar.
+
+    Returns:
+      float32 ``[B]``.
+    """
+    _checks.check_images(images)
+    logits = logits_fn(params, images)
+    _checks.check_classes(classes, logits.shape[-1], images.shape[0])
+    return select_scores(logits, classes)
+
+
+def top_k(logits_fn: LogitsFn, params: Any, images: jax.Array, k: int = 5) -> TopK:
+    """The ``k`` highest-scoring classes of each image.
+
+    Args:
+      logits_fn: the model.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      k: how many classes, ``1 <= k <= K``.
+
+    Returns:
+      :class:`TopK` with ``[B, k]`` arrays, best first.
+    """
+    _checks.check_images(images)
+    logits = logits_fn(params, images)
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in [1, {logits.shape[-1]}], got {k}")
+    scores, classes = jax.lax.top_k(logits, k)
+    probabilities = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), classes, axis=1)
+    return TopK(classes, probabilities, scores)
