@@ -40,8 +40,9 @@ def check_images(images, name: str = "images", *, channels=(1, 3)) -> None:
 
 def check_classes(classes, num_classes: int, batch: int | None, name: str = "classes") -> None:
     """Raises ``ValueError`` unless ``classes`` holds integer ids in ``[0, num_classes)``."""
-    shape = tuple(getattr(classes, "shape", np.shape(classes)))
-    dtype = np.dtype(getattr(classes, "dtype", np.asarray(classes).dtype))
+    if not hasattr(classes, "dtype"):
+        classes = np.asarray(classes)
+    shape, dtype = tuple(classes.shape), np.dtype(classes.dtype)
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"{name} must be integer class ids, got dtype {dtype}")
     if batch is not None and shape not in ((), (batch,)):

@@ -21,3 +21,71 @@ def getkey():
         return sub
 
     return _next
+
+
+# --- Models shared by the test modules -------------------------------------------------
+
+import functools  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from saliency_jax.backprop_rules import relu  # noqa: E402
+
+
+def linear_logits_fn(params, images):
+    """``logits = flatten(images) @ W + b``: the gradient of class c is exactly ``W[:, c]``."""
+    flat = images.reshape(images.shape[0], -1)
+    return flat @ params["w"] + params["b"][None, :]
+
+
+@pytest.fixture
+def linear_model():
+    """(logits_fn, params) of a linear classifier on [B, 6, 5, 3] images with 4 classes."""
+    rng = np.random.default_rng(0)
+    params = {
+        "w": jnp.asarray(rng.normal(size=(6 * 5 * 3, 4)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+    }
+    return linear_logits_fn, params
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-maxpool-conv-relu-mean-dense: small enough for finite differences."""
+
+    num_classes: int = 5
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = relu(nn.Conv(4, (3, 3), padding="SAME")(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = relu(nn.Conv(6, (3, 3), padding="SAME")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes)(x)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """(logits_fn, params) of :class:`TinyCNN` on [B, 8, 8, 3] images."""
+    module = TinyCNN()
+    params = module.init(jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
+    return functools.partial(module.apply, train=False), params
+
+
+@pytest.fixture(scope="session")
+def efficientnet():
+    """The embedded EfficientNet-Lite0 Classifier, loaded once."""
+    from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
+
+    return load_efficientnet_lite0()
+
+
+@pytest.fixture(scope="session")
+def reference_outputs():
+    """Inputs, logits and saliency maps frozen from the PyTorch reference implementation."""
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "data", "efficientnet_lite0_reference.npz")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

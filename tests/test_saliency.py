@@ -1,0 +1,195 @@
+"""Input gradients and saliency maps (paper §3, §3.1)."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import saliency_jax as sj
+from conftest import TinyCNN, linear_logits_fn
+
+
+def _images(key, shape=(3, 8, 8, 3)):
+    return jax.random.uniform(key, shape, minval=0.0, maxval=255.0)
+
+
+def test_linear_model_gradient_is_its_weight_column(linear_model, getkey):
+    logits_fn, params = linear_model
+    images = _images(getkey(), (3, 6, 5, 3))
+    classes = jnp.array([0, 3, 1])
+    result = sj.input_gradients(logits_fn, params, images, classes)
+    expected = params["w"].T[classes].reshape(3, 6, 5, 3)
+    np.testing.assert_allclose(result.gradients, expected, rtol=1e-6)
+    np.testing.assert_allclose(sj.saliency_map(logits_fn, params, images, classes), np.abs(expected).max(-1), rtol=1e-6)
+
+
+def test_default_class_is_top1(linear_model, getkey):
+    logits_fn, params = linear_model
+    images = _images(getkey(), (4, 6, 5, 3))
+    result = sj.input_gradients(logits_fn, params, images)
+    np.testing.assert_array_equal(result.classes, jnp.argmax(logits_fn(params, images), -1))
+
+
+def test_grey_map_is_abs_gradient():
+    def logits_fn(params, images):
+        return jnp.stack([jnp.sum(images * params, axis=(1, 2, 3)), -jnp.sum(images, axis=(1, 2, 3))], -1)
+
+    w = jnp.arange(20.0).reshape(1, 4, 5, 1) - 10.0
+    maps = sj.saliency_map(logits_fn, w, jnp.ones((2, 4, 5, 1)), 0)
+    np.testing.assert_allclose(maps, jnp.broadcast_to(jnp.abs(w[..., 0]), (2, 4, 5)))
+
+
+def test_gradient_matches_finite_differences(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        image = jax.random.uniform(jax.random.key(3), (1, 8, 8, 3), jnp.float64)
+        grad = jax.grad(lambda x: logits_fn(params64, x)[0, 2])(image)
+        rng = np.random.default_rng(0)
+        eps = 1e-6
+        for _ in range(12):
+            i, j, c = rng.integers(8), rng.integers(8), rng.integers(3)
+            bump = jnp.zeros_like(image).at[0, i, j, c].set(eps)
+            fd = (logits_fn(params64, image + bump)[0, 2] - logits_fn(params64, image - bump)[0, 2]) / (2 * eps)
+            np.testing.assert_allclose(grad[0, i, j, c], fd, rtol=1e-5, atol=1e-8)
+    # and the library (float32) agrees with the float64 gradient
+    ours = sj.input_gradients(logits_fn, params, image.astype(jnp.float32), 2).gradients
+    np.testing.assert_allclose(ours, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_jit_equals_eager(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey())
+    eager = sj.saliency_map(logits_fn, params, images, jnp.array([0, 1, 2]))
+    jitted = jax.jit(functools.partial(sj.saliency_map, logits_fn))(params, images, jnp.array([0, 1, 2]))
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-7)
+
+
+def test_batch_equals_per_example_vmap(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (4, 8, 8, 3))
+    classes = jnp.array([4, 0, 2, 2])
+    batched = sj.input_gradients(logits_fn, params, images, classes).gradients
+    per_example = jax.vmap(lambda x, c: jax.grad(lambda y: logits_fn(params, y[None])[0, c])(x))(images, classes)
+    np.testing.assert_allclose(batched, per_example, rtol=1e-5, atol=1e-7)
+
+
+def test_many_classes_equal_one_at_a_time(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    image = _images(getkey(), (1, 8, 8, 3))[0]
+    classes = jnp.array([3, 0, 4])
+    many = sj.class_gradients(logits_fn, params, image, classes)
+    for k, c in enumerate(classes):
+        one = sj.input_gradients(logits_fn, params, image[None], c).gradients[0]
+        np.testing.assert_allclose(many[k], one, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        sj.class_saliency_maps(logits_fn, params, image, classes), np.abs(many).max(-1), rtol=1e-6
+    )
+
+
+class _NNXNet(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.dense = nnx.Linear(4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.dense(jnp.mean(sj.relu(self.conv(x)), axis=(1, 2)))
+
+
+def _check_against_manual_grad(logits_fn, params, images):
+    classes = jnp.array([1, 2])
+    ours = sj.input_gradients(logits_fn, params, images, classes).gradients
+    manual = jax.grad(lambda x: jnp.sum(jnp.take_along_axis(logits_fn(params, x), classes[:, None], 1)))(images)
+    np.testing.assert_allclose(ours, manual, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(ours).sum()) > 0
+
+
+def test_works_with_flax_linen(getkey):
+    module = TinyCNN(num_classes=3)
+    variables = module.init(getkey(), jnp.zeros((1, 8, 8, 3)))
+    _check_against_manual_grad(functools.partial(module.apply, train=False), variables, _images(getkey(), (2, 8, 8, 3)))
+
+
+def test_works_with_flax_nnx(getkey):
+    graphdef, state = nnx.split(_NNXNet(nnx.Rngs(0)))
+
+    def logits_fn(params, images):
+        return nnx.merge(graphdef, params)(images)
+
+    _check_against_manual_grad(logits_fn, state, _images(getkey(), (2, 8, 8, 3)))
+
+
+def test_works_with_plain_function(getkey):
+    w = jax.random.normal(getkey(), (3, 3))
+
+    def logits_fn(params, images):
+        return jnp.tanh(jnp.mean(images, axis=(1, 2)) / 255.0) @ params
+
+    _check_against_manual_grad(logits_fn, w, _images(getkey(), (2, 8, 8, 3)))
+
+
+def test_smoothgrad_and_augmented_maps(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    plain = sj.saliency_map(logits_fn, params, images, 1)
+    noiseless = sj.smoothgrad_map(logits_fn, params, images, 1, key=getkey(), num_samples=3, noise_scale=0.0)
+    np.testing.assert_allclose(noiseless, plain, rtol=1e-5)
+    noisy = sj.smoothgrad_map(logits_fn, params, images, 1, key=getkey(), num_samples=4, noise_scale=0.2)
+    assert noisy.shape == (2, 8, 8) and bool(jnp.all(jnp.isfinite(noisy)))
+    assert not np.allclose(noisy, plain)
+    unaugmented = sj.augmented_saliency_map(logits_fn, params, images, 1, shifts=(0,), flips=False)
+    np.testing.assert_allclose(unaugmented, plain, rtol=1e-6)
+
+
+def test_augmented_map_is_aligned_for_a_linear_model(linear_model, getkey):
+    # A linear model's gradient w.r.t. the flipped copy is W in the flipped frame;
+    # mapped back it is flip(W), so the average is (|W| + flip|W|) / 2, and a shift
+    # that is undone leaves W where it was.
+    logits_fn, params = linear_model
+    images = _images(getkey(), (2, 6, 5, 3))
+    maps = sj.augmented_saliency_map(logits_fn, params, images, 2, shifts=(0,), flips=True)
+    w = np.abs(np.asarray(params["w"][:, 2]).reshape(6, 5, 3)).max(-1)
+    np.testing.assert_allclose(maps[0], (w + w[:, ::-1]) / 2, rtol=1e-6)
+    shifted = sj.augmented_saliency_map(logits_fn, params, images, 2, shifts=(0, 2), flips=False)
+    rolled = np.roll(np.roll(w, -2, 0), -2, 1)
+    np.testing.assert_allclose(shifted[0], (w + rolled) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (np.zeros((8, 8, 3), np.float32), "rank 4"),
+        (np.zeros((1, 8, 8, 4), np.float32), "channels"),
+        (np.full((1, 8, 8, 3), np.nan, np.float32), "NaN"),
+        (np.zeros((0, 8, 8, 3), np.float32), "empty"),
+    ],
+)
+def test_bad_images_raise(tiny_cnn, images, match):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match=match) as info:
+        sj.saliency_map(logits_fn, params, images)
+    assert "images" in str(info.value)
+
+
+@pytest.mark.parametrize("classes", [5, -1, [0, 7]])
+def test_class_out_of_range_raises(tiny_cnn, classes):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match=r"classes must be in \[0, 5\)"):
+        sj.saliency_map(logits_fn, params, np.zeros((2, 8, 8, 3), np.float32), jnp.asarray(classes))
+
+
+def test_bad_rule_and_wrong_class_shape_raise(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        sj.saliency_map(logits_fn, params, images, rule="backwards")
+    with pytest.raises(ValueError, match="classes must be a scalar or have shape"):
+        sj.saliency_map(logits_fn, params, images, jnp.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="integer class ids"):
+        sj.saliency_map(logits_fn, params, images, 1.5)
+    with pytest.raises(ValueError, match="one image"):
+        sj.class_gradients(logits_fn, params, images, jnp.array([0]))
