@@ -9,6 +9,13 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Many tests compile the same EfficientNet computations; a persistent cache lets a
+# later test (or the next local run) reuse an executable instead of recompiling it.
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("SALIENCY_JAX_TEST_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture
