@@ -68,3 +68,22 @@ def test_a_non_image_file_is_refused(tmp_path, capsys):
     (tmp_path / "notes.png").write_text("hello")
     assert cli.main(["saliency", str(tmp_path / "notes.png"), "--out", str(tmp_path / "o")]) == 2
     assert "not a readable image" in capsys.readouterr().err
+
+
+def test_localise_command_writes_the_file_contract(tmp_path):
+    out = tmp_path / "loc"
+    assert cli.main(["localise", "bundled:chelsea", "--out", str(out)]) == 0
+    mask = np.asarray(Image.open(out / "chelsea_mask.png"))
+    assert mask.shape == (300, 451) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
+    box = json.loads((out / "chelsea_box.json").read_text())
+    assert box["class"] == 285
+    x0, y0, x1, y1 = box["box"]
+    assert 0 <= x0 < x1 <= 451 and 0 <= y0 < y1 <= 300
+    ys, xs = np.nonzero(mask)  # the box is the mask's (x1, y1 exclusive)
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [x0, y0, x1, y1]
+    assert (out / "chelsea_localisation.png").stat().st_size > 1000
+
+
+def test_localise_rejects_bad_settings(tmp_path, capsys):
+    assert cli.main(["localise", "bundled:chelsea", "--pairwise-weight", "-1", "--out", str(tmp_path)]) == 2
+    assert "pairwise_weight" in capsys.readouterr().err

@@ -1,0 +1,472 @@
+"""A localisation benchmark with exact ground truth, generated from bundled photos.
+
+Real objects cut from the photos that ship with scikit-image and scikit-learn (a
+cat's head, an espresso cup, a dahlia, a pagoda, an astronaut's face, the
+scikit-image logo, a horse silhouette filled with fur) are pasted at random
+places and scales onto real textures (brick, grass, gravel, moon surface,
+tissue, deep field). The paste is hard-edged, so the object mask and its box are
+known exactly. Nothing is downloaded; the same seed gives the same images.
+
+Beside the benchmark: the box baselines (centre box, whole image, a box around
+the thresholded saliency map), a simulated speckled saliency map for tests and
+timing without a model, the per-method scores, and a table builder.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from saliency_jax.evaluation import metrics
+from saliency_jax.localisation.components import bounding_box, largest_component
+
+
+class LocalisationBenchmark(NamedTuple):
+    """Images with one object each, and its exact extent.
+
+    Attributes:
+      images: uint8 ``[N, S, S, 3]``.
+      masks: bool ``[N, S, S]``, the object's pixels.
+      boxes: int64 ``[N, 4]``, ``x0, y0, x1, y1`` around ``masks`` (exclusive ends).
+      objects: ``N`` object names (e.g. ``"cat"``).
+      backgrounds: ``N`` texture names.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    objects: tuple[str, ...]
+    backgrounds: tuple[str, ...]
+
+
+def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+
+
+def _crop_to(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x0, y0, x1, y1 = bounding_box(mask)
+    return rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+
+
+def _photo(name: str) -> np.ndarray:
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    import skimage.data
+
+    return getattr(skimage.data, name)()
+
+
+# name: (photo, ellipse centre y, x, radius y, x) in the photo's pixels.
+_ELLIPSE_OBJECTS = {
+    "cat": ("chelsea", 150, 170, 150, 170),
+    "espresso": ("coffee", 230, 300, 175, 245),
+    "astronaut": ("astronaut", 112, 215, 88, 72),
+    "dahlia": ("flower", 180, 300, 112, 112),
+    "pagoda": ("china", 215, 210, 195, 130),
+}
+OBJECT_NAMES = (*_ELLIPSE_OBJECTS, "logo", "horse")
+BACKGROUND_NAMES = ("brick", "grass", "gravel", "moon", "immunohistochemistry", "hubble_deep_field")
+
+
+@functools.lru_cache(maxsize=None)
+def _object(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The object's RGB uint8 ``[h, w, 3]`` and bool mask ``[h, w]``, tightly cropped."""
+    if name in _ELLIPSE_OBJECTS:
+        photo, cy, cx, ry, rx = _ELLIPSE_OBJECTS[name]
+        rgb = _photo(photo)
+        return _crop_to(rgb, _ellipse(rgb.shape[:2], cy, cx, ry, rx))
+    if name == "logo":
+        from skimage.morphology import convex_hull_image
+
+        rgb = np.ascontiguousarray(_photo("logo")[..., :3])
+        # The logo is an ellipse on an opaque white square: its hull of non-white pixels.
+        return _crop_to(rgb, convex_hull_image(rgb.min(axis=-1) < 230))
+    if name == "horse":
+        import skimage.data
+
+        silhouette = ~skimage.data.horse()  # the horse is False (black) in the file
+        fur = _photo("chelsea")[:, :300]  # the cat's coat, resized to the horse
+        fur = np.asarray(Image.fromarray(fur).resize(silhouette.shape[::-1], Image.BILINEAR))
+        return _crop_to(fur, silhouette)
+    raise ValueError(f"object must be one of {OBJECT_NAMES}, got {name!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _texture(name: str) -> np.ndarray:
+    if name not in BACKGROUND_NAMES:
+        raise ValueError(f"background must be one of {BACKGROUND_NAMES}, got {name!r}")
+    texture = _photo(name)
+    return texture if texture.ndim == 3 else np.repeat(texture[..., None], 3, axis=-1)
+
+
+def _background(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a texture, flipped at random; grey textures get a random tint."""
+    texture = _texture(name)
+    side = int(rng.integers(size, min(texture.shape[:2]) + 1))
+    y = int(rng.integers(0, texture.shape[0] - side + 1))
+    x = int(rng.integers(0, texture.shape[1] - side + 1))
+    crop = texture[y : y + side, x : x + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR), np.float64)
+    if _photo_is_grey(name):
+        crop = crop * rng.uniform(0.55, 1.15, size=3)
+    return np.clip(crop, 0, 255)
+
+
+def _photo_is_grey(name: str) -> bool:
+    return name in ("brick", "grass", "gravel", "moon")
+
+
+def composite(
+    object_name: str,
+    background_name: str,
+    *,
+    size: int = 224,
+    scale: float = 0.5,
+    position: tuple[float, float] = (0.5, 0.5),
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pastes one object onto one texture.
+
+    Args:
+      object_name: one of :data:`OBJECT_NAMES`.
+      background_name: one of :data:`BACKGROUND_NAMES`.
+      size: side of the square image.
+      scale: the object's longer side as a fraction of ``size``, in ``(0, 1]``.
+      position: where the object's box sits, ``(fy, fx)`` in ``[0, 1]``: 0 = at the
+        top/left edge, 1 = at the bottom/right edge.
+      rng: randomness of the background crop and tint (``None``: seed 0).
+
+    Returns:
+      ``(image, mask)``: uint8 ``[size, size, 3]`` and bool ``[size, size]``.
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    if not all(0 <= p <= 1 for p in position):
+        raise ValueError(f"position must be two fractions in [0, 1], got {position}")
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    rgb, mask = _object(object_name)
+    image = _background(background_name, size, rng)
+    factor = scale * size / max(mask.shape)
+    height, width = max(1, round(mask.shape[0] * factor)), max(1, round(mask.shape[1] * factor))
+    rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+    y = round(position[0] * (size - height))
+    x = round(position[1] * (size - width))
+    full = np.zeros((size, size), bool)
+    full[y : y + height, x : x + width] = small
+    image[y : y + height, x : x + width][small] = rgb[small]
+    return np.round(image).astype(np.uint8), full
+
+
+def make_benchmark(
+    num_images: int = 42,
+    *,
+    size: int = 224,
+    seed: int = 0,
+    scale_range: tuple[float, float] = (0.35, 0.7),
+) -> LocalisationBenchmark:
+    """The generated benchmark: every object on every texture in turn, placed at random.
+
+    Image ``i`` shows object ``i % 7`` on texture ``(i // 7) % 6`` (the first 42
+    images cover every pair once), at a uniformly random scale in ``scale_range``
+    and a uniformly random position fully inside the image.
+
+    Args:
+      num_images: ``N``.
+      size: image side ``S`` (224 for the models).
+      seed: the random state; the same seed gives the same benchmark.
+      scale_range: bounds of the object's longer side as a fraction of ``size``.
+
+    Returns:
+      :class:`LocalisationBenchmark`.
+    """
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+    low, high = scale_range
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"scale_range must satisfy 0 < low <= high <= 1, got {scale_range}")
+    rng = np.random.default_rng(seed)
+    images, masks, objects, backgrounds = [], [], [], []
+    for i in range(num_images):
+        object_name = OBJECT_NAMES[i % len(OBJECT_NAMES)]
+        background_name = BACKGROUND_NAMES[(i // len(OBJECT_NAMES)) % len(BACKGROUND_NAMES)]
+        scale = float(rng.uniform(low, high))
+        position = (float(rng.random()), float(rng.random()))
+        image, mask = composite(object_name, background_name, size=size, scale=scale, position=position, rng=rng)
+        images.append(image)
+        masks.append(mask)
+        objects.append(object_name)
+        backgrounds.append(background_name)
+    masks = np.stack(masks)
+    return LocalisationBenchmark(
+        images=np.stack(images),
+        masks=masks,
+        boxes=np.stack([bounding_box(m) for m in masks]),
+        objects=tuple(objects),
+        backgrounds=tuple(backgrounds),
+    )
+
+
+def simulated_saliency(
+    masks: np.ndarray,
+    *,
+    seed: int = 0,
+    coverage: float = 0.35,
+    contrast: float = 4.0,
+    distractors: int = 2,
+) -> np.ndarray:
+    """Speckled maps that point at part of each object, like plain gradient maps.
+
+    A stand-in for a model's maps when testing and timing the pipeline: the map is
+    ``|noise|`` times a smooth bump of height ``contrast`` over a random part of
+    the object (Gaussian of width ``coverage`` times the object's size), plus
+    weaker bumps at random background places.
+
+    Args:
+      masks: bool ``[N, H, W]`` object masks, each non-empty.
+      seed: random state.
+      coverage: width of the object's bump relative to the object's box.
+      contrast: the bump's height over the background speckle.
+      distractors: weaker bumps (half the height) placed off the object.
+
+    Returns:
+      float32 ``[N, H, W]``, non-negative.
+    """
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape [N, H, W], got shape {masks.shape}")
+    rng = np.random.default_rng(seed)
+    height, width = masks.shape[1:]
+    yy, xx = np.mgrid[:height, :width]
+    maps = []
+    for mask in masks:
+        if not mask.any():
+            raise ValueError("masks must each contain at least one object pixel")
+        x0, y0, x1, y1 = bounding_box(mask)
+        ys, xs = np.nonzero(mask)
+        k = int(rng.integers(len(ys)))
+        sigma = coverage * 0.5 * max(x1 - x0, y1 - y0)
+        bump = contrast * np.exp(-((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2) / (2 * sigma**2))
+        for _ in range(distractors):
+            cy, cx = rng.integers(height), rng.integers(width)
+            bump = bump + 0.5 * contrast * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) * ~mask
+        speckle = np.abs(rng.standard_normal((height, width)))
+        maps.append(speckle * (1.0 + bump))
+    return np.stack(maps).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def whole_image_box(shape: tuple[int, ...]) -> np.ndarray:
+    """The box of the whole ``[H, W, ...]`` image: ``[0, 0, W, H]``."""
+    return np.array([0, 0, shape[1], shape[0]], dtype=np.int64)
+
+
+def centre_box(shape: tuple[int, ...], fraction: float = 0.5) -> np.ndarray:
+    """A centred box whose sides are ``fraction`` of the image's sides.
+
+    Args:
+      shape: ``(H, W, ...)``.
+      fraction: in ``(0, 1]``; 1 is the whole image.
+
+    Returns:
+      int64 ``[4]``, ``x0, y0, x1, y1`` (exclusive ends).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    height, width = shape[:2]
+    box_h, box_w = max(1, round(fraction * height)), max(1, round(fraction * width))
+    y0, x0 = (height - box_h) // 2, (width - box_w) // 2
+    return np.array([x0, y0, x0 + box_w, y0 + box_h], dtype=np.int64)
+
+
+def saliency_threshold_box(
+    saliency: np.ndarray, quantile: float = 0.95, *, largest_only: bool = False
+) -> np.ndarray:
+    """The box around a saliency map's pixels above its ``quantile``, without GraphCut.
+
+    Args:
+      saliency: ``[H, W]`` finite map.
+      quantile: in ``(0, 1)``; the paper's foreground seed threshold by default.
+      largest_only: box only the largest 8-connected group of those pixels.
+
+    Returns:
+      int64 ``[4]``; for a constant map, the whole image.
+    """
+    saliency = np.asarray(saliency, np.float64)
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency must have shape [H, W], got shape {saliency.shape}")
+    if not np.isfinite(saliency).all():
+        raise ValueError("saliency contains NaN or infinite values")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    above = saliency > np.quantile(saliency, quantile)
+    if not above.any():  # ties at the top (or a constant map)
+        above = saliency >= saliency.max()
+    if largest_only:
+        above = largest_component(above, connectivity=2)
+    return bounding_box(above)
+
+
+def box_mask(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """bool ``[H, W]`` that is True inside ``box`` (``x0, y0, x1, y1``, exclusive ends)."""
+    mask = np.zeros(shape[:2], bool)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+class TableRow(NamedTuple):
+    """One method's scores on a benchmark.
+
+    Attributes:
+      method: what made the boxes (``"graphcut"``, ``"centre box"``, ...).
+      seed_map: the saliency map it used (``"-"`` for map-free baselines).
+      box_iou: mean IoU of the predicted and true boxes.
+      accuracy: fraction of images with box IoU ``>= 0.5`` (ILSVRC criterion).
+      mask_iou: mean IoU of the predicted mask (a box's filled rectangle for box
+        methods) and the true mask.
+      pointing: pointing-game accuracy of the map (``nan`` without a map).
+      seconds: seconds per image of the method (not counting the map).
+    """
+
+    method: str
+    seed_map: str
+    box_iou: float
+    accuracy: float
+    mask_iou: float
+    pointing: float
+    seconds: float
+
+
+def score(
+    method: str,
+    seed_map: str,
+    pred_boxes: np.ndarray,
+    benchmark: LocalisationBenchmark,
+    *,
+    pred_masks: Sequence[np.ndarray] | None = None,
+    saliency_maps: np.ndarray | None = None,
+    seconds: float = float("nan"),
+) -> TableRow:
+    """Scores one method's boxes (and masks) against the benchmark's truth.
+
+    Args:
+      method: the row's method name.
+      seed_map: the row's map name.
+      pred_boxes: ``[N, 4]``.
+      benchmark: the ground truth.
+      pred_masks: ``N`` bool masks, or ``None`` to score the filled boxes.
+      saliency_maps: ``[N, H, W]`` for the pointing game, or ``None``.
+      seconds: seconds per image to report.
+
+    Returns:
+      :class:`TableRow`.
+    """
+    pred_boxes = np.asarray(pred_boxes)
+    shape = benchmark.masks.shape[1:]
+    if pred_masks is None:
+        pred_masks = [box_mask(b, shape) for b in pred_boxes]
+    ious = np.diagonal(metrics.box_iou(pred_boxes[:, None], benchmark.boxes[None])) if len(pred_boxes) else []
+    return TableRow(
+        method=method,
+        seed_map=seed_map,
+        box_iou=float(np.mean(ious)),
+        accuracy=metrics.localisation_accuracy(pred_boxes, benchmark.boxes),
+        mask_iou=float(np.mean([metrics.mask_iou(p, t) for p, t in zip(pred_masks, benchmark.masks)])),
+        pointing=(
+            float("nan") if saliency_maps is None
+            else metrics.pointing_accuracy(saliency_maps, masks=benchmark.masks)
+        ),
+        seconds=float(seconds),
+    )
+
+
+def baseline_rows(benchmark: LocalisationBenchmark, *, centre_fraction: float = 0.5) -> list[TableRow]:
+    """The map-free baselines: the centre box and the whole image."""
+    shape = benchmark.images.shape[1:3]
+    count = len(benchmark.images)
+    return [
+        score("centre box", "-", np.stack([centre_box(shape, centre_fraction)] * count), benchmark, seconds=0.0),
+        score("whole image", "-", np.stack([whole_image_box(shape)] * count), benchmark, seconds=0.0),
+    ]
+
+
+def map_rows(
+    benchmark: LocalisationBenchmark,
+    saliency_maps: np.ndarray,
+    seed_map: str,
+    localisers: Mapping[str, Callable[[np.ndarray, np.ndarray], Sequence]] | None = None,
+    *,
+    quantile: float = 0.95,
+) -> list[TableRow]:
+    """Rows of the map-based methods for one choice of seed map.
+
+    Args:
+      benchmark: images and truth.
+      saliency_maps: ``[N, H, W]`` maps of the benchmark's images.
+      seed_map: the map's name in the table.
+      localisers: ``{method name: (images, maps) -> N results}``, each result with
+        ``.mask`` and ``.box`` (e.g. ``{"graphcut": functools.partial(localise_many,
+        config=..., processes=...)}``).
+      quantile: threshold of the thresholded-map baselines.
+
+    Returns:
+      Rows for the thresholded-map boxes (all pixels above ``quantile``, and their
+      largest group), then one per localiser.
+    """
+    maps = np.asarray(saliency_maps)
+    if maps.shape != benchmark.masks.shape:
+        raise ValueError(f"saliency_maps must have shape {benchmark.masks.shape}, got {maps.shape}")
+    rows = []
+    for name, largest in (("threshold box", False), ("threshold box, largest part", True)):
+        start = time.perf_counter()
+        boxes = np.stack([saliency_threshold_box(m, quantile, largest_only=largest) for m in maps])
+        seconds = (time.perf_counter() - start) / len(maps)
+        rows.append(score(name, seed_map, boxes, benchmark, saliency_maps=maps, seconds=seconds))
+    for name, localise_fn in (localisers or {}).items():
+        start = time.perf_counter()
+        found = list(localise_fn(benchmark.images, maps))
+        seconds = (time.perf_counter() - start) / len(maps)
+        rows.append(
+            score(
+                name, seed_map, np.stack([f.box for f in found]), benchmark,
+                pred_masks=[f.mask for f in found], saliency_maps=maps, seconds=seconds,
+            )
+        )
+    return rows
+
+
+def format_table(rows: Sequence[TableRow]) -> str:
+    """A Markdown table of :class:`TableRow`, in the order given."""
+    header = (
+        "| method | seed map | box IoU | loc. acc. (IoU>=0.5) | mask IoU | pointing game | s / image |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+
+    def number(value: float, digits: int = 3) -> str:
+        return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"| {row.method} | {row.seed_map} | {number(row.box_iou)} | {number(row.accuracy)} | "
+            f"{number(row.mask_iou)} | {number(row.pointing)} | {number(row.seconds, 4)} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""Localisation metrics: box IoU, ILSVRC accuracy and top-5 error, the pointing game.
+
+Boxes are ``x0, y0, x1, y1`` in pixels with exclusive ends (``x1 - x0`` is the
+width), as :func:`saliency_jax.localisation.bounding_box` returns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def _as_boxes(boxes, name: str) -> np.ndarray:
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.ndim == 0 or array.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape [..., 4] (x0, y0, x1, y1), got shape {np.shape(boxes)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    if (array[..., 2] < array[..., 0]).any() or (array[..., 3] < array[..., 1]).any():
+        raise ValueError(f"{name} must have x1 >= x0 and y1 >= y0 (x0, y0, x1, y1 order)")
+    return array
+
+
+def box_area(boxes) -> np.ndarray:
+    """Areas ``(x1 - x0) * (y1 - y0)`` of ``[..., 4]`` boxes, as ``[...]``."""
+    boxes = _as_boxes(boxes, "boxes")
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(boxes_a, boxes_b) -> np.ndarray:
+    """Intersection over union of boxes, broadcasting their leading axes.
+
+    For all pairs of two sets use ``box_iou(a[:, None], b[None])``.
+
+    Args:
+      boxes_a: ``[..., 4]``, ``x0, y0, x1, y1`` with exclusive ends.
+      boxes_b: ``[..., 4]``, broadcastable against ``boxes_a``.
+
+    Returns:
+      float64 ``[...]`` in ``[0, 1]``; 0 where both boxes are empty.
+    """
+    a = _as_boxes(boxes_a, "boxes_a")
+    b = _as_boxes(boxes_b, "boxes_b")
+    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    intersection = width * height
+    union = box_area(a) + box_area(b) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def mask_iou(mask_a, mask_b) -> float:
+    """Intersection over union of two boolean ``[H, W]`` masks (0 when both are empty)."""
+    a, b = np.asarray(mask_a, bool), np.asarray(mask_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask_a and mask_b must have the same shape, got {a.shape} and {b.shape}")
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def _ground_truth_list(ground_truth, count: int, name: str) -> list[np.ndarray]:
+    """Per-image ``[M_i, 4]`` arrays from ``[N, 4]``, ``[N, M, 4]`` or a list of ``[M_i, 4]``."""
+    if isinstance(ground_truth, np.ndarray) and ground_truth.ndim == 2:
+        ground_truth = ground_truth[:, None]
+    items = [_as_boxes(np.reshape(g, (-1, 4)) if np.size(g) else np.zeros((0, 4)), name) for g in ground_truth]
+    if len(items) != count:
+        raise ValueError(f"{name} must hold one entry per image ({count}), got {len(items)}")
+    return items
+
+
+def localisation_hits(pred_boxes, gt_boxes, threshold: float = 0.5) -> np.ndarray:
+    """Whether each image's box overlaps one of its objects by IoU ``>= threshold``.
+
+    Args:
+      pred_boxes: ``[N, 4]``, one box per image.
+      gt_boxes: the objects of each image: ``[N, 4]``, or a length-``N`` sequence
+        of ``[M_i, 4]`` (an image with no objects is a miss).
+      threshold: the IoU needed, ILSVRC's 0.5.
+
+    Returns:
+      bool ``[N]``.
+    """
+    pred = _as_boxes(pred_boxes, "pred_boxes")
+    if pred.ndim != 2:
+        raise ValueError(f"pred_boxes must have shape [N, 4], got shape {pred.shape}")
+    truth = _ground_truth_list(gt_boxes, len(pred), "gt_boxes")
+    return np.array(
+        [bool(len(g)) and bool((box_iou(p[None], g) >= threshold).any()) for p, g in zip(pred, truth)], dtype=bool
+    )
+
+
+def localisation_accuracy(pred_boxes, gt_boxes, threshold: float = 0.5) -> float:
+    """Fraction of images whose box has IoU ``>= threshold`` with one of their objects.
+
+    The ILSVRC criterion with ``threshold = 0.5``; see :func:`localisation_hits`.
+    """
+    hits = localisation_hits(pred_boxes, gt_boxes, threshold)
+    return float(hits.mean()) if hits.size else float("nan")
+
+
+def top5_localisation_error(
+    pred_classes,
+    pred_boxes,
+    gt_classes: Sequence,
+    gt_boxes: Sequence,
+    threshold: float = 0.5,
+) -> float:
+    """The ILSVRC localisation error with up to 5 guesses per image (paper §3.2).
+
+    An image counts as localised if one of its guesses names the class of one of
+    its objects and overlaps that object by IoU ``>= threshold``; the error is the
+    fraction of images not localised.
+
+    Args:
+      pred_classes: int ``[N, K]`` (``K <= 5`` guesses per image, best first).
+      pred_boxes: ``[N, K, 4]``, one box per guess.
+      gt_classes: length-``N`` sequence of int ``[M_i]`` (or ``[N]`` ints, one
+        object class per image, as ILSVRC's single-label validation set).
+      gt_boxes: length-``N`` sequence of ``[M_i, 4]`` (or ``[N, 4]``).
+      threshold: IoU needed, 0.5.
+
+    Returns:
+      The error in ``[0, 1]``.
+    """
+    classes = np.asarray(pred_classes)
+    boxes = _as_boxes(pred_boxes, "pred_boxes")
+    if classes.ndim != 2 or boxes.shape != classes.shape + (4,):
+        raise ValueError(
+            f"pred_classes must be [N, K] and pred_boxes [N, K, 4], got {classes.shape} and {boxes.shape}"
+        )
+    if classes.shape[1] > 5:
+        raise ValueError(f"the ILSVRC protocol allows at most 5 guesses per image, got {classes.shape[1]}")
+    truth_boxes = _ground_truth_list(gt_boxes, len(classes), "gt_boxes")
+    truth_classes = [np.atleast_1d(np.asarray(c)).reshape(-1) for c in gt_classes]
+    if len(truth_classes) != len(classes):
+        raise ValueError(f"gt_classes must hold one entry per image ({len(classes)}), got {len(truth_classes)}")
+    errors = []
+    for guesses, guess_boxes, t_classes, t_boxes in zip(classes, boxes, truth_classes, truth_boxes):
+        if len(t_classes) == 1 and len(t_boxes) > 1:
+            t_classes = np.repeat(t_classes, len(t_boxes))  # one label for all of the image's boxes
+        if len(t_classes) != len(t_boxes):
+            raise ValueError(
+                f"gt_classes and gt_boxes disagree: {len(t_classes)} classes for {len(t_boxes)} boxes"
+            )
+        overlaps = box_iou(guess_boxes[:, None], t_boxes[None]) >= threshold  # [K, M]
+        same_class = guesses[:, None] == t_classes[None]
+        errors.append(not bool((overlaps & same_class).any()))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def saliency_peak(saliency) -> np.ndarray:
+    """The ``(y, x)`` of a map's maximum (the first in row-major order on ties)."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.ndim != 2 or saliency.size == 0:
+        raise ValueError(f"saliency must have shape [H, W], got shape {saliency.shape}")
+    if not np.isfinite(saliency).all():
+        raise ValueError("saliency contains NaN or infinite values")
+    return np.array(np.unravel_index(int(np.argmax(saliency)), saliency.shape))
+
+
+def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 15.0) -> np.ndarray:
+    """The pointing game (Zhang et al., 2016): does each map's maximum hit the object?
+
+    A hit is a maximum within ``tolerance`` pixels (Euclidean) of a pixel of the
+    object; on ties the first maximum in row-major order is the one that points.
+    Give the objects as ``masks`` or as ``boxes``, not both.
+
+    Args:
+      saliency_maps: ``N`` maps ``[H, W]`` (an ``[N, H, W]`` array or a list).
+      masks: ``N`` bool object masks, each the shape of its map.
+      boxes: ``[N, 4]``, or a length-``N`` list of ``[M_i, 4]`` (exclusive ends):
+        a hit on any of an image's boxes counts.
+      tolerance: pixels of slack around the object, the game's 15.
+
+    Returns:
+      bool ``[N]``; an image without objects is a miss.
+    """
+    maps = list(saliency_maps)
+    if (masks is None) == (boxes is None):
+        raise ValueError("pass the objects as exactly one of masks= or boxes=")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    hits = []
+    if masks is not None:
+        if len(masks) != len(maps):
+            raise ValueError(f"masks must hold one mask per map ({len(maps)}), got {len(masks)}")
+        for saliency, mask in zip(maps, masks):
+            mask = np.asarray(mask, bool)
+            if mask.shape != np.shape(saliency):
+                raise ValueError(f"masks must match the maps' shape {np.shape(saliency)}, got {mask.shape}")
+            y, x = saliency_peak(saliency)
+            # Distance from the peak to the nearest object pixel.
+            hits.append(bool(mask.any()) and bool(ndimage.distance_transform_edt(~mask)[y, x] <= tolerance))
+        return np.array(hits, dtype=bool)
+    for saliency, object_boxes in zip(maps, _ground_truth_list(boxes, len(maps), "boxes")):
+        y, x = saliency_peak(saliency)
+        # Distance from pixel (x, y) to the nearest pixel of each box, columns x0 .. x1 - 1.
+        dx = np.maximum(np.maximum(object_boxes[:, 0] - x, x - (object_boxes[:, 2] - 1)), 0)
+        dy = np.maximum(np.maximum(object_boxes[:, 1] - y, y - (object_boxes[:, 3] - 1)), 0)
+        hits.append(bool(len(object_boxes)) and bool((np.hypot(dx, dy) <= tolerance).any()))
+    return np.array(hits, dtype=bool)
+
+
+def pointing_accuracy(saliency_maps, *, masks=None, boxes=None, tolerance: float = 15.0) -> float:
+    """Fraction of hits in the pointing game; see :func:`pointing_hits`."""
+    hits = pointing_hits(saliency_maps, masks=masks, boxes=boxes, tolerance=tolerance)
+    return float(hits.mean()) if hits.size else float("nan")

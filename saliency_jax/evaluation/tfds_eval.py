@@ -1,0 +1,317 @@
+"""Localisation on real benchmarks through TFDS: PASCAL VOC 2007 and ImageNet 2012 validation.
+
+Both read prepared TFDS datasets with ``tfds.data_source`` (random access, no
+TensorFlow needed; prepare them with ``file_format="array_record"``), falling back
+to ``tfds.load`` when TensorFlow is installed. Nothing here downloads: a dataset
+that is not prepared raises.
+
+* ``voc/2007``: every object's box and class (20 VOC classes). The classes are not
+  ImageNet's, so an ImageNet model is scored class-agnostically: its top-1 box
+  is correct if it overlaps any object by IoU >= 0.5 (CorLoc), and its map's
+  maximum is scored in the pointing game.
+* ``imagenet2012``: TFDS holds the validation images and labels but not their
+  boxes; give the ILSVRC 2012 validation box annotations (the folder of
+  ``ILSVRC2012_val_*.xml`` files, or the ``LOC_val_solution.csv`` table) and they
+  are joined on the file name. Scored with the ILSVRC top-5 localisation error
+  (paper §3.2) and top-1 localisation accuracy.
+
+Boxes come out as ``x0, y0, x1, y1`` int pixels with exclusive ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from saliency_jax.evaluation import metrics
+
+
+class LocalisationExample(NamedTuple):
+    """One image with its objects.
+
+    Attributes:
+      image: uint8 ``[H, W, 3]``.
+      boxes: int64 ``[M, 4]``, ``x0, y0, x1, y1``, exclusive ends.
+      labels: int64 ``[M]``, each box's class in the dataset's label space.
+      name: the image's file name.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    name: str
+
+
+class Prediction(NamedTuple):
+    """A model's guesses for one image.
+
+    Attributes:
+      classes: int ``[K]``, best first (``K <= 5``).
+      boxes: ``[K, 4]`` in the image's pixels, one per class.
+      saliency: ``[H, W]`` map of the top-1 class at the image's size, or
+        ``None`` to skip the pointing game.
+    """
+
+    classes: np.ndarray
+    boxes: np.ndarray
+    saliency: np.ndarray | None = None
+
+
+class RealScores(NamedTuple):
+    """Scores on a real benchmark.
+
+    Attributes:
+      num_images: images scored.
+      top1_accuracy: fraction whose top-1 box has IoU >= 0.5 with an object
+        (class-agnostic on VOC; of the true class on ImageNet, ignoring whether
+        the top-1 class is right).
+      top5_error: ILSVRC top-5 localisation error (``nan`` when class-agnostic).
+      pointing: pointing-game accuracy of the top-1 maps (``nan`` without maps).
+    """
+
+    num_images: int
+    top1_accuracy: float
+    top5_error: float
+    pointing: float
+
+
+def _open_split(name: str, split: str, data_dir: str | None):
+    """A random-access source of decoded examples of a prepared TFDS dataset."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as error:  # not array_record, or not prepared
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"cannot read {name!r} split {split!r} with tfds.data_source ({error}); prepare it with "
+                "file_format='array_record', or install TensorFlow to read TFRecord files"
+            ) from None
+        return list(tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir, download=False)))
+
+
+def _take(source, limit: int | None) -> Iterator:
+    count = len(source) if limit is None else min(limit, len(source))
+    for index in range(count):
+        yield source[index]
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def normalised_to_pixels(bbox: np.ndarray, height: int, width: int, *, one_based: bool = False) -> np.ndarray:
+    """TFDS ``BBoxFeature`` boxes to pixel boxes.
+
+    Args:
+      bbox: float ``[M, 4]``, ``ymin, xmin, ymax, xmax`` as fractions of the size.
+      height: the image's height.
+      width: the image's width.
+      one_based: the fractions were made from 1-based inclusive pixel indices
+        (VOC's annotation files): subtract 1 from the start.
+
+    Returns:
+      int64 ``[M, 4]``, ``x0, y0, x1, y1`` with exclusive ends, clipped to the image.
+    """
+    bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
+    ymin, xmin, ymax, xmax = (bbox[:, i] for i in range(4))
+    shift = 1 if one_based else 0
+    x0 = np.clip(np.round(xmin * width) - shift, 0, width)
+    y0 = np.clip(np.round(ymin * height) - shift, 0, height)
+    x1 = np.clip(np.round(xmax * width), 0, width)
+    y1 = np.clip(np.round(ymax * height), 0, height)
+    return np.stack([x0, y0, np.maximum(x1, x0), np.maximum(y1, y0)], axis=-1).astype(np.int64)
+
+
+def voc_examples(
+    split: str = "test",
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    include_difficult: bool = False,
+) -> Iterator[LocalisationExample]:
+    """PASCAL VOC 2007 images with their objects' boxes, from TFDS ``voc/2007``.
+
+    Args:
+      split: ``"test"``, ``"validation"`` or ``"train"``.
+      data_dir: TFDS data folder (TFDS's default if ``None``).
+      limit: the most images to read.
+      include_difficult: keep objects marked difficult (VOC's evaluation drops them).
+
+    Yields:
+      :class:`LocalisationExample` with VOC class ids; images left without
+      objects are skipped.
+    """
+    for example in _take(_open_split("voc/2007", split, data_dir), limit):
+        image = np.asarray(example["image"])
+        objects = example["objects"]
+        bbox = np.asarray(objects["bbox"]).reshape(-1, 4)
+        labels = np.asarray(objects["label"]).reshape(-1)
+        difficult = np.asarray(objects.get("is_difficult", np.zeros(len(labels), bool))).reshape(-1)
+        if not (len(bbox) == len(labels) == len(difficult)):
+            raise ValueError(
+                f"voc/2007 example {_text(example.get('image/filename', '?'))!r} has {len(bbox)} boxes, "
+                f"{len(labels)} labels and {len(difficult)} difficulty flags"
+            )
+        keep = np.ones(len(labels), bool) if include_difficult else ~difficult.astype(bool)
+        if not keep.any():
+            continue
+        boxes = normalised_to_pixels(bbox[keep], image.shape[0], image.shape[1], one_based=True)
+        yield LocalisationExample(image, boxes, labels[keep].astype(np.int64), _text(example.get("image/filename", "")))
+
+
+def read_imagenet_boxes(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
+    """ILSVRC 2012 validation boxes, keyed by image stem (``ILSVRC2012_val_00000001``).
+
+    Args:
+      path: a folder of the ILSVRC annotation XML files (searched recursively), or
+        the ``LOC_val_solution.csv`` table (``ImageId,PredictionString`` with
+        ``wnid x0 y0 x1 y1`` repeated).
+
+    Returns:
+      ``{stem: (boxes int64 [M, 4], wnids)}``. The annotations' ``xmax``/``ymax`` are
+      inclusive pixel indices, so ``x1 = xmax + 1``.
+    """
+    path = os.fspath(path)
+    found: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {}
+    if os.path.isdir(path):
+        for folder, _, files in os.walk(path):
+            for file in sorted(files):
+                if file.endswith(".xml"):
+                    root = ElementTree.parse(os.path.join(folder, file)).getroot()
+                    boxes, wnids = [], []
+                    for obj in root.iter("object"):
+                        box = obj.find("bndbox")
+                        coords = [float(box.find(tag).text) for tag in ("xmin", "ymin", "xmax", "ymax")]
+                        boxes.append([coords[0], coords[1], coords[2] + 1, coords[3] + 1])
+                        wnids.append(obj.find("name").text.strip())
+                    found[os.path.splitext(file)[0]] = (np.asarray(boxes, np.int64).reshape(-1, 4), tuple(wnids))
+        if not found:
+            raise ValueError(f"annotations: no .xml files under {path!r}")
+        return found
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotations: no such file or folder {path!r}")
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            fields = row["PredictionString"].split()
+            if len(fields) % 5:
+                raise ValueError(f"annotations: {row['ImageId']!r} has a PredictionString not in groups of 5")
+            wnids = tuple(fields[0::5])
+            coords = np.asarray([[float(v) for v in fields[i + 1 : i + 5]] for i in range(0, len(fields), 5)])
+            coords = coords.reshape(-1, 4)
+            coords[:, 2:] += 1
+            found[row["ImageId"]] = (coords.astype(np.int64), wnids)
+    return found
+
+
+def imagenet_examples(
+    annotations: str | os.PathLike | dict,
+    split: str = "validation",
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+) -> Iterator[LocalisationExample]:
+    """ImageNet 2012 validation images (TFDS ``imagenet2012``) with their boxes.
+
+    Args:
+      annotations: a path for :func:`read_imagenet_boxes`, or its result.
+      split: the TFDS split, ``"validation"``.
+      data_dir: TFDS data folder.
+      limit: the most images to read.
+
+    Yields:
+      :class:`LocalisationExample` with ImageNet class ids (TFDS's label order);
+      images without annotations are skipped.
+    """
+    import tensorflow_datasets as tfds
+
+    boxes = annotations if isinstance(annotations, dict) else read_imagenet_boxes(annotations)
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    wnids = builder.info.features["label"].names
+    class_of = {wnid: i for i, wnid in enumerate(wnids)}
+    for example in _take(_open_split("imagenet2012", split, data_dir), limit):
+        name = _text(example["file_name"])
+        stem = os.path.splitext(os.path.basename(name))[0]
+        if stem not in boxes:
+            continue
+        image = np.asarray(example["image"])
+        these, their_wnids = boxes[stem]
+        unknown = [w for w in their_wnids if w not in class_of]
+        if unknown:
+            raise ValueError(f"annotations: {stem!r} names unknown ImageNet classes {unknown}")
+        height, width = image.shape[:2]
+        clipped = np.clip(these, 0, [width, height, width, height])
+        labels = np.asarray([class_of[w] for w in their_wnids], np.int64)
+        yield LocalisationExample(image, clipped, labels, name)
+
+
+def evaluate(
+    examples: Iterable[LocalisationExample],
+    predict: Callable[[np.ndarray], Prediction],
+    *,
+    class_agnostic: bool,
+    tolerance: float = 15.0,
+) -> RealScores:
+    """Scores a predictor on real examples.
+
+    Args:
+      examples: from :func:`voc_examples` or :func:`imagenet_examples`.
+      predict: ``image -> Prediction`` (e.g. the model's top-5 classes, one GraphCut
+        box per class, and the top-1 map).
+      class_agnostic: score boxes against every object whatever its class (VOC
+        with an ImageNet model); otherwise the ILSVRC protocol with classes.
+      tolerance: the pointing game's slack in pixels.
+
+    Returns:
+      :class:`RealScores`.
+    """
+    top1_hits, top5_misses, points = [], [], []
+    for example in examples:
+        guess = predict(example.image)
+        classes = np.asarray(guess.classes).reshape(-1)
+        boxes = np.asarray(guess.boxes).reshape(-1, 4)
+        if len(classes) != len(boxes) or not len(classes):
+            raise ValueError(
+                f"predict must return one box per class, got {len(classes)} classes and {len(boxes)} boxes"
+            )
+        if class_agnostic:
+            targets = example.boxes
+        else:
+            targets = example.boxes[example.labels == example.labels[0]]  # the image's label
+            top5_misses.append(
+                metrics.top5_localisation_error(classes[None, :5], boxes[None, :5], [example.labels], [example.boxes])
+            )
+        top1_hits.append(bool(metrics.localisation_hits(boxes[:1], [targets])[0]))
+        if guess.saliency is not None:
+            points.append(bool(metrics.pointing_hits([guess.saliency], boxes=[example.boxes], tolerance=tolerance)[0]))
+    count = len(top1_hits)
+    return RealScores(
+        num_images=count,
+        top1_accuracy=float(np.mean(top1_hits)) if count else float("nan"),
+        top5_error=float(np.mean(top5_misses)) if top5_misses else float("nan"),
+        pointing=float(np.mean(points)) if points else float("nan"),
+    )
+
+
+def format_scores(rows: Sequence[tuple[str, str, RealScores]]) -> str:
+    """A Markdown table of ``(dataset, seed map, scores)`` rows."""
+    def number(value: float) -> str:
+        return "-" if np.isnan(value) else f"{value:.3f}"
+
+    lines = [
+        "| dataset | seed map | images | top-1 loc. acc. | top-5 loc. error | pointing game |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset, seed_map, s in rows:
+        lines.append(
+            f"| {dataset} | {seed_map} | {s.num_images} | {number(s.top1_accuracy)} | "
+            f"{number(s.top5_error)} | {number(s.pointing)} |"
+        )
+    return "\n".join(lines)

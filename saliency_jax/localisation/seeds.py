@@ -1,0 +1,77 @@
+"""Foreground and background seeds from the quantiles of a saliency map (paper §3.2)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from saliency_jax.localisation._inputs import as_saliency
+
+
+class Seeds(NamedTuple):
+    """Pixels whose label the saliency map fixes.
+
+    Attributes:
+      foreground: bool ``[H, W]``, saliency above ``foreground_threshold``.
+      background: bool ``[H, W]``, saliency below ``background_threshold``.
+      foreground_threshold: the map's foreground quantile.
+      background_threshold: the map's background quantile.
+    """
+
+    foreground: np.ndarray
+    background: np.ndarray
+    foreground_threshold: float
+    background_threshold: float
+
+
+def quantile_seeds(
+    saliency: np.ndarray,
+    foreground_quantile: float = 0.95,
+    background_quantile: float = 0.30,
+) -> Seeds:
+    """Seeds the paper's way: the most and least salient pixels (§3.2).
+
+    Foreground seeds are the pixels strictly above the ``foreground_quantile`` of
+    the map's values, background seeds those strictly below its
+    ``background_quantile`` (linear interpolation between order statistics, as
+    ``np.quantile``). Maps with ties at a threshold (e.g. many exact zeros) can
+    leave a strict comparison empty; then, and only then, the pixels equal to that
+    threshold join the seed. The two seed sets never overlap.
+
+    Args:
+      saliency: ``[H, W]`` finite map, larger = more salient.
+      foreground_quantile: in ``(0, 1)``, the paper's 0.95.
+      background_quantile: in ``(0, foreground_quantile)``, the paper's 0.30.
+
+    Returns:
+      :class:`Seeds`, each set non-empty.
+
+    Raises:
+      ValueError: if the map is constant (all zero, say): its quantiles coincide
+        and no pixel is more salient than another.
+    """
+    if not 0.0 < background_quantile < foreground_quantile < 1.0:
+        raise ValueError(
+            "need 0 < background_quantile < foreground_quantile < 1, got "
+            f"background_quantile={background_quantile}, foreground_quantile={foreground_quantile}"
+        )
+    saliency = as_saliency(saliency)
+    low, high = saliency.min(), saliency.max()
+    if low == high:
+        raise ValueError(
+            f"saliency is constant (every value is {low}): its {background_quantile:.0%} and "
+            f"{foreground_quantile:.0%} quantiles coincide, so it cannot seed a foreground and a "
+            "background (check the map: an all-zero map usually means the gradient vanished)"
+        )
+    background_threshold, foreground_threshold = np.quantile(
+        saliency, [background_quantile, foreground_quantile]
+    )
+    foreground = saliency > foreground_threshold
+    if not foreground.any():  # the threshold is the maximum, shared by >= 5% of pixels
+        foreground = saliency >= foreground_threshold
+    background = saliency < background_threshold
+    if not background.any():  # the threshold is the minimum, shared by >= 30% of pixels
+        background = saliency <= background_threshold
+    # Both fallbacks at once would need min == threshold == max: a constant map.
+    return Seeds(foreground, background, float(foreground_threshold), float(background_threshold))

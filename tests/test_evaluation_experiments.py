@@ -1,0 +1,61 @@
+"""End-to-end runs of the localisation experiments, small enough for CI."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+def _load(name, monkeypatch):
+    monkeypatch.syspath_prepend(EXPERIMENTS)  # the scripts import each other as siblings
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_table_with_simulated_maps(tmp_path, monkeypatch):
+    eval_localisation = _load("eval_localisation", monkeypatch)
+    out = tmp_path / "eval.md"
+    text = eval_localisation.main(["--simulated", "--images", "7", "--processes", "1", "--out", str(out)])
+    assert out.read_text() == text
+    for method in ("| graphcut | simulated |", "| graphcut, soft background | simulated |",
+                   "| threshold box | simulated |", "| centre box | - |", "| whole image | - |"):
+        assert method in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    box_ious = [float(line.split("|")[3]) for line in rows]
+    assert box_ious == sorted(box_ious, reverse=True)  # best first
+
+
+def test_bench_with_simulated_maps(tmp_path, monkeypatch, capsys):
+    bench_localisation = _load("bench_localisation", monkeypatch)
+    out = tmp_path / "bench.json"
+    result = bench_localisation.main(
+        ["--maps", "simulated", "--images", "3", "--repeats", "1", "--processes", "1", "--out", str(out)]
+    )
+    assert json.loads(out.read_text())["images"] == 3
+    stages = result["one_process_seconds_per_image"]
+    assert set(stages) == {"seeds", "gmm", "graph", "maxflow", "components", "total"}
+    assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"))
+    assert 0 <= result["ours_mask_iou"] <= 1
+    if "grabcut_seconds_per_image" in result:  # OpenCV is optional
+        assert result["time_ratio"] > 0 and 0 <= result["ours_vs_grabcut_mask_iou"] <= 1
+    assert "| **total** |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fig3_with_the_real_model(tmp_path, monkeypatch):
+    fig3 = _load("fig3_localisation", monkeypatch)
+    out = tmp_path / "fig3.png"
+    fig3.main(["--photos", "coffee", "--out", str(out)])
+    from PIL import Image
+
+    width, height = Image.open(out).size
+    assert width > 3 * height  # one row of five panels
+    assert np.asarray(Image.open(out)).std() > 10

@@ -1,0 +1,51 @@
+"""Numpy map functions of a JAX classifier, checked on a linear model with a known gradient."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.evaluation import model_maps, tfds_eval
+from saliency_jax.types import Classifier
+
+SIZE, CLASSES = 12, 6
+
+
+def _linear_classifier(seed=0):
+    w = np.random.default_rng(seed).normal(size=(SIZE * SIZE * 3, CLASSES)).astype(np.float32)
+
+    def logits_fn(params, images):
+        return images.reshape(images.shape[0], -1) @ params["w"]
+
+    return Classifier(logits_fn, {"w": jnp.asarray(w)}, SIZE, tuple(f"c{i}" for i in range(CLASSES))), w
+
+
+def test_saliency_fn_is_the_weight_column_of_the_class():
+    classifier, w = _linear_classifier()
+    images = np.random.default_rng(1).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
+    classes = np.array([0, 5, 2, 2, 1])
+    maps = model_maps.saliency_fn(classifier, batch_size=2)(images, classes)
+    expected = np.abs(w.T[classes].reshape(5, SIZE, SIZE, 3)).max(-1)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5)
+
+
+def test_top_classes_are_sorted_scores():
+    classifier, w = _linear_classifier()
+    images = np.random.default_rng(2).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    logits = images.reshape(3, -1) @ w
+    np.testing.assert_array_equal(model_maps.top_classes(classifier, images, 3, batch_size=2),
+                                  np.argsort(-logits, axis=-1)[:, :3])
+
+
+def test_scale_box_covers_the_same_pixels():
+    np.testing.assert_array_equal(model_maps.scale_box([1, 2, 5, 6], (12, 12), (24, 36)), [3, 4, 15, 12])
+    np.testing.assert_array_equal(model_maps.scale_box([[0, 0, 12, 12]], (12, 12), (7, 5)), [[0, 0, 5, 7]])
+
+
+def test_predictor_gives_one_box_per_class_in_the_images_pixels():
+    classifier, _ = _linear_classifier()
+    image = np.random.default_rng(3).integers(0, 255, (30, 20, 3)).astype(np.uint8)
+    guess = model_maps.make_predictor(classifier, top_k=3)(image)
+    assert isinstance(guess, tfds_eval.Prediction)
+    assert guess.classes.shape == (3,) and guess.boxes.shape == (3, 4)
+    assert ((guess.boxes[:, 2] <= 20) & (guess.boxes[:, 3] <= 30)).all()
+    assert ((guess.boxes[:, :2] >= 0) & (guess.boxes[:, 2:] > guess.boxes[:, :2])).all()
+    assert guess.saliency.shape == (30, 20)
