@@ -1,0 +1,347 @@
+"""Depthwise 2-D convolution that is fast on CPU in both directions.
+
+XLA's CPU backend lowers a grouped convolution (``feature_group_count`` equal to the number of
+channels) to a slow generic loop: on EfficientNet-Lite0 the depthwise layers dominate the forward
+pass and, even more, the backward pass that a saliency map needs. A depthwise convolution is only
+``kh * kw`` shifted, per-channel multiplies, which XLA fuses into one vectorised loop, so on CPU
+this module writes it that way, with a ``jax.custom_vjp`` whose backward pass is made of the same
+kind of shifted sums:
+
+* the input gradient is a stride-1 depthwise correlation of the output cotangent with the
+  flipped kernel; for stride ``s`` it splits into ``s * s`` phases, each a stride-1 correlation
+  with a sub-sampled kernel, interleaved at the end, so no work is spent on the zeros that a
+  dilated cotangent would hold;
+* the kernel gradient is, per tap, a sum over the batch and the image of a shifted slice of the
+  input times the cotangent.
+
+The backward pass calls the same differentiable operation, so gradients of gradients stay on the
+fast path too. On GPU and TPU the grouped convolution is fast and is used unchanged.
+
+Padding is never materialised: each output is split into an interior, where every tap reads
+inside the image and the sum is made of plain (strided) slices, and thin border strips, where the
+out-of-image taps are zeroed. Copying a padded input is, at ImageNet resolution and batch 16, as
+costly as the convolution itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["depthwise_conv2d", "resolve_impl"]
+
+Impl = Literal["auto", "shifted", "xla"]
+Padding = str | Sequence[tuple[int, int]]
+
+_IMPLS = ("auto", "shifted", "xla")
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_impl(impl: Impl = "auto") -> str:
+    """Returns the implementation ``depthwise_conv2d`` will use: ``"shifted"`` or ``"xla"``.
+
+    Args:
+      impl: ``"shifted"`` (shifted sums, fast on CPU), ``"xla"`` (XLA's grouped convolution, fast
+        on GPU and TPU) or ``"auto"``: ``"shifted"`` when JAX's default backend is the CPU, else
+        ``"xla"``.
+
+    Returns:
+      ``"shifted"`` or ``"xla"``.
+
+    Raises:
+      ValueError: if ``impl`` is not one of ``"auto"``, ``"shifted"``, ``"xla"``.
+    """
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}; got {impl!r}.")
+    if impl == "auto":
+        return "shifted" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def depthwise_conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: int | Sequence[int] = (1, 1),
+    padding: Padding = "SAME",
+    *,
+    impl: Impl = "auto",
+) -> jax.Array:
+    """Depthwise 2-D convolution (channel multiplier 1), as a grouped convolution computes it.
+
+    Equals ``lax.conv_general_dilated(x, kernel, strides, padding,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=C)`` up to float rounding
+    (the sums are taken in another order), and is jit-, vmap- and grad-compatible, with respect
+    to ``x`` and ``kernel``. Forward-mode differentiation (``jax.jvp``) is available only with
+    ``impl="xla"``, since the fast path defines its reverse-mode rule.
+
+    Args:
+      x: input images, shape ``[B, H, W, C]``.
+      kernel: per-channel filters in Flax's HWIO layout for ``nn.Conv(...,
+        feature_group_count=C)``, shape ``[kh, kw, 1, C]``.
+      strides: the row and column strides, two positive ints (or one int for both).
+      padding: ``"SAME"`` (TensorFlow's SAME, as in ``lax``: output size ``ceil(H / stride)``,
+        the odd pixel of padding at the end), ``"VALID"`` (no padding), or explicit
+        ``((top, bottom), (left, right))`` non-negative ints.
+      impl: ``"shifted"`` (shifted sums with a custom VJP; fast on CPU), ``"xla"``
+        (``lax.conv_general_dilated``; fast on GPU/TPU) or ``"auto"`` (``"shifted"`` when JAX's
+        default backend is the CPU, else ``"xla"``).
+
+    Returns:
+      The convolution, shape ``[B, H_out, W_out, C]``, in the promoted dtype of ``x`` and
+      ``kernel``.
+
+    Raises:
+      ValueError: if a shape, the strides, the padding or ``impl`` is invalid, or if the output
+        would be empty.
+    """
+    impl = resolve_impl(impl)
+    x = jnp.asarray(x)
+    kernel = jnp.asarray(kernel)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape [B, H, W, C]; got shape {x.shape}.")
+    channels = x.shape[3]
+    if kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != channels:
+        raise ValueError(
+            f"kernel must have shape [kh, kw, 1, C] with C = {channels} (the channels of x); "
+            f"got shape {kernel.shape}."
+        )
+    if kernel.shape[0] < 1 or kernel.shape[1] < 1:
+        raise ValueError(f"kernel must have positive spatial size; got shape {kernel.shape}.")
+    strides = _check_strides(strides)
+    pads = _check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+    out_hw = tuple(
+        (size + lo + hi - k) // s + 1
+        for size, (lo, hi), k, s in zip(x.shape[1:3], pads, kernel.shape[:2], strides)
+    )
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"the output would be empty: input {x.shape[1:3]}, kernel {kernel.shape[:2]}, "
+            f"strides {strides}, padding {pads}."
+        )
+    dtype = jnp.promote_types(x.dtype, kernel.dtype)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if impl == "xla":
+        return lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=strides,
+            padding=pads,
+            dimension_numbers=_DIMENSION_NUMBERS,
+            feature_group_count=channels,
+        )
+    return _depthwise(x, kernel[:, :, 0, :], strides, (pads[0][0], pads[1][0]), out_hw)
+
+
+def _check_strides(strides) -> tuple[int, int]:
+    if isinstance(strides, int) and not isinstance(strides, bool):
+        strides = (strides, strides)
+    try:
+        strides = tuple(strides)
+    except TypeError:
+        raise ValueError(f"strides must be two positive ints; got {strides!r}.") from None
+    if len(strides) != 2 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in strides
+    ):
+        raise ValueError(f"strides must be two positive ints; got {strides!r}.")
+    return strides
+
+
+def _check_padding(padding, in_hw, kernel_hw, strides) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding not in ("SAME", "VALID"):
+            raise ValueError(f'padding must be "SAME", "VALID" or ((lo, hi), (lo, hi)); got {padding!r}.')
+        return tuple(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding))
+    try:
+        pads = tuple(tuple(p) for p in padding)
+    except TypeError:
+        pads = ()
+    if len(pads) != 2 or not all(
+        len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+        for p in pads
+    ):
+        raise ValueError(
+            'padding must be "SAME", "VALID" or ((top, bottom), (left, right)) non-negative ints; '
+            f"got {padding!r}."
+        )
+    return pads
+
+
+# ---------------------------------------------------------------------------------------------
+# The shifted-sum formulation. Throughout, ``kernel`` is [kh, kw, C] and ``lo`` the padding
+# before the first row and column, and an output of size ``out_hw`` is computed as
+#   y[b, o, p, c] = sum_{i, j} x[b, s0*o + i - lo0, s1*p + j - lo1, c] * kernel[i, j, c],
+# where x reads as zero outside the image. The padding after the image is implied by out_hw.
+# ---------------------------------------------------------------------------------------------
+
+
+def _tap_range(n_out: int, stride: int, tap: int, lo: int, n_in: int) -> tuple[int, int]:
+    """Outputs ``o`` in ``[first, last)`` whose tap reads inside the input (``0 <= s*o+tap-lo < n``)."""
+    first = max(0, -((tap - lo) // stride))
+    last = min(n_out, (n_in - 1 + lo - tap) // stride + 1)
+    return first, max(first, last)
+
+
+def _tap_slice(x, start, stop, strides):
+    """``x[:, start0 : stop0 : s0, start1 : stop1 : s1, :]`` as one static slice."""
+    return lax.slice(
+        x,
+        (0, start[0], start[1], 0),
+        (x.shape[0], stop[0], stop[1], x.shape[3]),
+        (1, strides[0], strides[1], 1),
+    )
+
+
+def _region_sum(x, kernel, strides, lo, out_hw, rows, cols):
+    """The outputs in ``rows x cols`` (half-open ranges), zeroing taps that fall off the image."""
+    (r0, r1), (c0, c1) = rows, cols
+    acc = None
+    for i in range(kernel.shape[0]):
+        a0, a1 = _tap_range(out_hw[0], strides[0], i, lo[0], x.shape[1])
+        a0, a1 = max(a0, r0), min(a1, r1)
+        for j in range(kernel.shape[1]):
+            b0, b1 = _tap_range(out_hw[1], strides[1], j, lo[1], x.shape[2])
+            b0, b1 = max(b0, c0), min(b1, c1)
+            if a1 <= a0 or b1 <= b0:
+                continue
+            start = (strides[0] * a0 + i - lo[0], strides[1] * b0 + j - lo[1])
+            stop = (strides[0] * (a1 - 1) + i - lo[0] + 1, strides[1] * (b1 - 1) + j - lo[1] + 1)
+            term = _tap_slice(x, start, stop, strides) * kernel[i, j][None, None, None, :]
+            if (a0, a1, b0, b1) != (r0, r1, c0, c1):
+                zero = jnp.zeros((), term.dtype)
+                term = lax.pad(term, zero, ((0, 0, 0), (a0 - r0, r1 - a1, 0), (b0 - c0, c1 - b1, 0), (0, 0, 0)))
+            acc = term if acc is None else acc + term
+    if acc is None:
+        acc = jnp.zeros((x.shape[0], r1 - r0, c1 - c0, x.shape[3]), x.dtype)
+    return acc
+
+
+def _tap_sum(x, kernel, strides, lo, out_hw):
+    """The depthwise correlation ``y`` defined above, shape ``[B, *out_hw, C]``."""
+    ranges = []
+    for axis in range(2):
+        taps = [
+            _tap_range(out_hw[axis], strides[axis], t, lo[axis], x.shape[1 + axis])
+            for t in range(kernel.shape[axis])
+        ]
+        ranges.append((max(t[0] for t in taps), min(t[1] for t in taps)))
+    (r0, r1), (c0, c1) = ranges
+    full_rows, full_cols = (0, out_hw[0]), (0, out_hw[1])
+    if r1 <= r0 or c1 <= c0:  # No output sees the whole kernel inside the image.
+        return _region_sum(x, kernel, strides, lo, out_hw, full_rows, full_cols)
+    y = _region_sum(x, kernel, strides, lo, out_hw, (r0, r1), (c0, c1))
+    if (r0, r1, c0, c1) == (*full_rows, *full_cols):
+        return y
+    zero = jnp.zeros((), y.dtype)
+    y = lax.pad(y, zero, ((0, 0, 0), (r0, out_hw[0] - r1, 0), (c0, out_hw[1] - c1, 0), (0, 0, 0)))
+    borders = (
+        ((0, r0), full_cols),
+        ((r1, out_hw[0]), full_cols),
+        ((r0, r1), (0, c0)),
+        ((r0, r1), (c1, out_hw[1])),
+    )
+    for rows, cols in borders:
+        if rows[1] > rows[0] and cols[1] > cols[0]:
+            strip = _region_sum(x, kernel, strides, lo, out_hw, rows, cols)
+            y = lax.dynamic_update_slice(y, strip, (0, rows[0], cols[0], 0))
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise(x, kernel, strides, lo, out_hw):
+    return _tap_sum(x, kernel, strides, lo, out_hw)
+
+
+def _depthwise_fwd(x, kernel, strides, lo, out_hw):
+    return _tap_sum(x, kernel, strides, lo, out_hw), (x, kernel)
+
+
+def _depthwise_bwd(strides, lo, out_hw, residuals, g):
+    x, kernel = residuals
+    dx = _input_grad(g, kernel, strides, lo, x.shape[1:3])
+    dkernel = _kernel_grad(x, g, kernel.shape[:2], strides, lo)
+    return dx, dkernel
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _phase(stride, lo, ksize, r):
+    """For input positions ``s*m + r``: first tap, number of taps and padding of the phase.
+
+    Input position ``s*m + r`` receives ``g[m + q - t] * kernel[e + s*t]`` for
+    ``t < n_taps``, with ``e = (r + lo) % s`` and ``q = (r + lo) // s``; reversing ``t`` makes it
+    a stride-1 correlation of ``g`` with ``kernel[e::s][::-1]`` and padding ``n_taps - 1 - q``.
+    """
+    first, q = (r + lo) % stride, (r + lo) // stride
+    n_taps = len(range(first, ksize, stride))
+    return first, n_taps, n_taps - 1 - q
+
+
+def _input_grad(g, kernel, strides, lo, in_hw):
+    """The gradient with respect to the input, ``[B, *in_hw, C]``, from the cotangent ``g``."""
+    # Every phase is computed on ceil(n / s) positions, then the phases are interleaved and the
+    # positions past the image cut off.
+    phase_hw = tuple(-(-n // s) for n, s in zip(in_hw, strides))
+    rows = []
+    for r0 in range(strides[0]):
+        e0, t0, lo0 = _phase(strides[0], lo[0], kernel.shape[0], r0)
+        row = []
+        for r1 in range(strides[1]):
+            e1, t1, lo1 = _phase(strides[1], lo[1], kernel.shape[1], r1)
+            if t0 == 0 or t1 == 0:
+                row.append(jnp.zeros((g.shape[0], *phase_hw, g.shape[3]), g.dtype))
+                continue
+            sub_kernel = kernel[e0 :: strides[0], e1 :: strides[1]][::-1, ::-1]
+            row.append(_depthwise(g, sub_kernel, (1, 1), (lo0, lo1), phase_hw))
+        rows.append(row)
+    if strides == (1, 1):
+        return rows[0][0]
+    interleaved = jnp.stack([jnp.stack(row, axis=3) for row in rows], axis=2)
+    batch, channels = g.shape[0], g.shape[3]
+    interleaved = interleaved.reshape(
+        batch, phase_hw[0] * strides[0], phase_hw[1] * strides[1], channels
+    )
+    return interleaved[:, : in_hw[0], : in_hw[1], :]
+
+
+def _kernel_grad(x, g, kernel_hw, strides, lo):
+    """The gradient with respect to the ``[kh, kw, C]`` kernel: per tap, sum of shifted ``x * g``."""
+    # Per tap, the products are summed over the batch in a loop, then over the image. Reducing a
+    # shifted slice directly makes XLA's CPU backend copy every slice before reducing it, which
+    # at batch 16 was 15-30 times slower than this.
+    out_hw = g.shape[1:3]
+    windows = []  # (x start, x stop, g rows, g cols) of each tap, or None when it sees no input.
+    for i in range(kernel_hw[0]):
+        a0, a1 = _tap_range(out_hw[0], strides[0], i, lo[0], x.shape[1])
+        for j in range(kernel_hw[1]):
+            b0, b1 = _tap_range(out_hw[1], strides[1], j, lo[1], x.shape[2])
+            if a1 <= a0 or b1 <= b0:
+                windows.append(None)
+                continue
+            start = (strides[0] * a0 + i - lo[0], strides[1] * b0 + j - lo[1])
+            stop = (strides[0] * (a1 - 1) + i - lo[0] + 1, strides[1] * (b1 - 1) + j - lo[1] + 1)
+            windows.append((start, stop, (a0, a1), (b0, b1)))
+    used = [w for w in windows if w is not None]
+
+    def add_example(b, sums):
+        x_b = lax.dynamic_slice_in_dim(x, b, 1, axis=0)
+        g_b = lax.dynamic_slice_in_dim(g, b, 1, axis=0)
+        return tuple(
+            total + _tap_slice(x_b, start, stop, strides) * g_b[:, r0:r1, c0:c1, :]
+            for total, (start, stop, (r0, r1), (c0, c1)) in zip(sums, used)
+        )
+
+    init = tuple(
+        jnp.zeros((1, r1 - r0, c1 - c0, x.shape[3]), x.dtype) for _, _, (r0, r1), (c0, c1) in used
+    )
+    sums = iter(lax.fori_loop(0, x.shape[0], add_example, init))
+    taps = [
+        jnp.zeros((x.shape[3],), x.dtype) if w is None else jnp.sum(next(sums), axis=(0, 1, 2))
+        for w in windows
+    ]
+    return jnp.stack(taps).reshape(*kernel_hw, x.shape[3])
