@@ -16,6 +16,17 @@ model surgery. Library entry points take ``rule=`` and set it inside the traced
 function; when you ``jax.jit`` a function yourself, enter the context inside it
 (or make the rule a static argument), since a cached trace keeps the rule it was
 traced with.
+
+Two consequences of the rules worth knowing:
+
+* The deconvnet and guided rules are ``jax.custom_vjp`` functions: reverse mode
+  only (no ``jax.jvp``/``jax.hessian`` through them), and their backward pass is
+  not linear in the incoming signal (it rectifies it), so a pullback of a sum of
+  seeds is not the sum of the pullbacks. The gradient rule is plain autodiff.
+* The deconvnet rule never looks at the forward pass. In a network whose only
+  input-dependent backward operations are the rectifiers (no max-pooling, whose
+  switches are kept under every rule), such as EfficientNet-Lite0, the deconvnet
+  signal of a class is therefore the same for every image.
 """
 
 from __future__ import annotations
