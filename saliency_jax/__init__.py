@@ -1,40 +1,55 @@
 """saliency_jax: make image classifiers explain themselves (Simonyan et al., 2013).
 
 The public API, re-exported. A model is any pure ``logits_fn(params, images) -> logits``.
+
+Names are imported on first use (PEP 562), so ``import saliency_jax.localisation``
+(the CPU pipeline, run in worker processes) does not pull in JAX.
 """
 
-from saliency_jax.backprop_rules import RULES, backprop_rule, current_rule, relu, relu6
-from saliency_jax.saliency import (
-    Attribution,
-    augmented_saliency_map,
-    class_gradients,
-    class_saliency_maps,
-    input_gradients,
-    saliency_from_gradients,
-    saliency_map,
-    smoothgrad_map,
-)
-from saliency_jax.scores import class_scores, select_scores, top_k
-from saliency_jax.types import Classifier, LogitsFn, TopK
+from __future__ import annotations
 
-__all__ = [
-    "Attribution",
-    "Classifier",
-    "LogitsFn",
-    "RULES",
-    "TopK",
-    "augmented_saliency_map",
-    "backprop_rule",
-    "class_gradients",
-    "class_saliency_maps",
-    "class_scores",
-    "current_rule",
-    "input_gradients",
-    "relu",
-    "relu6",
-    "saliency_from_gradients",
-    "saliency_map",
-    "select_scores",
-    "smoothgrad_map",
-    "top_k",
-]
+import importlib
+
+_EXPORTS = {
+    # §3, §3.1: saliency
+    "saliency_jax.saliency": (
+        "Attribution", "augmented_saliency_map", "class_gradients", "class_saliency_maps",
+        "input_gradients", "saliency_from_gradients", "saliency_map", "smoothgrad_map",
+    ),
+    "saliency_jax.scores": ("class_scores", "select_scores", "top_k"),
+    "saliency_jax.types": ("Classifier", "LogitsFn", "TopK"),
+    # §4: backward rules and reconstructions
+    "saliency_jax.backprop_rules": ("RULES", "backprop_rule", "check_rule", "current_rule", "relu", "relu6"),
+    "saliency_jax.reconstruction": (
+        "Layer", "Reconstruction", "TopChannels", "WEIGHTINGS", "layer_activations", "layer_reconstruction",
+        "layer_reconstructions", "layer_vjp", "list_layers", "top_activated_channels",
+    ),
+    "saliency_jax.evaluation.sanity": (
+        "RandomizationResult", "cascade_order", "cascading_randomization", "randomize_layers",
+        "spearman_rank_correlation",
+    ),
+    # §3.2: localisation (CPU, numpy in and out)
+    "saliency_jax.localisation": (
+        "ClassBoxes", "GraphCutConfig", "Localisation", "graphcut_segment", "localise", "localise_classes",
+        "localise_many", "quantile_seeds",
+    ),
+    # models
+    "saliency_jax.models": ("load_efficientnet_lite0", "load_torch_state_dict"),
+}
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saliency_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
