@@ -33,6 +33,8 @@ _EXPORTS = {
         "ClassBoxes", "GraphCutConfig", "Localisation", "graphcut_segment", "localise", "localise_classes",
         "localise_many", "quantile_seeds",
     ),
+    # scaling out over devices
+    "saliency_jax.parallel": ("data_mesh", "initialize_distributed", "shard_batch", "sharded_map"),
     # models
     "saliency_jax.models": ("load_efficientnet_lite0", "load_torch_state_dict"),
 }

@@ -1,0 +1,127 @@
+"""The generated cluttered-objects dataset: rendering and its TFDS builder (no TensorFlow)."""
+
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from saliency_jax.data import cluttered_objects as co
+
+SMALL = co.ClutterConfig(image_size=32, num_classes=4, object_size=(10, 16))
+
+
+@pytest.fixture(scope="module")
+def split():
+    return co.render_split("train", 120, co.ClutterConfig(), seed=0)
+
+
+def test_rendering_is_deterministic_per_example():
+    a = co.render_example(co.example_rng(0, "train", 7))
+    b = co.render_example(co.example_rng(0, "train", 7))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    c = co.render_example(co.example_rng(0, "test", 7))
+    assert not np.array_equal(a.image, c.image)
+    # Example i does not depend on how many are rendered.
+    np.testing.assert_array_equal(co.render_split("train", 3, seed=0).image[2],
+                                  co.render_split("train", 5, seed=0).image[2])
+
+
+def test_fields_are_consistent(split):
+    n, size = 120, co.ClutterConfig().image_size
+    assert split.image.shape == (n, size, size, 3) and split.image.dtype == np.uint8
+    assert split.mask.shape == (n, size, size) and split.mask.dtype == bool
+    assert split.box.shape == (n, 4) and split.box.dtype == np.int32
+    assert split.label.min() >= 0 and split.label.max() < 6
+    for mask, box in zip(split.mask, split.box):
+        assert mask.any()
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert tuple(box) == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)  # tight x0, y0, x1, y1, exclusive
+        x0, y0, x1, y1 = box
+        assert mask[y0:y1, x0:x1].sum() == mask.sum()
+
+
+def test_objects_vary_in_class_position_size_and_colour(split):
+    counts = np.bincount(split.label, minlength=6)
+    assert counts.min() >= 10  # every class appears
+    centres = np.stack([(split.box[:, 0] + split.box[:, 2]) / 2, (split.box[:, 1] + split.box[:, 3]) / 2], 1)  # x, y
+    assert centres.std(axis=0).min() > 8  # spread over a 64-pixel frame, not centred
+    areas = split.mask.sum(axis=(1, 2))
+    assert areas.max() > 3 * areas.min()
+    colours = np.stack([img[m].mean(0) for img, m in zip(split.image, split.mask)])
+    assert colours.std(axis=0).min() > 30  # object colour tells nothing by itself
+
+
+def test_background_is_cluttered(split):
+    """Outside the object the image is far from flat: texture and object-like clutter."""
+    outside = [img[~m].astype(float) for img, m in zip(split.image, split.mask)]
+    assert min(o.std(axis=0).mean() for o in outside) > 10
+    # Clutter pieces make strong edges away from the object too.
+    grad = np.abs(np.diff(split.image.astype(float), axis=2)).sum(-1)
+    away = ~(split.mask[:, :, 1:] | split.mask[:, :, :-1])  # pixel pairs off the object
+    assert np.mean([(g[a] > 120).mean() for g, a in zip(grad, away)]) > 0.005
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_classes=1), "num_classes"),
+        (dict(num_classes=len(co.SHAPES) + 1), "num_classes"),
+        (dict(object_size=(40, 20)), "object_size"),
+        (dict(image_size=8), "image_size"),
+        (dict(num_clutter=(3, 1)), "num_clutter"),
+        (dict(fragment_fraction=2.0), "fragment_fraction"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.ClutterConfig(**kwargs)
+
+
+def test_bad_split_raises():
+    with pytest.raises(ValueError, match="split"):
+        co.example_rng(0, "dev", 0)
+
+
+def test_tfds_builder_writes_array_record_and_reads_back_without_tensorflow(tmp_path):
+    config = co.ClutteredObjectsConfig(
+        name="tiny", clutter=SMALL, split_sizes=(("train", 12), ("test", 5)), seed=3
+    )
+    builder = co.ClutteredObjects(data_dir=str(tmp_path), config=config)
+    builder.download_and_prepare()
+    assert "tensorflow" not in sys.modules
+    assert builder.info.splits["train"].num_examples == 12
+    assert builder.info.features["label"].names == list(co.SHAPES[:4])
+    files = sorted(p.name for p in (tmp_path / "cluttered_objects" / "tiny" / "1.0.0").iterdir())
+    assert any(".array_record" in f for f in files)
+
+    test = builder.as_data_source(split="test")
+    assert len(test) == 5
+    example = test[0]
+    assert example["image"].shape == (32, 32, 3) and example["image"].dtype == np.uint8
+    assert example["mask"].shape == (32, 32) and example["mask"].dtype == bool
+    assert example["box"].shape == (4,)
+    # The stored examples are exactly the rendered ones (TFDS shuffles their order).
+    rendered = co.render_split("test", 5, SMALL, seed=3)
+    stored = sorted(int(test[i]["label"]) * 10**6 + int(test[i]["image"].sum()) for i in range(5))
+    expected = sorted(int(label) * 10**6 + int(img.sum()) for label, img in zip(rendered.label, rendered.image))
+    assert stored == expected
+
+    # Registered by name, so tfds.data_source and the training pipeline can open it.
+    same = tfds.data_source("cluttered_objects/tiny", split="train", data_dir=str(tmp_path))
+    assert len(same) == 12
+
+
+def test_builder_renders_the_same_data_with_worker_processes(tmp_path):
+    config = co.ClutteredObjectsConfig(name="tiny2", clutter=SMALL, split_sizes=(("test", 6),), seed=5)
+    sources = []
+    for workers in (1, 2):
+        builder = co.ClutteredObjects(data_dir=str(tmp_path / str(workers)), config=config, num_workers=workers)
+        builder.download_and_prepare()
+        sources.append(builder.as_data_source(split="test"))
+    for i in range(6):
+        for key in ("image", "label", "mask", "box"):
+            np.testing.assert_array_equal(sources[0][i][key], sources[1][i][key])
+    with pytest.raises(ValueError, match="num_workers"):
+        co.ClutteredObjects(data_dir=str(tmp_path), config=config, num_workers=0)

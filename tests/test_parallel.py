@@ -1,0 +1,66 @@
+"""Data-parallel helpers over the 4 forced CPU devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax import parallel
+
+
+def test_mesh_spans_every_device():
+    mesh = parallel.data_mesh()
+    assert mesh.size == len(jax.devices()) == 4
+    assert mesh.axis_names == (parallel.DATA_AXIS,)
+    two = parallel.data_mesh(jax.devices()[:2])
+    assert two.size == 2
+    with pytest.raises(ValueError, match="devices"):
+        parallel.data_mesh([])
+
+
+def test_shard_batch_splits_rows_and_local_rows_gathers_them():
+    mesh = parallel.data_mesh()
+    x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    sharded = parallel.shard_batch({"x": x}, mesh)["x"]
+    assert sharded.shape == (8, 3)
+    assert len(sharded.addressable_shards) == 4
+    assert all(s.data.shape == (2, 3) for s in sharded.addressable_shards)
+    np.testing.assert_array_equal(parallel.local_rows(sharded), x)
+    replicated = parallel.replicate(jnp.ones(3), mesh)
+    assert all(s.data.shape == (3,) for s in replicated.addressable_shards)
+    with pytest.raises(ValueError, match="divisible"):
+        parallel.shard_batch(np.zeros((6, 2)), mesh)
+
+
+def _affine(params, batch):
+    return {"y": batch["x"] @ params["w"] + params["b"][None, :], "norm": jnp.sum(batch["x"] ** 2, axis=1)}
+
+
+@pytest.mark.parametrize("num_devices", [1, 2, 4])
+def test_sharded_map_equals_direct_application(num_devices, getkey):
+    mesh = parallel.data_mesh(jax.devices()[:num_devices])
+    params = {"w": jax.random.normal(getkey(), (3, 2)), "b": jnp.array([1.0, -1.0])}
+    x = np.asarray(jax.random.normal(getkey(), (10, 3)))  # 10 rows: the last batch is padded
+    out = parallel.sharded_map(_affine, params, {"x": x}, batch_size=4, mesh=mesh)
+    assert out["y"].shape == (10, 2) and out["norm"].shape == (10,)
+    np.testing.assert_allclose(out["y"], x @ np.asarray(params["w"]) + np.asarray(params["b"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["norm"], (x**2).sum(1), rtol=1e-5)
+
+
+def test_sharded_map_bad_arguments():
+    mesh = parallel.data_mesh()
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    with pytest.raises(ValueError, match="batch_size"):
+        parallel.sharded_map(_affine, params, {"x": np.ones((5, 3))}, batch_size=6, mesh=mesh)
+    with pytest.raises(ValueError, match="leading axis"):
+        parallel.sharded_map(_affine, params, {"x": np.ones((5, 3)), "z": np.ones((4,))}, batch_size=4, mesh=mesh)
+    with pytest.raises(ValueError, match="at least one"):
+        parallel.sharded_map(_affine, params, {}, batch_size=4, mesh=mesh)
+
+
+def test_initialize_distributed_is_a_no_op_on_one_host():
+    assert parallel.initialize_distributed() is False
+    with pytest.raises(ValueError, match="together"):
+        parallel.initialize_distributed(coordinator_address="localhost:1234")
+    with pytest.raises(ValueError, match="process_id"):
+        parallel.initialize_distributed("localhost:1234", num_processes=2, process_id=2)
