@@ -119,10 +119,14 @@ def run_localise(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="saliency-jax", description="Class models, saliency maps and localisation (Simonyan et al., 2013).")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_saliency_parser(subparsers)
     _add_localise_parser(subparsers)
+    from saliency_jax.class_model_cli import add_class_model_parser, run_class_model_command
+
+    add_class_model_parser(subparsers).set_defaults(run=run_class_model_command)
     return parser
 
 

@@ -70,3 +70,12 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["keep.json"]
     with pytest.raises(ValueError, match="uint8"):
         io.save_png(tmp_path / "x.png", np.zeros((2, 2), np.float32))
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        io.save_npy(tmp_path / "m.npy", np.zeros(2))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.npy").stat().st_mode & 0o777 == 0o644
