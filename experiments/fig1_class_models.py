@@ -6,7 +6,11 @@ EfficientNet-Lite0 in the paper's mode (L2 only, §2) and in the regularised mod
 and saves one PNG with the two grids one above the other, plus, per mode, the
 images as float32 ``[12, 224, 224, 3]`` raw-scale ``.npy`` arrays.
 
-    python experiments/fig1_class_models.py [--out DIR] [--steps N]
+    python experiments/fig1_class_models.py [--out DIR] [--steps N] [--no-stretch]
+
+The figure stretches each image's deviation from the mean image to fill 0-255, for
+display only (the regularised images are faint as made); ``--no-stretch`` shows
+them as made. The saved ``.npy`` arrays are always as made: mean added, clipped.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Config:
     steps: int | None = None  # None: each mode's default
     seed: int = 0
     columns: int = 4
+    # Display only: stretch each image's deviation from the mean to fill 0-255.
+    stretch: bool = True
     out: str = "figures"
     name: str = "fig1_class_models"
 
@@ -49,7 +55,14 @@ MODE_TITLES = {
 }
 
 
-def make_figure(images_by_mode: dict, labels: list[str], columns: int):
+def stretch_contrast(image: np.ndarray, mean: float = 127.0, percentile: float = 99.5) -> np.ndarray:
+    """Display only: scales an image's deviation from the mean so that it fills 0-255."""
+    deviation = image - mean
+    extent = max(float(np.percentile(np.abs(deviation), percentile)), 1e-6)
+    return np.clip(mean + deviation * (mean / extent), 0, 255)
+
+
+def make_figure(images_by_mode: dict, labels: list[str], columns: int, stretch: bool = False, mean: float = 127.0):
     """Two stacked grids (one per mode) of class images with their names."""
     import matplotlib
 
@@ -61,13 +74,16 @@ def make_figure(images_by_mode: dict, labels: list[str], columns: int):
     figure = plt.figure(figsize=(2.4 * columns, (2.6 * rows + 0.5) * len(modes)))
     panels = figure.subfigures(len(modes), 1, squeeze=False)[:, 0]
     for panel, mode in zip(panels, modes):
-        panel.suptitle(MODE_TITLES.get(mode, mode), fontsize=12)
+        title = MODE_TITLES.get(mode, mode) + (" (contrast stretched)" if stretch else "")
+        panel.suptitle(title, fontsize=12)
         axes = panel.subplots(rows, columns, squeeze=False)
         panel.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.04, wspace=0.05, hspace=0.18)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i < len(labels):
-                ax.imshow(np.clip(np.round(images_by_mode[mode][i]), 0, 255).astype(np.uint8))
+                image = images_by_mode[mode][i]
+                image = stretch_contrast(image, mean) if stretch else image
+                ax.imshow(np.clip(np.round(image), 0, 255).astype(np.uint8))
                 ax.set_title(labels[i], fontsize=10, y=-0.14)
     return figure
 
@@ -80,8 +96,15 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", nargs="+", choices=config.modes, default=list(config.modes))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="reuse the .npy images a previous run left in --out")
+    parser.add_argument(
+        "--no-stretch",
+        action="store_true",
+        help="show the images as made (mean added, clipped) instead of contrast-stretched",
+    )
     args = parser.parse_args(argv)
-    config = dataclasses.replace(config, out=args.out, steps=args.steps, modes=tuple(args.modes))
+    config = dataclasses.replace(
+        config, out=args.out, steps=args.steps, modes=tuple(args.modes), stretch=not args.no_stretch
+    )
 
     from saliency_jax import io
     from saliency_jax.class_model_cli import class_models_for, resolve_classes
@@ -110,7 +133,8 @@ def main(argv=None) -> None:
             print(f"  {short_name(cid):>18s}  S_c {score:7.2f}  top-1 {short_name(int(top))}")
     labels = [short_name(c) for c in class_ids]
     path = os.path.join(config.out, f"{config.name}.png")
-    io.save_figure(path, make_figure(images_by_mode, labels, config.columns))
+    figure = make_figure(images_by_mode, labels, config.columns, stretch=config.stretch, mean=classifier.pixel_mean)
+    io.save_figure(path, figure)
     print(f"wrote {path}")
 
 

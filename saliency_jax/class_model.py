@@ -60,10 +60,10 @@ images are top-1 for their class, how many stay top-1 after an 8-pixel shift and
   0.01 and 0.005 (``lambda=1e-3``); at 0.01 every image was top-1 and survived the
   shift and rescale from 50 steps on. Lambda matters little
   here (the pixels are clipped every step); the paper mode's value is kept. The
-  priors (8-pixel jitter, rescaling by 0.85-1.15, quadratic TV of weight 0.05, a
-  0.5-pixel blur every 4 steps, clipping to 0-255) follow common practice in the
-  feature visualisation literature, sized so that the images survive the shift and
-  rescale above.
+  priors were not swept: the jitter (8 pixels) and rescaling (0.85-1.15) cover the
+  shift and rescale the images must survive; the quadratic TV (weight 0.05), the
+  0.5-pixel blur every 4 steps and clipping to 0-255 are mild settings in the range
+  the feature visualisation literature uses.
 """
 
 from __future__ import annotations

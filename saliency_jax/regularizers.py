@@ -145,7 +145,9 @@ def translate(z: jax.Array, dy, dx, *, max_shift: int) -> jax.Array:
     """
     height, width, channels = z.shape
     if not 0 <= max_shift < min(height, width):
-        raise ValueError(f"max_shift must be in [0, {min(height, width)}) for an image of shape {z.shape}, got {max_shift}")
+        raise ValueError(
+            f"max_shift must be in [0, {min(height, width)}) for an image of shape {z.shape}, got {max_shift}"
+        )
     p = max_shift
     padded = jnp.pad(z, ((p, p), (p, p), (0, 0)), mode="reflect")
     start = (p - jnp.asarray(dy, jnp.int32), p - jnp.asarray(dx, jnp.int32), jnp.zeros((), jnp.int32))

@@ -146,7 +146,9 @@ def test_batch_of_classes_equals_single_runs(tiny_cnn, mode):
     for i, c in enumerate(classes.tolist()):
         single = run(params, jnp.array([c]), key=key)
         np.testing.assert_allclose(batch.images[i], single.images[0], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(batch.history.objectives[:, i], single.history.objectives[:, 0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            batch.history.objectives[:, i], single.history.objectives[:, 0], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_optimizer_acts_on_each_class_alone(tiny_cnn):
@@ -205,7 +207,8 @@ def test_result_images_are_clipped_and_reproduce_the_scores(tiny_cnn):
 def test_regularised_mode_defaults_build_for_a_classifier(tiny_cnn):
     """The regularised mode's own priors and Fourier parametrisation, on a 32x32 model."""
     logits_fn, params = tiny_cnn
-    classifier = Classifier(logits_fn, params, 32, tuple(f"c{i}" for i in range(5)), pixel_mean=127.0, pixel_scale=128.0)
+    names = tuple(f"c{i}" for i in range(5))
+    classifier = Classifier(logits_fn, params, 32, names, pixel_mean=127.0, pixel_scale=128.0)
     settings = classifier_settings(classifier)
     assert settings.image_shape == (32, 32, 3) and settings.pixel_range == (0.0, 255.0)
     run = jax.jit(functools.partial(classifier_class_model, classifier, mode="regularised", steps=3))
