@@ -18,7 +18,7 @@ of load hits both sides alike. Every number is the median over ``--repeats``
 samples of ``--steps`` steps each, after a warm-up (compilation) run; the fastest
 sample is shown too.
 
-    python experiments/bench_class_model.py [--torch-python PATH] [--steps 10] [--repeats 5]
+    python experiments/bench_class_model.py [--torch-python PATH] [--torch-device cuda] [--steps 10] [--repeats 5]
 
 This file is also the PyTorch worker (``--torch-worker``); that path imports
 neither JAX nor this package, so it runs in a PyTorch-only environment.
@@ -69,21 +69,23 @@ def torch_worker(spec: dict) -> None:
     from efficientnet_lite_pytorch import EfficientNet
 
     reply = sys.stdout
+    device = torch.device(spec.get("device", "cpu"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the model prints on forward
         model = EfficientNet.from_name("efficientnet-lite0")
         model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
-        model.eval()
+        model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.no_grad():
-            zero = model(torch.zeros(1, 3, 224, 224))
+            zero = model(torch.zeros(1, 3, 224, 224, device=device)).cpu()
         loops = {}
         for batch in spec["batch_sizes"]:
-            classes = torch.tensor(spec["classes"][:batch])
-            rows = torch.arange(batch)
-            x = torch.zeros(batch, 3, 224, 224, requires_grad=True)  # the preprocessed image, zero start
+            classes = torch.tensor(spec["classes"][:batch], device=device)
+            rows = torch.arange(batch, device=device)
+            x = torch.zeros(batch, 3, 224, 224, device=device, requires_grad=True)  # the preprocessed image, zero start
             optimizer = torch.optim.Adam([x], lr=spec["learning_rate"])
 
             def loop(x=x, optimizer=optimizer, rows=rows, classes=classes):
@@ -93,6 +95,7 @@ def torch_worker(spec: dict) -> None:
                     objective = logits[rows, classes] - spec["l2_weight"] * (x * x).sum(dim=(1, 2, 3))
                     (-objective.sum()).backward()
                     optimizer.step()
+                sync()
 
             loop()  # warm-up
             loops[batch] = loop
@@ -100,6 +103,7 @@ def torch_worker(spec: dict) -> None:
             ready=True,
             torch=torch.__version__,
             threads=torch.get_num_threads(),
+            where=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             zero_image_scores=[float(zero[0, c]) for c in spec["classes"]],
         )
         print(json.dumps(ready), file=reply, flush=True)
@@ -137,7 +141,9 @@ class TorchLoop:
         self.proc.wait()
 
 
-def start_torch(config: Config, torch_python: str, threads: int | None = None) -> TorchLoop | None:
+def start_torch(
+    config: Config, torch_python: str, threads: int | None = None, device: str = "cpu"
+) -> TorchLoop | None:
     """Starts the PyTorch worker; ``None`` if torch is not importable by ``torch_python``."""
     from saliency_jax.class_model import PAPER_DEFAULTS
 
@@ -155,6 +161,7 @@ def start_torch(config: Config, torch_python: str, threads: int | None = None) -
         learning_rate=PAPER_DEFAULTS.learning_rate,
         l2_weight=PAPER_DEFAULTS.l2_weight,
         threads=threads,
+        device=device,
     )
     return TorchLoop(torch_python, spec)
 
@@ -257,7 +264,7 @@ def print_table(rows: list[dict], torch_info: dict | None, config: Config) -> No
             verdict = "ok" if speedup >= 1.5 else "BELOW TARGET"
             print(
                 f"JAX / PyTorch loop steps per second, {batch} class(es): {speedup:.2f}x "
-                f"(torch {torch_info['torch']}, {torch_info['threads']} threads; target >= 1.5x: {verdict})"
+                f"(torch {torch_info['torch']} on {torch_info.get('where', 'cpu')}, {torch_info['threads']} threads; target >= 1.5x: {verdict})"
             )
 
 
@@ -277,6 +284,7 @@ def main(argv=None) -> None:
         "jobs, PyTorch's OpenMP threads can spin-wait on each other and run many times slower; "
         "1 thread avoids that",
     )
+    parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu (default) or cuda")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -288,8 +296,11 @@ def main(argv=None) -> None:
     )
     import jax
 
-    print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs")
-    torch_loop = None if args.no_torch else start_torch(config, args.torch_python, args.torch_threads)
+    device = jax.devices()[0]
+    print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs")
+    torch_loop = None if args.no_torch else start_torch(
+        config, args.torch_python, args.torch_threads, args.torch_device
+    )
     try:
         rows, zero_scores = bench(config, torch_loop)
     finally:

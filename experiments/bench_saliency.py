@@ -18,7 +18,7 @@ Targets: saliency / forward <= 2.5; saliency in at most 0.8x Captum's time at ba
 depthwise layers (slow on CPU); ``--micro`` adds the depthwise convolution alone at
 EfficientNet-Lite0's shapes, shifted sums against the grouped convolution.
 
-    python experiments/bench_saliency.py [--torch-python PATH] [--repeats 20] [--micro]
+    python experiments/bench_saliency.py [--torch-python PATH] [--torch-device cuda] [--repeats 20] [--micro]
 
 This file is also the PyTorch worker (``--torch-worker``); that path imports neither JAX nor
 this package, so it runs in a PyTorch-only environment.
@@ -69,14 +69,20 @@ def make_images(batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, 224, 224, 3)).astype(np.float32)
 
 
-def time_ms(fn, repeats: int, warmup: int) -> dict:
-    """Median and minimum milliseconds of ``repeats`` calls after ``warmup`` untimed ones."""
+def time_ms(fn, repeats: int, warmup: int, sync=None) -> dict:
+    """Median and minimum milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+
+    ``sync``, if given, is called after each call and inside the timing (a GPU's queue).
+    """
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
+        sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return {"ms": 1000.0 * statistics.median(times), "min_ms": 1000.0 * min(times)}
 
@@ -128,7 +134,9 @@ def torch_worker(spec: dict) -> dict:
     torch.manual_seed(0)
     net = EfficientNet.from_name("efficientnet-lite0")
     net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
-    net.eval()
+    device = torch.device(spec.get("torch_device", "cpu"))
+    net.to(device).eval()
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
 
     def model(raw):  # raw 0..255 NCHW, preprocessing inside as on the JAX side
         return net((raw - spec["pixel_mean"]) / spec["pixel_scale"])
@@ -137,26 +145,28 @@ def torch_worker(spec: dict) -> dict:
     rows, arrays = [], {}
 
     def add(impl, what, batch, fn):
-        rows.append({"impl": impl, "what": what, "batch": batch, **time_ms(fn, spec["repeats"], spec["warmup"])})
+        timing = time_ms(fn, spec["repeats"], spec["warmup"], sync)
+        rows.append({"impl": impl, "what": what, "batch": batch, **timing})
 
     for batch in spec["batch_sizes"]:
-        images = torch.from_numpy(make_images(batch, spec["seed"])).permute(0, 3, 1, 2).contiguous()
-        classes = torch.tensor(spec["classes"][:batch])
+        images = torch.from_numpy(make_images(batch, spec["seed"])).permute(0, 3, 1, 2).contiguous().to(device)
+        classes = torch.tensor(spec["classes"][:batch], device=device)
         add("pytorch", "forward", batch, partial(_torch_forward, model, images))
         add("pytorch", "saliency", batch, partial(_autograd_map, model, images, classes))
         add("captum", "saliency", batch, partial(_captum_map, saliency, images, classes))
         if batch == 1:
-            arrays["logits"] = _torch_forward(model, images).numpy()
-            arrays["saliency"] = _autograd_map(model, images, classes).numpy()
+            arrays["logits"] = _torch_forward(model, images).cpu().numpy()
+            arrays["saliency"] = _autograd_map(model, images, classes).cpu().numpy()
 
-    image = torch.from_numpy(make_images(1, spec["seed"])).permute(0, 3, 1, 2).contiguous()
-    many = torch.tensor(spec["many_classes"])
+    image = torch.from_numpy(make_images(1, spec["seed"])).permute(0, 3, 1, 2).contiguous().to(device)
+    many = torch.tensor(spec["many_classes"], device=device)
     what = f"{len(many)} classes of one image"
     add("pytorch", what, 1, partial(_autograd_many, model, image, many))
     # Captum's way: the image repeated once per class, one forward and backward pass of the batch.
     add("captum", what, 1, partial(_captum_map, saliency, image.expand(len(many), -1, -1, -1), many))
     np.savez(spec["arrays_path"], **arrays)
-    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return {"where": where, "torch": torch.__version__, "rows": rows}
 
 
 def bench_torch(config: Config, spec: dict, torch_python: str) -> tuple[dict, dict] | None:
@@ -344,6 +354,7 @@ def main(argv=None) -> None:
     parser.add_argument("--micro", action="store_true", help="also time the depthwise convolution alone")
     parser.add_argument("--micro-repeats", type=int, default=Config.micro_repeats)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+    parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu (default) or cuda")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,7 +373,9 @@ def main(argv=None) -> None:
     from saliency_jax.models.efficientnet_lite import PIXEL_MEAN, PIXEL_SCALE
 
     load = os.getloadavg()[0]
-    print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load average {load:.1f}")
+    device = jax.devices()[0]
+    print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
+          f"load average {load:.1f}")
     # Classes spread over ImageNet, the same on both sides; the many-class case takes the first ones.
     rng = np.random.default_rng(config.seed)
     classes = rng.choice(1000, max(max(config.batch_sizes), config.num_classes), replace=False).astype(np.int32)
@@ -372,6 +385,7 @@ def main(argv=None) -> None:
         "many_classes": many_classes.tolist(),
         "pixel_mean": PIXEL_MEAN,
         "pixel_scale": PIXEL_SCALE,
+        "torch_device": args.torch_device,
     }
     # PyTorch first, while JAX holds no threads busy.
     torch_result = None if args.no_torch else bench_torch(config, spec, args.torch_python)
@@ -379,7 +393,7 @@ def main(argv=None) -> None:
     if torch_result is not None:
         result, torch_arrays = torch_result
         rows += result["rows"]
-        print(f"PyTorch {result['torch']} with {result['threads']} threads")
+        print(f"PyTorch {result['torch']} on {result['where']}")
     if torch_result is not None and "logits" in jax_arrays:
         logits_diff = np.max(np.abs(jax_arrays["logits"] - torch_arrays["logits"]))
         saliency_diff = np.max(np.abs(jax_arrays["saliency"] - torch_arrays["saliency"]))

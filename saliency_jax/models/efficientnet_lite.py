@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from saliency_jax.backprop_rules import relu6
@@ -76,6 +77,24 @@ class DepthwiseConv(nn.Module):
         return depthwise_conv2d(x, kernel, (self.stride, self.stride), "SAME", impl=self.impl)
 
 
+class PointwiseConv(nn.Module):
+    """A 1x1 convolution without bias, written as one matrix product over channels.
+
+    The kernel keeps the convolution's shape ``[1, 1, C_in, C_out]`` (so checkpoints of
+    ``nn.Conv`` load unchanged), but the product is a ``dot_general`` on the channel axis:
+    on CPU XLA lowers it to a plain matrix multiply in both directions, where a 1x1
+    ``conv_general_dilated`` and its transposes are markedly slower.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features))
+        dtype = jnp.result_type(x, kernel)
+        return lax.dot_general(x.astype(dtype), kernel[0, 0].astype(dtype), (((x.ndim - 1,), (0,)), ((), ())))
+
+
 class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes allow."""
 
@@ -89,11 +108,11 @@ class MBConvBlock(nn.Module):
         inputs = x
         channels = x.shape[-1] * self.spec.expand
         if self.spec.expand != 1:
-            x = nn.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
+            x = PointwiseConv(channels, name="expand_conv")(x)
             x = relu6(norm(name="bn0")(x))
         x = DepthwiseConv(self.spec.kernel, self.stride, self.depthwise_impl, name="depthwise_conv")(x)
         x = relu6(norm(name="bn1")(x))
-        x = nn.Conv(self.spec.out, (1, 1), use_bias=False, name="project_conv")(x)
+        x = PointwiseConv(self.spec.out, name="project_conv")(x)
         x = norm(name="bn2")(x)
         if self.stride == 1 and inputs.shape[-1] == self.spec.out:
             x = x + inputs
@@ -125,7 +144,7 @@ class EfficientNetLite0(nn.Module):
                 stride = spec.stride if repeat == 0 else 1
                 x = MBConvBlock(spec, stride, self.depthwise_impl, name=f"blocks_{index}")(x, train)
                 index += 1
-        x = nn.Conv(1280, (1, 1), use_bias=False, name="conv_head")(x)
+        x = PointwiseConv(1280, name="conv_head")(x)
         x = relu6(norm(name="bn1")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
