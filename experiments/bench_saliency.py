@@ -323,8 +323,13 @@ def print_ratios(rows: list[dict], config: Config) -> None:
                 ratio = ms(impl, "saliency", batch) / theirs
                 tail = f" (target <= {target}: {verdict(ratio, target)})" if target else ""
                 print(f"{impl} saliency / {label}, batch {batch}: {ratio:.2f}{tail}")
-        ratio = ms(impl, many, 1) / ms(impl, "saliency", 1)
+        one, forward = ms(impl, "saliency", 1), ms(impl, "forward", 1)
+        ratio = ms(impl, many, 1) / one
         print(f"{impl} {many} / one map: {ratio:.2f} (target <= 2: {verdict(ratio, 2.0)})")
+        # Each class needs its own backward pass (a vector-Jacobian product per cotangent): with
+        # no gain from batching them, N classes cost one forward pass plus N backward passes.
+        unbatched = (forward + config.num_classes * (one - forward)) / one
+        print(f"{impl} {many} / one map if each class cost one backward pass of batch 1: {unbatched:.2f}")
     for other in ("pytorch", "captum"):
         one, eight = ms(other, "saliency", 1), ms(other, many, 1)
         if one and eight:
