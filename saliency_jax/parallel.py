@@ -169,7 +169,8 @@ def sharded_map(
       fn: ``(params, batch) -> outputs``; ``batch`` is a pytree of ``[B, ...]``
         arrays, ``outputs`` a pytree of ``[B, ...]`` arrays.
       params: any pytree (weights), replicated on every device.
-      inputs: a pytree of numpy arrays ``[N, ...]`` (this process's rows).
+      inputs: a pytree of numpy arrays ``[N, ...]`` (this process's rows; on
+        several hosts every process passes the same ``N``, else ``ValueError``).
       batch_size: rows per call on this process; a multiple of the number of
         local devices in ``mesh``.
       mesh: from :func:`data_mesh` (default: all devices).
@@ -187,6 +188,15 @@ def sharded_map(
         raise ValueError(
             f"inputs must be arrays sharing a non-empty leading axis, got shapes {[np.shape(x) for x in leaves]}"
         )
+    if jax.process_count() > 1:  # every process must make the same calls, or the collectives hang
+        from jax.experimental import multihost_utils
+
+        counts = np.asarray(multihost_utils.process_allgather(np.int64(n))).reshape(-1)
+        if np.any(counts != counts[0]):
+            raise ValueError(
+                f"every process must pass the same number of input rows, got {counts.tolist()} "
+                "(by process index); pad the shorter shares and drop the extra outputs"
+            )
     local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
     if batch_size < 1 or batch_size % local_devices:
         raise ValueError(
