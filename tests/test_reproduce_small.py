@@ -38,8 +38,10 @@ def test_network_beats_chance_by_a_wide_margin(results):
 @pytest.mark.slow
 def test_class_models_are_classified_as_their_class(results):
     _, r = results
-    assert r["class_models_top1"] >= 5 / 6  # the paper objective, S_c
-    assert r["class_models_top1_log_softmax"] >= 5 / 6
+    # The paper objective, S_c: the square's class model is classified as a disc on
+    # every training and class-model seed measured (see the config's docstring).
+    assert r["class_models_top1"] >= 5 / 6
+    assert r["class_models_top1_log_softmax"] == 1.0  # 6/6 on all 15 seeds measured
 
 
 @pytest.mark.slow
