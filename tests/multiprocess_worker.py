@@ -179,9 +179,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    # Cross-process collectives on CPU (the default in recent JAX; older ones had none).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from saliency_jax import parallel
+    from saliency_jax import parallel  # initialize_distributed picks gloo for CPU collectives
 
     assert parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
