@@ -11,6 +11,7 @@ import saliency_jax as sj
 from saliency_jax.io import bundled_photo, resize_image
 from saliency_jax.models.efficientnet_lite import (
     EfficientNetLite0,
+    PointwiseConv,
     convert_torch_state_dict,
     load_efficientnet_lite0,
 )
@@ -51,6 +52,26 @@ def test_depthwise_paths_agree(efficientnet, reference_outputs):
         jax.jit(efficientnet.logits_fn)(efficientnet.params, images),
         atol=1e-3,
     )
+
+
+def test_pointwise_conv_equals_a_1x1_conv_with_the_same_kernel(getkey):
+    """Same parameter tree, same outputs and gradients as ``nn.Conv`` with a 1x1 kernel."""
+    import flax.linen as nn
+
+    x = jax.random.normal(getkey(), (2, 5, 7, 6))
+    conv = nn.Conv(4, (1, 1), use_bias=False)
+    params = conv.init(getkey(), x)
+    pointwise = PointwiseConv(4)
+    assert jax.tree.map(jnp.shape, pointwise.init(getkey(), x)) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(pointwise.apply(params, x), conv.apply(params, x), rtol=1e-5, atol=1e-5)
+
+    def loss(module, p, x):
+        return jnp.sum(jnp.sin(module.apply(p, x)))
+
+    for argnum in (0, 1):  # the kernel (training) and the input (saliency)
+        got = jax.grad(functools.partial(loss, pointwise), argnums=argnum)(params, x)
+        want = jax.grad(functools.partial(loss, conv), argnums=argnum)(params, x)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
 
 
 def test_conversion_rejects_mismatched_weights():
