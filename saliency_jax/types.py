@@ -35,6 +35,8 @@ class Classifier(NamedTuple):
       pixel_mean: the raw pixel value the model's preprocessing maps to zero; the
         "mean image" that class model visualisation adds back (paper §2).
       pixel_scale: raw pixel units per unit of the preprocessed input.
+      feature_layer: the module path of the last spatial feature map (the default
+        layer of layer methods such as Grad-CAM), or ``None`` if not known.
     """
 
     logits_fn: LogitsFn
@@ -43,6 +45,7 @@ class Classifier(NamedTuple):
     class_names: tuple[str, ...]
     pixel_mean: float = 0.0
     pixel_scale: float = 1.0
+    feature_layer: str | None = None
 
     @property
     def num_classes(self) -> int:
