@@ -13,6 +13,10 @@ def test_defaults_are_the_papers_and_grabcuts():
     assert config.num_components == 5
     assert config.pairwise_weight == 50.0
     assert config.neighbourhood == 8
+    # The paper: seeds only estimate the colour models, one cut, no saliency term.
+    assert config.hard_seeds == "none"
+    assert config.iterations == 1
+    assert config.saliency_weight == 0.0
 
 
 def test_config_is_frozen_and_hashable():
@@ -39,7 +43,11 @@ def test_config_is_frozen_and_hashable():
         (dict(pairwise_weight=float("nan")), "pairwise_weight"),
         (dict(neighbourhood=6), "neighbourhood"),
         (dict(connectivity=3), "connectivity"),
-        (dict(hard_background_seeds=1), "hard_background_seeds"),
+        (dict(hard_seeds=True), "hard_seeds"),
+        (dict(hard_seeds="background"), "hard_seeds"),
+        (dict(iterations=0), "iterations"),
+        (dict(saliency_weight=-1.0), "saliency_weight"),
+        (dict(max_side=1), "max_side"),
     ],
 )
 def test_bad_settings_raise_naming_the_field(kwargs, field):

@@ -66,15 +66,20 @@ def test_seeds_are_hard_constraints():
     foreground[4:6, 4:6] = True  # ... but these are foreground seeds
     background = np.zeros(shape, bool)
     background[0, 0] = True
-    bg_cost[0, 0] = 100.0  # and this background seed would rather be foreground
-    mask = graphcut_segment(np.zeros(shape + (3,)), fg_cost, bg_cost, Seeds(foreground, background, 1, 0),
-                            pairwise_weight=50.0)
+    bg_cost[0, 0] = 200.0  # and this background seed would rather be foreground
+    seeds = Seeds(foreground, background, 1, 0)
+    image = np.zeros(shape + (3,))
+    mask = graphcut_segment(image, fg_cost, bg_cost, seeds, pairwise_weight=50.0, hard_seeds="both")
     assert mask[foreground].all()
     assert not mask[background].any()
     # Soft background seeds follow their costs; foreground seeds stay fixed.
-    soft = graphcut_segment(np.zeros(shape + (3,)), fg_cost, bg_cost, Seeds(foreground, background, 1, 0),
-                            pairwise_weight=0.0, hard_background=False)
+    soft = graphcut_segment(image, fg_cost, bg_cost, seeds, pairwise_weight=0.0, hard_seeds="foreground")
     assert soft[0, 0] and soft[foreground].all() and soft.sum() == 5
+    # The paper's cut (the default) fixes nothing: every pixel follows its costs.
+    free = graphcut_segment(image, fg_cost, bg_cost, seeds, pairwise_weight=0.0)
+    np.testing.assert_array_equal(free, fg_cost < bg_cost)
+    with pytest.raises(ValueError, match="hard_seeds"):
+        graphcut_segment(image, fg_cost, bg_cost, seeds, hard_seeds="all")
 
 
 def test_pairwise_term_smooths_an_isolated_pixel_but_not_across_an_edge():

@@ -6,7 +6,7 @@ with its box. Numpy in, numpy out; this package does not import JAX.
 """
 
 from saliency_jax.localisation.components import bounding_box, largest_component
-from saliency_jax.localisation.config import GraphCutConfig
+from saliency_jax.localisation.config import HARD_SEEDS, GraphCutConfig
 from saliency_jax.localisation.gmm import (
     ColourModels,
     colour_costs,
@@ -22,16 +22,18 @@ from saliency_jax.localisation.pipeline import (
     localise,
     localise_classes,
     localise_many,
+    localise_photo,
+    saliency_prior,
+    working_shape,
 )
 from saliency_jax.localisation.seeds import Seeds, quantile_seeds
-from saliency_jax.localisation.visualise import PANEL_TITLES, localisation_panels
 
 __all__ = [
     "ClassBoxes",
     "ColourModels",
     "GraphCutConfig",
+    "HARD_SEEDS",
     "Localisation",
-    "PANEL_TITLES",
     "PixelGraph",
     "Seeds",
     "StageTimes",
@@ -43,10 +45,12 @@ __all__ = [
     "fit_colour_models",
     "graphcut_segment",
     "largest_component",
-    "localisation_panels",
     "localise",
     "localise_classes",
     "localise_many",
+    "localise_photo",
+    "saliency_prior",
+    "working_shape",
     "log_likelihood",
     "quantile_seeds",
     "solve",

@@ -4,9 +4,10 @@ The energy is GrabCut's (Rother et al., 2004): unary terms are the negative
 log-likelihoods of a pixel's colour under the foreground and background colour
 models, the pairwise term between neighbours ``p, q`` is the contrast-sensitive
 Potts term ``gamma / dist(p, q) * exp(-beta * |z_p - z_q|^2)`` with
-``beta = 1 / (2 <|z_p - z_q|^2>)`` averaged over all neighbouring pairs, and the
-foreground seeds (and by default the background seeds) are hard constraints. The
-source side of the cut is the foreground.
+``beta = 1 / (2 <|z_p - z_q|^2>)`` averaged over all neighbouring pairs. In the
+paper's pipeline no pixel is fixed: the seeds only estimate the colour models.
+Optionally the foreground seeds, or both seed sets, are hard constraints
+(GrabCut's user strokes). The source side of the cut is the foreground.
 """
 
 from __future__ import annotations
@@ -81,27 +82,27 @@ def build_graph(
     *,
     pairwise_weight: float = 50.0,
     neighbourhood: int = 8,
-    hard_background: bool = True,
+    hard_seeds: str = "none",
 ) -> PixelGraph:
     """Builds the GraphCut network with one vectorised call per edge direction.
 
     Terminal capacities: source (foreground) ``background_cost - m`` and sink
     ``foreground_cost - m`` with ``m`` their per-pixel minimum, so cutting a pixel
     to the foreground pays its foreground cost (the shift ``m`` changes no cut).
-    A seed's edge to its own terminal gets ``K = 1 + 8 gamma``, more than all its
-    pairwise edges together, and the other edge 0, so no cut relabels it.
-    Foreground seeds are always hard (so the foreground is never empty);
-    background seeds only with ``hard_background``.
+    With ``hard_seeds`` a fixed seed's edge to its own terminal gets
+    ``K = 1 + 8 gamma``, more than all its pairwise edges together, and the other
+    edge 0, so no cut relabels it.
 
     Args:
       image: float ``[H, W, 3]``.
       foreground_cost: ``[H, W]``, ``-log p(colour | foreground)``.
       background_cost: ``[H, W]``, ``-log p(colour | background)``.
-      seeds: the hard constraints.
+      seeds: the seeds (used only with ``hard_seeds``).
       pairwise_weight: ``gamma``.
       neighbourhood: 4 or 8.
-      hard_background: also fix the background seeds; otherwise they only
-        shaped the background colour model.
+      hard_seeds: ``"none"`` (the paper: no pixel is fixed), ``"foreground"``
+        (fix the foreground seeds) or ``"both"`` (fix both seed sets; a pixel in
+        both stays foreground).
 
     Returns:
       :class:`PixelGraph`.
@@ -117,10 +118,14 @@ def build_graph(
     shift = np.minimum(foreground_cost, background_cost)
     source = background_cost - shift
     sink = foreground_cost - shift
-    hard = 1.0 + 8.0 * pairwise_weight
-    background = seeds.background & ~seeds.foreground if hard_background else np.zeros_like(seeds.foreground)
-    source = np.where(seeds.foreground, hard, np.where(background, 0.0, source))
-    sink = np.where(background, hard, np.where(seeds.foreground, 0.0, sink))
+    if hard_seeds not in ("none", "foreground", "both"):
+        raise ValueError(f"hard_seeds must be 'none', 'foreground' or 'both', got {hard_seeds!r}")
+    if hard_seeds != "none":
+        hard = 1.0 + 8.0 * pairwise_weight
+        foreground = np.asarray(seeds.foreground, bool)
+        background = (seeds.background & ~foreground) if hard_seeds == "both" else np.zeros_like(foreground)
+        source = np.where(foreground, hard, np.where(background, 0.0, source))
+        sink = np.where(background, hard, np.where(foreground, 0.0, sink))
     graph.add_grid_tedges(nodes, source, sink)
     return PixelGraph(graph, nodes)
 
@@ -146,7 +151,7 @@ def graphcut_segment(
     *,
     pairwise_weight: float = 50.0,
     neighbourhood: int = 8,
-    hard_background: bool = True,
+    hard_seeds: str = "none",
 ) -> np.ndarray:
     """The minimum-energy foreground mask (§3.2): :func:`build_graph` then :func:`solve`.
 
@@ -154,11 +159,11 @@ def graphcut_segment(
       image: float ``[H, W, 3]``.
       foreground_cost: ``[H, W]`` unary cost of the foreground label.
       background_cost: ``[H, W]`` unary cost of the background label.
-      seeds: hard constraints; every foreground seed ends in the mask, and with
-        ``hard_background`` no background seed does.
+      seeds: the seeds; with ``hard_seeds`` every fixed foreground seed ends in
+        the mask and no fixed background seed does.
       pairwise_weight: ``gamma`` of the contrast-sensitive term.
       neighbourhood: 4 or 8.
-      hard_background: fix the background seeds too.
+      hard_seeds: ``"none"`` (the paper), ``"foreground"`` or ``"both"``.
 
     Returns:
       bool ``[H, W]`` foreground mask.
@@ -166,6 +171,6 @@ def graphcut_segment(
     return solve(
         build_graph(
             image, foreground_cost, background_cost, seeds,
-            pairwise_weight=pairwise_weight, neighbourhood=neighbourhood, hard_background=hard_background,
+            pairwise_weight=pairwise_weight, neighbourhood=neighbourhood, hard_seeds=hard_seeds,
         )
     )

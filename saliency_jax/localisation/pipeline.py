@@ -61,15 +61,49 @@ class Localisation(NamedTuple):
     timings: StageTimes
 
 
+def saliency_prior(saliency: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The unary saliency prior: extra costs of the foreground and background labels.
+
+    With ``s`` the map scaled to ``[0, 1]`` by its minimum and maximum, the
+    foreground label costs ``weight * (1 - s)`` and the background label
+    ``weight * s``: the most salient pixel leans to the foreground by ``weight``
+    nats, the least salient to the background.
+
+    Args:
+      saliency: ``[H, W]`` finite, not constant.
+      weight: ``>= 0``.
+
+    Returns:
+      ``(foreground_extra, background_extra)``, float64 ``[H, W]`` each.
+    """
+    saliency = as_saliency(saliency)
+    low, high = saliency.min(), saliency.max()
+    scaled = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+    return weight * (1.0 - scaled), weight * scaled
+
+
 def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = GraphCutConfig()) -> Localisation:
     """Localises the object a saliency map points at (paper §3.2).
+
+    With the default ``config`` this is the paper's pipeline: the pixels above
+    the 95% and below the 30% quantile of the map estimate a foreground and a
+    background colour mixture; a GraphCut labels every pixel from its colour
+    likelihoods and the contrast-sensitive Potts term (no pixel is fixed); the
+    largest connected foreground component is the object and its bounding box
+    the answer. The variants of :class:`GraphCutConfig` (hard seeds, iterated
+    colour re-estimation, a saliency prior) change only the cut's energy.
+
+    Should the cut label no pixel foreground (possible without hard seeds when
+    the foreground colours are also common in the background), the mask is the
+    largest connected group of foreground seeds, so there is always a box.
 
     Args:
       image: ``[H, W, 3]`` uint8 (or real values on the 0-255 scale; ``[H, W]``
         grey is accepted), at least 2 pixels.
       saliency: ``[H, W]`` finite map of the same height and width; larger = more
-        salient. Only its ranking matters.
-      config: :class:`GraphCutConfig`, the paper's settings by default.
+        salient. Only its ranking matters (and, with ``config.saliency_weight``,
+        its values scaled to ``[0, 1]``).
+      config: :class:`GraphCutConfig`, the paper's pipeline by default.
 
     Returns:
       :class:`Localisation`. The result depends only on the inputs and
@@ -89,31 +123,126 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
 
     start = time.perf_counter()
     seeds = quantile_seeds(saliency, config.foreground_quantile, config.background_quantile)
+    prior = saliency_prior(saliency, config.saliency_weight) if config.saliency_weight > 0 else None
     after_seeds = time.perf_counter()
-    models = fit_colour_models(pixels, seeds, config)
-    foreground_cost, background_cost = colour_costs(models, pixels)
-    after_gmm = time.perf_counter()
-    graph = build_graph(
-        pixels, foreground_cost, background_cost, seeds,
-        pairwise_weight=config.pairwise_weight, neighbourhood=config.neighbourhood,
-        hard_background=config.hard_background_seeds,
-    )
-    after_graph = time.perf_counter()
-    segmentation = solve(graph)
-    after_flow = time.perf_counter()
-    # Foreground seeds are hard constraints, so the segmentation is never empty.
+    gmm_seconds = graph_seconds = flow_seconds = 0.0
+    fit_on = seeds
+    segmentation = None
+    for _ in range(config.iterations):
+        tick = time.perf_counter()
+        models = fit_colour_models(pixels, fit_on, config)
+        foreground_cost, background_cost = colour_costs(models, pixels)
+        if prior is not None:
+            foreground_cost = foreground_cost + prior[0]
+            background_cost = background_cost + prior[1]
+        tock = time.perf_counter()
+        graph = build_graph(
+            pixels, foreground_cost, background_cost, seeds,
+            pairwise_weight=config.pairwise_weight, neighbourhood=config.neighbourhood,
+            hard_seeds=config.hard_seeds,
+        )
+        built = time.perf_counter()
+        cut = solve(graph)
+        solved = time.perf_counter()
+        gmm_seconds += tock - tick
+        graph_seconds += built - tock
+        flow_seconds += solved - built
+        if segmentation is not None and np.array_equal(cut, segmentation):
+            break  # converged: re-fitting on the same labelling gives the same cut
+        segmentation = cut
+        if not cut.any() or cut.all():
+            break  # nothing left to fit one of the models on
+        # GrabCut's re-estimation: both models from the current labelling.
+        fit_on = Seeds(cut, ~cut, seeds.foreground_threshold, seeds.background_threshold)
+
+    tick = time.perf_counter()
     mask = largest_component(segmentation, config.connectivity)
+    if not mask.any():  # the cut kept no foreground: fall back to the seeds themselves
+        mask = largest_component(seeds.foreground, config.connectivity)
     box = bounding_box(mask)
     end = time.perf_counter()
 
     timings = StageTimes(
         seeds=after_seeds - start,
-        gmm=after_gmm - after_seeds,
-        graph=after_graph - after_gmm,
-        maxflow=after_flow - after_graph,
-        components=end - after_flow,
+        gmm=gmm_seconds,
+        graph=graph_seconds,
+        maxflow=flow_seconds,
+        components=end - tick,
     )
     return Localisation(mask, box, segmentation, seeds, timings)
+
+
+def _resize(array: np.ndarray, shape: tuple[int, int], resample) -> np.ndarray:
+    """``[h, w]`` float or bool, or ``[h, w, 3]`` float on 0-255, resized to ``shape`` with PIL."""
+    from PIL import Image
+
+    height, width = shape
+    if array.shape[:2] == (height, width):
+        return array
+    if array.dtype == bool:
+        out = Image.fromarray(array.astype(np.uint8) * 255).resize((width, height), resample)
+        return np.asarray(out) >= 128
+    if array.ndim == 2:
+        out = Image.fromarray(array.astype(np.float32), mode="F").resize((width, height), resample)
+        return np.asarray(out, np.float64)
+    out = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8)).resize((width, height), resample)
+    return np.asarray(out, np.float64)
+
+
+def working_shape(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``(h, w)`` of an ``[H, W]`` photo whose longer side is reduced to ``max_side`` (0: unchanged)."""
+    height, width = int(shape[0]), int(shape[1])
+    if max_side <= 0 or max(height, width) <= max_side:
+        return height, width
+    factor = max_side / max(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def localise_photo(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = GraphCutConfig()) -> Localisation:
+    """:func:`localise` on a photo at its own resolution, with a map of any size.
+
+    The photo is reduced (area-averaging) until its longer side is at most
+    ``config.max_side`` pixels (never enlarged); the map, e.g. a model's 224x224
+    saliency map, is resized bilinearly to that working size; the GraphCut runs
+    there; the mask, segmentation and seeds are resized (nearest neighbour) back
+    to the photo. The box is the mask's, so boxes and masks are in the input
+    photo's pixel coordinates (``x1``/``y1`` exclusive).
+
+    Args:
+      image: ``[H, W, 3]`` photo (uint8 or 0-255 floats; grey ``[H, W]`` accepted),
+        at least 2 pixels.
+      saliency: ``[h, w]`` finite map of the same scene, any size (its aspect
+        ratio should be the photo's, or it is stretched to it).
+      config: :class:`GraphCutConfig`; ``config.max_side`` sets the working size.
+
+    Returns:
+      :class:`Localisation` in the photo's ``[H, W]`` pixels (``timings`` of the
+      cut at the working size).
+
+    Raises:
+      ValueError: as :func:`localise`, naming the argument.
+    """
+    from PIL import Image
+
+    if not isinstance(config, GraphCutConfig):
+        raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
+    pixels = as_image(image)
+    saliency = as_saliency(saliency)
+    shape = pixels.shape[:2]
+    work = working_shape(shape, config.max_side)
+    small = _resize(pixels, work, Image.BOX)
+    found = localise(small, _resize(saliency, work, Image.BILINEAR), config)
+    if work == shape:
+        return found
+    mask = _resize(found.mask, shape, Image.NEAREST)  # enlarging: every working pixel is kept
+    seeds = Seeds(
+        _resize(found.seeds.foreground, shape, Image.NEAREST),
+        _resize(found.seeds.background, shape, Image.NEAREST),
+        found.seeds.foreground_threshold,
+        found.seeds.background_threshold,
+    )
+    return Localisation(mask, bounding_box(mask), _resize(found.segmentation, shape, Image.NEAREST), seeds,
+                        found.timings)
 
 
 class ClassBoxes(NamedTuple):
