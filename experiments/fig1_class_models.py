@@ -106,13 +106,16 @@ def main(argv=None) -> None:
         config, out=args.out, steps=args.steps, modes=tuple(args.modes), stretch=not args.no_stretch
     )
 
+    import jax
+    from tqdm import tqdm
+
     from saliency_jax import io
-    from saliency_jax.class_model_cli import class_models_for, resolve_classes
+    from saliency_jax.class_model import classifier_class_models, mode_defaults
     from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
-    from saliency_jax.models.imagenet import short_name
+    from saliency_jax.models.imagenet import class_id, short_name
 
     classifier = load_efficientnet_lite0()
-    class_ids = resolve_classes(list(config.classes))
+    class_ids = list(dict.fromkeys(class_id(name) for name in config.classes))
     images_by_mode = {}
     for mode in config.modes:
         saved = os.path.join(config.out, f"{config.name}_{mode}.npy")
@@ -120,9 +123,12 @@ def main(argv=None) -> None:
             images_by_mode[mode] = np.load(saved)
             print(f"{mode}: reusing {saved}")
             continue
-        result = class_models_for(
-            classifier, class_ids, mode=mode, steps=config.steps, seed=config.seed, progress=not args.no_progress
-        )
+        steps = config.steps or mode_defaults(mode).steps
+        with tqdm(total=steps * len(class_ids), desc=mode, unit="step", disable=args.no_progress or None) as bar:
+            result = classifier_class_models(
+                classifier, np.asarray(class_ids), key=jax.random.key(config.seed), steps=steps, mode=mode,
+                on_chunk=lambda n, history: bar.update(n * history.scores.shape[1]),
+            )
         images = np.asarray(result.images, np.float32)
         images_by_mode[mode] = images
         io.save_npy(saved, images)

@@ -40,10 +40,13 @@ def main(argv=None) -> str:
                     processes=args.processes)
 
     from saliency_jax import figures, io
-    from saliency_jax.localisation import PANEL_TITLES, GraphCutConfig, localisation_panels, localise_many
-    from saliency_jax.localisation.cli_support import default_explain
+    from saliency_jax.evaluation.model_maps import seed_map_explainer
+    from saliency_jax.figures import PANEL_TITLES, localisation_panels
+    from saliency_jax.localisation import GraphCutConfig, localise_many
+    from saliency_jax.models import load_efficientnet_lite0
 
-    explain, size, class_names = default_explain(config.seed_map)
+    model = load_efficientnet_lite0()
+    explain, size, class_names = seed_map_explainer(model, config.seed_map), model.image_size, model.class_names
     images = np.stack([io.resize_image(io.bundled_photo(name), size) for name in config.photos])
     maps, classes = explain(images, None)
     found = localise_many(images, maps, GraphCutConfig(), processes=config.processes)

@@ -16,7 +16,19 @@ _EXPORTS = {
         "Attribution", "augmented_saliency_map", "class_gradients", "class_saliency_maps",
         "input_gradients", "saliency_from_gradients", "saliency_map", "smoothgrad_map",
     ),
-    "saliency_jax.scores": ("class_scores", "select_scores", "top_k"),
+    "saliency_jax.scores": ("class_scores", "select_scores", "top_k", "top_k_of_logits"),
+    # §2: class model visualisation
+    "saliency_jax.class_model": (
+        "ClassModelAscent", "ClassModelHistory", "ClassModelResult", "ClassModelState", "class_model_ascent",
+        "class_models", "classifier_class_models", "classifier_settings", "mode_defaults", "run_in_chunks",
+    ),
+    "saliency_jax.regularizers": (
+        "Regularizer", "blur_every", "clip_pixels", "compose", "jitter", "l2_penalty", "random_scale",
+        "total_variation",
+    ),
+    "saliency_jax.parametrization": (
+        "Parametrization", "fourier_parametrization", "make_parametrization", "pixel_parametrization",
+    ),
     "saliency_jax.types": ("Classifier", "LogitsFn", "TopK"),
     # §4: backward rules and reconstructions
     "saliency_jax.backprop_rules": ("RULES", "backprop_rule", "check_rule", "current_rule", "relu", "relu6"),
@@ -36,7 +48,7 @@ _EXPORTS = {
     # scaling out over devices
     "saliency_jax.parallel": ("data_mesh", "initialize_distributed", "shard_batch", "sharded_map"),
     # models
-    "saliency_jax.models": ("load_efficientnet_lite0", "load_torch_state_dict"),
+    "saliency_jax.models": ("load_efficientnet_lite", "load_efficientnet_lite0", "load_torch_state_dict"),
 }
 
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -8,6 +8,7 @@ eagerly once, or check inputs before a jitted loop, to get them.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -53,3 +54,18 @@ def check_classes(classes, num_classes: int, batch: int | None, name: str = "cla
             raise ValueError(
                 f"{name} must be in [0, {num_classes}), got values from {values.min()} to {values.max()}"
             )
+
+
+def nan_where_invalid(values: jax.Array, images: jax.Array, classes: jax.Array, num_classes: int) -> jax.Array:
+    """``values`` (``[B, ...]``) with NaN in every row whose request is invalid.
+
+    A request is invalid when its class is outside ``[0, num_classes)`` or its
+    image holds a NaN or infinite pixel. Eager calls refuse such requests with a
+    ``ValueError`` first; under ``jit`` the values are not known while tracing,
+    so this is what keeps a jitted call from returning a plausible map (a
+    one-hot of class 1000 is all zeros, so its gradient would be a zero map).
+    """
+    classes = jnp.broadcast_to(jnp.asarray(classes), values.shape[:1])
+    finite = jnp.all(jnp.isfinite(images.reshape(images.shape[0], -1)), axis=1)
+    valid = (classes >= 0) & (classes < num_classes) & finite
+    return jnp.where(valid.reshape((-1,) + (1,) * (values.ndim - 1)), values, jnp.nan)

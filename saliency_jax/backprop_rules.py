@@ -45,11 +45,31 @@ _CURRENT_RULE: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 
 
-def check_rule(rule: str, name: str = "rule") -> str:
-    """Returns ``rule`` if it is one of :data:`RULES`, else raises ``ValueError``."""
+def check_rule(rule: str, name: str = "rule", *, logits_fn=None) -> str:
+    """Returns ``rule`` if it is one of :data:`RULES`, else raises ``ValueError``.
+
+    With ``logits_fn``, also refuses a non-gradient rule for a model that is
+    itself ``jax.jit``-wrapped: its trace is cached with the rule in force when
+    it was first traced, so the rule would be silently ignored. (A model
+    jitted by other means, e.g. ``jax.jit`` inside it, cannot be detected: jit
+    the function that calls the library instead of the model.)
+    """
     if rule not in RULES:
         raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
+    if rule != "gradient" and logits_fn is not None and _is_jitted(logits_fn):
+        raise ValueError(
+            f"{name}={rule!r} needs an un-jitted logits_fn: a jax.jit-wrapped model keeps the rule it was first "
+            "traced with; pass the plain function and jit the call to the library instead"
+        )
     return rule
+
+
+def _is_jitted(fn) -> bool:
+    import functools
+
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return hasattr(fn, "lower") and hasattr(fn, "trace")
 
 
 @contextlib.contextmanager

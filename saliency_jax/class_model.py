@@ -34,36 +34,8 @@ The whole run is one ``lax.scan``; :func:`class_model_ascent` also exposes the
 step and a ``run`` over a given number of steps, so a caller can advance a jitted
 chunk at a time (e.g. with a progress bar).
 
-Defaults (the paper gives no lambda, step size or step count) were chosen with
-``experiments/sweep_class_model.py`` on EfficientNet-Lite0 (raw 0-255 pixels fed as
-``(x - 127) / 128``), over six classes spread over ImageNet (other than the ten
-the tests check), varying one setting at a time and scoring each by how many class
-images are top-1 for their class, how many stay top-1 after an 8-pixel shift and a
-10% rescale, the median ``S_c``, and how many pixels leave 0-255:
-
-* optimiser: Adam in both modes. The gradient of ``S_c`` w.r.t. the image is tiny
-  at the mean image and grows about 700-fold over the first 25 steps (RMS 2e-5 to
-  1.5e-2 per preprocessed pixel), so no fixed SGD step suits the whole run; Adam's
-  per-pixel normalisation makes the step size a pixel change instead.
-* paper mode: ``learning_rate=0.05``, ``l2_weight=1e-3``, ``steps=100``. Every
-  class image is top-1 after 10 steps at learning rates 0.02-0.1; 0.05 gave the
-  highest scores at 20-50 steps while keeping the images inside 0-255 (0.1 pushed
-  2.6% of the pixels out by step 50, which the final clipping then cuts off). With
-  ``lambda=1e-3`` (about 6e-8 per squared raw pixel) under 0.1% of the pixels leave
-  the valid range; ``1e-4`` lets more out, ``1e-2`` lowers the score (one class not
-  yet top-1 at 10 steps). 100 steps reach ``S_c`` about 80; the images look like
-  coloured noise either way, which is the point of the comparison.
-* regularised mode: ``learning_rate=0.01``, ``l2_weight=1e-3``, ``steps=200``. With
-  the Fourier parametrisation a coefficient step moves the low frequencies a lot,
-  so smaller steps do better: median ``S_c`` at 200 steps was 25 and 35 for
-  learning rates 0.1 and 0.05 (``lambda=1e-4``), then 38, 47 and 46 for 0.025,
-  0.01 and 0.005 (``lambda=1e-3``); at 0.01 every image was top-1 and survived the
-  shift and rescale from 50 steps on. Lambda matters little
-  here (the pixels are clipped every step); the paper mode's value is kept. The
-  priors were not swept: the jitter (8 pixels) and rescaling (0.85-1.15) cover the
-  shift and rescale the images must survive; the quadratic TV (weight 0.05), the
-  0.5-pixel blur every 4 steps and clipping to 0-255 are mild settings in the range
-  the feature visualisation literature uses.
+The defaults (the paper gives no lambda, step size or step count) and how they were
+chosen on EfficientNet-Lite0 are in ``docs/tuning/class_model.md``.
 """
 
 from __future__ import annotations
@@ -391,7 +363,7 @@ def class_model_ascent(
     return ClassModelAscent(init, step, run, render, finish)
 
 
-def class_model(
+def class_models(
     logits_fn: LogitsFn,
     params: Any,
     classes,
@@ -431,7 +403,7 @@ def class_model(
 
 
 class ImageSettings(NamedTuple):
-    """How a model takes its images, as keyword settings of :func:`class_model`.
+    """How a model takes its images, as keyword settings of :func:`class_models`.
 
     Attributes:
       image_shape: ``(H, W, C)``.
@@ -451,7 +423,7 @@ def classifier_settings(
 ) -> ImageSettings:
     """The :class:`ImageSettings` of a :class:`~saliency_jax.types.Classifier`.
 
-    Pass ``**settings._asdict()`` to :func:`class_model` or :func:`class_model_ascent`.
+    Pass ``**settings._asdict()`` to :func:`class_models` or :func:`class_model_ascent`.
 
     Args:
       classifier: the model.
@@ -465,11 +437,99 @@ def classifier_settings(
     )
 
 
-def classifier_class_model(classifier: Classifier, classes, *, key: jax.Array, **kwargs) -> ClassModelResult:
-    """:func:`class_model` for a :class:`~saliency_jax.types.Classifier`.
+def run_in_chunks(
+    ascent: ClassModelAscent,
+    params: Any,
+    state: ClassModelState,
+    steps: int,
+    *,
+    chunk: int = 10,
+    on_chunk: Callable[[int, ClassModelHistory], None] | None = None,
+) -> tuple[ClassModelState, ClassModelHistory]:
+    """Runs ``steps`` updates of an ascent as jitted chunks of at most ``chunk`` steps.
+
+    Each chunk is one ``lax.scan`` (at most two chunk sizes are compiled), so a
+    caller can report progress between chunks without slowing the steps down.
+    The result equals ``ascent.run(params, state, steps)``.
+
+    Args:
+      ascent: a configured :class:`ClassModelAscent`.
+      params: the model's weights.
+      state: the state to start from (``ascent.init``).
+      steps: updates in all, ``>= 1``.
+      chunk: updates per jitted call, ``>= 1``.
+      on_chunk: called after each chunk with the number of steps it ran and its
+        history (e.g. to advance a progress bar).
+
+    Returns:
+      ``(state, history)`` with the chunks' histories concatenated, ``[steps, K]``.
+    """
+    check_steps(steps)
+    check_steps(chunk, "chunk")
+    run = jax.jit(ascent.run, static_argnums=2)
+    histories = []
+    done = 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        state, history = run(params, state, n)
+        jax.block_until_ready(history)
+        histories.append(history)
+        done += n
+        if on_chunk is not None:
+            on_chunk(n, history)
+    history = ClassModelHistory(*(jnp.concatenate(parts) for parts in zip(*histories)))
+    return state, history
+
+
+def classifier_class_models(
+    classifier: Classifier,
+    classes,
+    *,
+    key: jax.Array,
+    steps: int | None = None,
+    mode: str = "paper",
+    batch_size: int = 16,
+    chunk: int = 10,
+    on_chunk: Callable[[int, ClassModelHistory], None] | None = None,
+    **kwargs,
+) -> ClassModelResult:
+    """:func:`class_models` for a :class:`~saliency_jax.types.Classifier`, in batches and chunks.
 
     Takes the image size, mean image and scale from the classifier and clips to
-    raw 0-255 pixels; ``kwargs`` override them or set the other settings.
+    raw 0-255 pixels; ``kwargs`` override them or set the other settings of
+    :func:`class_model_ascent`. The classes are optimised ``batch_size`` at a
+    time, each batch as jitted chunks of ``chunk`` steps (:func:`run_in_chunks`);
+    since every class image draws its randomness from ``fold_in(key, class)`` the
+    result does not depend on ``batch_size`` or ``chunk``.
+
+    Args:
+      classifier: the model.
+      classes: int ``[K]`` class ids.
+      key: PRNG key.
+      steps: updates per class, the mode's default if ``None``.
+      mode: ``"paper"`` or ``"regularised"``.
+      batch_size: classes per compiled batch, ``>= 1``.
+      chunk: steps per jitted call, ``>= 1``.
+      on_chunk: progress callback of :func:`run_in_chunks`.
+
+    Returns:
+      :class:`ClassModelResult` over all classes, histories ``[T, K]``.
     """
+    steps = mode_defaults(mode).steps if steps is None else steps
+    check_steps(steps)
+    check_steps(batch_size, "batch_size")
+    classes = jnp.atleast_1d(jnp.asarray(classes))
+    _checks.check_classes(classes, classifier.num_classes, None)
     settings = {**classifier_settings(classifier)._asdict(), **kwargs}
-    return class_model(classifier.logits_fn, classifier.params, classes, key=key, **settings)
+    ascent = class_model_ascent(classifier.logits_fn, mode=mode, **settings)
+    finish = jax.jit(ascent.finish)
+    results = []
+    for start in range(0, classes.shape[0], batch_size):
+        state = ascent.init(classifier.params, classes[start : start + batch_size], key)
+        state, history = run_in_chunks(ascent, classifier.params, state, steps, chunk=chunk, on_chunk=on_chunk)
+        results.append(finish(classifier.params, state, history))
+    if len(results) == 1:
+        return results[0]
+    joined = [jnp.concatenate(parts) for parts in zip(*(r[:4] for r in results))]
+    history = ClassModelHistory(*(jnp.concatenate(parts, axis=1) for parts in zip(*(r.history for r in results))))
+    return ClassModelResult(*joined, history)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -118,14 +119,36 @@ def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(saliency, mode="F").resize((width, height), Image.BILINEAR), np.float32)
 
 
+_TEMP_PREFIX = ".tmp-"
+
+
+def _temporary_owner(name: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of the writer of a temporary named by :func:`atomic_path`."""
+    if not name.startswith(_TEMP_PREFIX):
+        return None
+    parts = name[len(_TEMP_PREFIX):].split("-", 2)
+    if len(parts) < 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yields a temporary path beside ``path``; on success renames it onto ``path``."""
+    """Yields a temporary path beside ``path``; on success renames it onto ``path``.
+
+    The temporary is named ``.tmp-<host>-<pid>-...``, so a later run can tell
+    the leftovers of a writer that died (:func:`remove_stale_temporaries`) from
+    the files of one that is still writing in the same folder.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TEMP_PREFIX}{_host()}-{os.getpid()}-", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
@@ -137,6 +160,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Removes the temporaries that writers on this host left behind when they died.
+
+    A temporary whose writer process still runs is kept (two runs may share a
+    folder); those of other hosts are left alone.
+
+    Returns:
+      The paths removed.
+    """
+    removed = []
+    host = _host()
+    for name in os.listdir(folder):
+        owner = _temporary_owner(name)
+        if owner is None or owner[0] != host or _alive(owner[1]):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_atomic(path, writer: Callable[[str], Any]) -> None:
@@ -175,10 +230,11 @@ def save_png(path, image: np.ndarray) -> None:
 
 def save_figure(path, figure) -> None:
     """Saves a matplotlib figure atomically (format from the extension) and closes it."""
-    import matplotlib.pyplot as plt
-
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
     try:
         _write_atomic(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight"))
     finally:
-        plt.close(figure)
+        if getattr(figure.canvas, "manager", None) is not None:  # made by pyplot: release it
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)

@@ -46,6 +46,7 @@ class Attribution(NamedTuple):
 
 def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
     """One forward pass, keeping its pullback; the rule is fixed while tracing it."""
+    check_rule(rule, logits_fn=logits_fn)
     with backprop_rule(rule):
         return jax.vjp(lambda x: logits_fn(params, x), images)
 
@@ -80,7 +81,6 @@ def input_gradients(
       :class:`Attribution` with ``gradients`` ``[B, H, W, C]``.
     """
     _checks.check_images(images)
-    check_rule(rule)
     images = jnp.asarray(images, jnp.float32)
     logits, pullback = _forward(logits_fn, params, images, rule)
     _check_logits(logits, images.shape[0])
@@ -90,6 +90,7 @@ def input_gradients(
         _checks.check_classes(classes, logits.shape[-1], images.shape[0])
     classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), logits.shape[:1])
     (gradients,) = pullback(jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype))
+    gradients = _checks.nan_where_invalid(gradients, images, classes, logits.shape[-1])
     return Attribution(gradients, classes, logits)
 
 
@@ -132,60 +133,71 @@ def saliency_map(
 def class_gradients(
     logits_fn: LogitsFn,
     params: Any,
-    image: jax.Array,
+    images: jax.Array,
     classes: jax.Array,
     *,
     rule: str = "gradient",
 ) -> jax.Array:
-    """Gradients of several class scores of one image, with one forward pass.
+    """Gradients of several class scores of each image, with one forward pass.
+
+    The forward pass runs once per image; the pullback is ``vmap``-ed over
+    one-hot cotangents, one per class. For ``N`` classes of one image pass
+    ``images[None]`` and take ``[0]``.
 
     Args:
       logits_fn: the model.
       params: its weights.
-      image: float32 ``[H, W, C]``, one image.
-      classes: int ``[N]``, the classes to explain.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B, N]``, the classes to explain in each image (or ``[N]``
+        for the same classes in every image).
       rule: ReLU backward rule.
 
     Returns:
-      ``[N, H, W, C]``: ``dS_{classes[n]}/dI``.
+      ``[B, N, H, W, C]``: ``dS_{classes[b, n]}/dI`` at ``images[b]``.
     """
-    image = jnp.asarray(image, jnp.float32)
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape [H, W, C] (one image), got shape {image.shape}")
-    _checks.check_images(image[None], "image")
-    check_rule(rule)
+    _checks.check_images(images)
+    images = jnp.asarray(images, jnp.float32)
     classes = jnp.asarray(classes)
-    if classes.ndim != 1 or classes.shape[0] == 0:
-        raise ValueError(f"classes must have shape [N] with N >= 1, got shape {classes.shape}")
-    logits, pullback = _forward(logits_fn, params, image[None], rule)
-    _check_logits(logits, 1)
+    if classes.ndim == 1:
+        classes = jnp.broadcast_to(classes, (images.shape[0], classes.shape[0]))
+    if classes.ndim != 2 or classes.shape[0] != images.shape[0] or classes.shape[1] == 0:
+        raise ValueError(
+            f"classes must have shape [B, N] = [{images.shape[0]}, N] with N >= 1 (or [N]), got shape {classes.shape}"
+        )
+    logits, pullback = _forward(logits_fn, params, images, rule)
+    _check_logits(logits, images.shape[0])
     _checks.check_classes(classes, logits.shape[-1], None)
-    cotangents = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)[:, None, :]
+    classes = classes.astype(jnp.int32)
+    # cotangents[n, b] = one_hot(classes[b, n]): one pullback per class, all images at once
+    cotangents = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)
     (gradients,) = jax.vmap(pullback)(cotangents)
-    return gradients[:, 0]
+    gradients = jnp.swapaxes(gradients, 0, 1)
+    valid = jax.vmap(lambda c: _checks.nan_where_invalid(jnp.zeros(images.shape[:1]), images, c, logits.shape[-1]),
+                     in_axes=1, out_axes=1)(classes)
+    return gradients + valid[..., None, None, None]
 
 
 def class_saliency_maps(
     logits_fn: LogitsFn,
     params: Any,
-    image: jax.Array,
+    images: jax.Array,
     classes: jax.Array,
     *,
     rule: str = "gradient",
 ) -> jax.Array:
-    """Saliency maps of several classes of one image, with one forward pass.
+    """Saliency maps of several classes of each image, with one forward pass.
 
     Args:
       logits_fn: the model.
       params: its weights.
-      image: float32 ``[H, W, C]``.
-      classes: int ``[N]``.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B, N]`` (or ``[N]`` for every image).
       rule: ReLU backward rule.
 
     Returns:
-      ``[N, H, W]``.
+      ``[B, N, H, W]``.
     """
-    return saliency_from_gradients(class_gradients(logits_fn, params, image, classes, rule=rule))
+    return jnp.max(jnp.abs(class_gradients(logits_fn, params, images, classes, rule=rule)), axis=-1)
 
 
 def smoothgrad_map(

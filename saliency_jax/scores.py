@@ -43,7 +43,7 @@ def class_scores(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -
     return select_scores(logits, classes)
 
 
-def top_k(logits_fn: LogitsFn, params: Any, images: jax.Array, k: int = 5) -> TopK:
+def top_k(logits_fn: LogitsFn, params: Any, images: jax.Array, *, k: int = 5) -> TopK:
     """The ``k`` highest-scoring classes of each image.
 
     Args:
@@ -56,9 +56,16 @@ def top_k(logits_fn: LogitsFn, params: Any, images: jax.Array, k: int = 5) -> To
       :class:`TopK` with ``[B, k]`` arrays, best first.
     """
     _checks.check_images(images)
-    logits = logits_fn(params, images)
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in [1, {logits.shape[-1]}], got {k}")
+    return top_k_of_logits(logits_fn(params, images), k=k)
+
+
+def top_k_of_logits(logits: jax.Array, *, k: int = 5) -> TopK:
+    """The ``k`` highest of each row of ``[B, K]`` logits, with their softmax posteriors.
+
+    Ties go to the lower class id.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be an integer in [1, {logits.shape[-1]}], got {k!r}")
     scores, classes = jax.lax.top_k(logits, k)
     probabilities = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), classes, axis=1)
     return TopK(classes, probabilities, scores)

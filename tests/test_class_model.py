@@ -1,6 +1,5 @@
 """Tests for saliency_jax.class_model (paper §2) and the class-model command."""
 
-import argparse
 import functools
 import os
 
@@ -15,9 +14,9 @@ from PIL import Image
 from saliency_jax import regularizers as regs
 from saliency_jax.class_model import (
     ClassModelResult,
-    class_model,
     class_model_ascent,
-    classifier_class_model,
+    class_models,
+    classifier_class_models,
     classifier_settings,
     mode_defaults,
 )
@@ -52,7 +51,7 @@ def test_linear_model_reaches_the_analytic_optimum(linear_model):
     """For S_c(m + s z) = w_c . (m + s z) + b_c, the maximiser of S_c - lambda |z|^2 is s w_c / (2 lambda)."""
     logits_fn, params = linear_model
     lam, scale, mean = 0.5, 2.0, 0.25
-    result = class_model(
+    result = class_models(
         logits_fn,
         params,
         jnp.arange(4),
@@ -83,7 +82,7 @@ def test_softmax_objectives_pull_other_classes_down(linear_model, objective):
     """d P_c / dz = s P_c (w_c - sum_k P_k w_k): the posterior also rises by lowering the others."""
     logits_fn, params = linear_model
     lr, scale, mean = 0.01, 2.0, 0.25
-    result = class_model(
+    result = class_models(
         logits_fn, params, jnp.arange(4), key=jax.random.key(0), steps=1, optimizer=optax.sgd(lr),
         l2_weight=0.0, objective=objective, image_shape=(6, 5, 3), pixel_mean=mean, pixel_scale=scale,
     )
@@ -105,7 +104,7 @@ def test_softmax_objectives_pull_other_classes_down(linear_model, objective):
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_objective_and_score_rise(tiny_cnn, mode):
     logits_fn, params = tiny_cnn
-    run = jax.jit(functools.partial(class_model, logits_fn, steps=40, **MODES[mode], **TINY))
+    run = jax.jit(functools.partial(class_models, logits_fn, steps=40, **MODES[mode], **TINY))
     result = run(params, jnp.arange(5), key=jax.random.key(0))
     objectives, scores = np.asarray(result.history.objectives), np.asarray(result.history.scores)
     assert objectives.shape == scores.shape == (40, 5)
@@ -127,7 +126,7 @@ def test_objective_and_score_rise(tiny_cnn, mode):
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_jit_equals_eager(tiny_cnn, mode):
     logits_fn, params = tiny_cnn
-    run = functools.partial(class_model, logits_fn, steps=3, **MODES[mode], **TINY)
+    run = functools.partial(class_models, logits_fn, steps=3, **MODES[mode], **TINY)
     classes, key = jnp.array([0, 3]), jax.random.key(7)
     jitted = jax.jit(run)(params, classes, key=key)
     with jax.disable_jit():  # the scan becomes a Python loop
@@ -140,7 +139,7 @@ def test_jit_equals_eager(tiny_cnn, mode):
 def test_batch_of_classes_equals_single_runs(tiny_cnn, mode):
     logits_fn, params = tiny_cnn
     classes = jnp.array([4, 0, 2])
-    run = jax.jit(functools.partial(class_model, logits_fn, steps=8, **MODES[mode], **TINY))
+    run = jax.jit(functools.partial(class_models, logits_fn, steps=8, **MODES[mode], **TINY))
     key = jax.random.key(3)
     batch = run(params, classes, key=key)
     for i, c in enumerate(classes.tolist()):
@@ -155,7 +154,7 @@ def test_optimizer_acts_on_each_class_alone(tiny_cnn):
     """A global-norm clip would couple the classes if the update were not vmapped per class."""
     logits_fn, params = tiny_cnn
     optimizer = optax.chain(optax.clip_by_global_norm(1e-2), optax.sgd(1.0))
-    run = jax.jit(functools.partial(class_model, logits_fn, steps=3, optimizer=optimizer, **TINY))
+    run = jax.jit(functools.partial(class_models, logits_fn, steps=3, optimizer=optimizer, **TINY))
     batch = run(params, jnp.array([1, 2]), key=jax.random.key(0))
     single = run(params, jnp.array([2]), key=jax.random.key(0))
     np.testing.assert_allclose(batch.images[1], single.images[0], rtol=1e-5, atol=1e-6)
@@ -170,7 +169,7 @@ def test_chunks_of_steps_equal_one_run(tiny_cnn):
     state, first = run(params, state, 3)
     state, second = run(params, state, 3)
     chunked = ascent.finish(params, state, first)
-    whole = jax.jit(functools.partial(class_model, logits_fn, steps=6, **MODES["regularised"], **TINY))(
+    whole = jax.jit(functools.partial(class_models, logits_fn, steps=6, **MODES["regularised"], **TINY))(
         params, classes, key=key
     )
     np.testing.assert_allclose(chunked.images, whole.images, rtol=1e-5, atol=1e-6)
@@ -182,7 +181,7 @@ def test_chunks_of_steps_equal_one_run(tiny_cnn):
 
 def test_keys_control_the_randomness(tiny_cnn):
     logits_fn, params = tiny_cnn
-    run = jax.jit(functools.partial(class_model, logits_fn, steps=5, **MODES["regularised"], **TINY))
+    run = jax.jit(functools.partial(class_models, logits_fn, steps=5, **MODES["regularised"], **TINY))
     a = run(params, jnp.array([2]), key=jax.random.key(0))
     b = run(params, jnp.array([2]), key=jax.random.key(0))
     c = run(params, jnp.array([2]), key=jax.random.key(1))
@@ -192,7 +191,7 @@ def test_keys_control_the_randomness(tiny_cnn):
 
 def test_result_images_are_clipped_and_reproduce_the_scores(tiny_cnn):
     logits_fn, params = tiny_cnn
-    result = class_model(
+    result = class_models(
         logits_fn, params, jnp.arange(5), key=jax.random.key(0), steps=30, learning_rate=0.3,
         l2_weight=0.0, image_shape=TINY_SHAPE, pixel_mean=0.5, pixel_scale=1.0, pixel_range=(0.0, 1.0),
     )
@@ -211,11 +210,18 @@ def test_regularised_mode_defaults_build_for_a_classifier(tiny_cnn):
     classifier = Classifier(logits_fn, params, 32, names, pixel_mean=127.0, pixel_scale=128.0)
     settings = classifier_settings(classifier)
     assert settings.image_shape == (32, 32, 3) and settings.pixel_range == (0.0, 255.0)
-    run = jax.jit(functools.partial(classifier_class_model, classifier, mode="regularised", steps=3))
-    result = run(jnp.array([1, 2]), key=jax.random.key(0))
-    assert result.images.shape == (2, 32, 32, 3)
+    result = classifier_class_models(classifier, jnp.array([1, 2, 4]), key=jax.random.key(0), mode="regularised",
+                                     steps=3)
+    assert result.images.shape == (3, 32, 32, 3)
     assert float(result.images.min()) >= 0.0 and float(result.images.max()) <= 255.0
     assert np.all(np.isfinite(result.history.objectives))
+    # batches of classes and chunks of steps change nothing: each class draws from fold_in(key, class)
+    chunks = []
+    split = classifier_class_models(classifier, jnp.array([1, 2, 4]), key=jax.random.key(0), mode="regularised",
+                                    steps=3, batch_size=2, chunk=2, on_chunk=lambda n, h: chunks.append(n))
+    assert chunks == [2, 1, 2, 1]
+    np.testing.assert_allclose(split.images, result.images, rtol=1e-5, atol=1e-4)
+    assert split.history.scores.shape == (3, 3)
 
 
 @pytest.mark.parametrize(
@@ -243,13 +249,15 @@ def test_bad_input_raises_clear_errors(tiny_cnn, kwargs, match):
     kwargs = {**TINY, "steps": 2, "classes": jnp.array([0]), **kwargs}
     classes = kwargs.pop("classes")
     with pytest.raises(ValueError, match=match):
-        class_model(logits_fn, params, classes, key=jax.random.key(0), **kwargs)
+        class_models(logits_fn, params, classes, key=jax.random.key(0), **kwargs)
 
 
 def test_mode_defaults():
     paper, regularised = mode_defaults("paper"), mode_defaults("regularised")
-    assert paper.parametrization == "pixels" and regularised.parametrization == "fourier"
-    assert paper.steps >= 1 and regularised.steps >= 1 and paper.l2_weight > 0
+    assert paper == (100, 0.05, 1e-3, "pixels")  # the measured defaults of docs/tuning/class_model.md
+    assert regularised == (200, 0.01, 1e-3, "fourier")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        mode_defaults("deep-dream")
 
 
 # --- The command ----------------------------------------------------------------------------
@@ -271,25 +279,16 @@ def tiny_imagenet_classifier():
     return Classifier(module.apply, params, 224, imagenet_class_names(), pixel_mean=127.0, pixel_scale=128.0)
 
 
-def _parse(argv):
-    from saliency_jax.class_model_cli import add_class_model_parser
-
-    parser = argparse.ArgumentParser(prog="saliency-jax")
-    add_class_model_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
 def test_command_writes_the_file_contract(tmp_path, capsys, tiny_imagenet_classifier):
-    from saliency_jax.class_model_cli import run_class_model_command
+    from saliency_jax import cli
 
     clf = tiny_imagenet_classifier
-    args = _parse(["class-model", "kit fox", "1", "278", "--steps", "4", "--chunk", "2", "--out", str(tmp_path),
-                   "--no-progress", "--mode", "regularised"])
-    assert args.handler is run_class_model_command
-    assert run_class_model_command(args, classifier=clf) == 0
-    assert sorted(os.listdir(tmp_path)) == ["class_1.npy", "class_1.png", "class_278.npy", "class_278.png"]
+    argv = ["class-model", "kit fox", "1", "278", "n01440764", "--steps", "4", "--chunk", "2", "--out",
+            str(tmp_path), "--no-progress", "--mode", "regularised"]
+    assert cli.main(argv, classifier=clf) == 0
+    assert sorted(os.listdir(tmp_path)) == [f"class_{c}.{e}" for c in (0, 1, 278) for e in ("json", "npy", "png")]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("class_")]
-    assert len(lines) == 2
+    assert len(lines) == 3
     for line in lines:
         cid = int(line.split("\t")[0].split("_")[1])
         reported = float(line.split("score ")[1].split("\t")[0])
@@ -302,20 +301,27 @@ def test_command_writes_the_file_contract(tmp_path, capsys, tiny_imagenet_classi
         # Feeding the saved raw image back reproduces the reported score.
         score = float(clf.logits_fn(clf.params, jnp.asarray(raw)[None])[0, cid])
         assert score == pytest.approx(reported, abs=2e-3)
+    # --resume keeps what the same settings made, and redoes what other settings made
+    before = os.stat(tmp_path / "class_1.npy").st_mtime_ns
+    assert cli.main(argv + ["--resume"], classifier=clf) == 0
+    assert os.stat(tmp_path / "class_1.npy").st_mtime_ns == before
+    assert cli.main(argv[:-2] + ["--resume"], classifier=clf) == 0  # paper mode now
+    assert os.stat(tmp_path / "class_1.npy").st_mtime_ns != before
 
 
-def test_command_rejects_bad_arguments(tmp_path, tiny_imagenet_classifier):
-    from saliency_jax.class_model_cli import run_class_model_command
+def test_command_rejects_bad_arguments(tmp_path, capsys, tiny_imagenet_classifier):
+    from saliency_jax import cli
 
-    with pytest.raises(ValueError, match="no class named"):
-        run_class_model_command(_parse(["class-model", "unicorn", "--out", str(tmp_path)]), tiny_imagenet_classifier)
-    with pytest.raises(ValueError, match=r"class id must be in \[0, 1000\)"):
-        run_class_model_command(_parse(["class-model", "1000", "--out", str(tmp_path)]), tiny_imagenet_classifier)
-    with pytest.raises(ValueError, match="--steps"):
-        run_class_model_command(_parse(["class-model", "1", "--steps", "0", "--out", str(tmp_path)]),
-                                tiny_imagenet_classifier)
+    clf = tiny_imagenet_classifier
+    assert cli.main(["class-model", "unicorn", "--out", str(tmp_path)], classifier=clf) == 2
+    assert "no class named" in capsys.readouterr().err
+    assert cli.main(["class-model", "1000", "--out", str(tmp_path)], classifier=clf) == 2
+    assert "class id must be in [0, 1000)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        _parse(["class-model", "1", "--mode", "dream"])
+        cli.main(["class-model", "1", "--steps", "0", "--out", str(tmp_path)], classifier=clf)
+    assert "argument --steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["class-model", "1", "--mode", "dream"], classifier=clf)
     assert not os.listdir(tmp_path)
 
 
@@ -332,7 +338,7 @@ def lite0_class_models(efficientnet):
     settings = classifier_settings(efficientnet)._asdict()
     out = {}
     for mode, steps in STEPS.items():
-        run = jax.jit(functools.partial(class_model, efficientnet.logits_fn, steps=steps, mode=mode, **settings))
+        run = jax.jit(functools.partial(class_models, efficientnet.logits_fn, steps=steps, mode=mode, **settings))
         out[mode] = jax.block_until_ready(run(efficientnet.params, jnp.asarray(SPREAD_CLASSES), key=jax.random.key(0)))
     return out
 

@@ -1,89 +1,282 @@
-"""The saliency-jax command and its file contract."""
+"""The saliency-jax command: file contracts, shared options, records, resume and refusals.
+
+Most tests run the commands on a tiny stand-in classifier with ImageNet's class
+names (its map is the redness of the image), so they test the command, not the
+model; the end-to-end tests with EfficientNet-Lite0 are marked slow.
+"""
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from saliency_jax import cli
-from saliency_jax.io import bundled_photo
+from saliency_jax import cli, io
+from saliency_jax.types import Classifier
+
+SIZE = 48
 
 
-def test_saliency_command_writes_the_file_contract(tmp_path, efficientnet):
-    photo = bundled_photo("chelsea")
-    Image.fromarray(photo).save(tmp_path / "cat.png")
-    small = np.asarray(Image.fromarray(photo).resize((224, 224)))
-    Image.fromarray(small).save(tmp_path / "cat224.png")
+def _red_logits(params, images):
+    """Every class scores the mean squared redness, times its weight: the map is the redness."""
+    redness = jax.nn.relu(images[..., 0] - images[..., 1]) / 255.0
+    energy = jnp.mean(redness**2, axis=(1, 2))
+    return energy[:, None] * params["w"][None, :] + params["b"][None, :]
+
+
+@pytest.fixture(scope="module")
+def red_model():
+    from saliency_jax.models.imagenet import imagenet_class_names
+
+    w = jnp.linspace(0.5, 1.0, 1000).at[7].set(3.0)
+    b = jnp.zeros(1000).at[7].set(1.0)
+    return Classifier(_red_logits, {"w": w, "b": b}, SIZE, imagenet_class_names(), 127.0, 128.0)
+
+
+def _write_photo(path, height, width, box):
+    """A green noisy photo with a red rectangle at ``box`` (x0, y0, x1, y1, exclusive)."""
+    rng = np.random.default_rng(height * width)
+    image = np.clip(rng.normal(0, 12, (height, width, 3)) + [60, 150, 70], 0, 255)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = np.clip(rng.normal(0, 12, (y1 - y0, x1 - x0, 3)) + [210, 50, 40], 0, 255)
+    Image.fromarray(image.astype(np.uint8)).save(path)
+
+
+def _run(argv, model, capsys=None):
+    return cli.main(argv + ["--no-progress"], classifier=model)
+
+
+# --- saliency ---------------------------------------------------------------------------------
+
+
+def test_saliency_writes_the_file_contract_and_its_record(tmp_path, red_model):
+    _write_photo(tmp_path / "a.png", 60, 80, (10, 10, 40, 30))
     out = tmp_path / "out"
-    rc = cli.main(["saliency", str(tmp_path / "cat.png"), str(tmp_path / "cat224.png"), "bundled:coffee",
-                   "--out", str(out), "--batch-size", "2"])
-    assert rc == 0
-    for stem in ("cat", "cat224", "coffee"):
-        saliency = np.load(out / f"{stem}_saliency.npy")
-        assert saliency.dtype == np.float32 and saliency.shape == (224, 224)
-        assert np.isfinite(saliency).all() and saliency.min() >= 0 and saliency.max() > 0
-        assert (out / f"{stem}_saliency.png").stat().st_size > 1000
-    cat = json.loads((out / "cat.json").read_text())
-    assert cat["class"] == 285 and cat["top5"][0][:2] == [285, "Egyptian cat"]
-    assert 0.6 < cat["top5"][0][2] < 0.9 and len(cat["top5"]) == 5
-    assert json.loads((out / "coffee.json").read_text())["class"] == 967
-    # the image already at 224x224 is used as it is: its map is the library's map of those pixels
-    import saliency_jax as sj
-
-    expected = jax.jit(sj.saliency_map, static_argnums=0)(efficientnet.logits_fn, efficientnet.params, small[None].astype(np.float32))[0]
-    written = np.load(out / "cat224_saliency.npy")
-    # batch size changes float32 summation order, which can flip a few ReLU6 gates
-    assert np.corrcoef(written.ravel(), np.asarray(expected).ravel())[0, 1] > 0.999
-    np.testing.assert_allclose(written, expected, atol=1e-2 * float(expected.max()))
-    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    assert _run(["saliency", str(tmp_path / "a.png"), "--out", str(out)], red_model) == 0
+    saliency = np.load(out / "a_saliency.npy")
+    assert saliency.dtype == np.float32 and saliency.shape == (SIZE, SIZE)
+    work = io.resize_image(io.load_image(tmp_path / "a.png"), SIZE)
+    redness = np.maximum(work[..., 0] - work[..., 1], 0)
+    # d/dI_R of w7 * mean(relu(R - G)^2) / 255^2 is 2 w7 relu(R - G) / (N 255^2), and the same size on G
+    np.testing.assert_allclose(saliency, 2 * 3.0 * redness / (SIZE * SIZE * 255.0**2), rtol=1e-4, atol=1e-12)
+    record = json.loads((out / "a.json").read_text())
+    assert record["class"] == 7 and record["top5"][0][:2] == [7, red_model.class_names[7]]
+    assert record["method"] == "gradient" and record["command"] == "saliency"
+    assert record["input"] == str(tmp_path / "a.png")
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
 
 
-def test_forced_class_rule_and_resume(tmp_path):
-    out = tmp_path / "out"
-    assert cli.main(["saliency", "bundled:coffee", "--class", "cup", "--rule", "guided", "--out", str(out)]) == 0
-    assert json.loads((out / "coffee.json").read_text())["class"] == 968
-    before = (out / "coffee_saliency.npy").stat().st_mtime_ns
-    assert cli.main(["saliency", "bundled:coffee", "--out", str(out), "--resume"]) == 0
-    assert (out / "coffee_saliency.npy").stat().st_mtime_ns == before
+@pytest.mark.parametrize("given, expected", [("281", 281), ("n02123045", 281), ("tabby", 281), ("+281", 281)])
+def test_classes_by_id_wordnet_id_and_name(tmp_path, red_model, given, expected):
+    assert _run(["saliency", "bundled:coffee", "--class", given, "--out", str(tmp_path)], red_model) == 0
+    assert json.loads((tmp_path / "coffee.json").read_text())["class"] == expected
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["saliency", "missing.jpg"], "no such file"),
-        (["saliency", "bundled:coffee", "--class", "1000"], "class id must be in [0, 1000)"),
-        (["saliency", "bundled:coffee", "--class", "no such thing"], "no class named"),
+        (["saliency", "bundled:coffee", "--class", "1000"], "--class: class id must be in [0, 1000)"),
+        (["saliency", "bundled:coffee", "--class", "²"], "--class: class: no class named '²'"),
+        (["saliency", "bundled:coffee", "--class", "no such thing"], "--class: class: no class named"),
+        (["class-model", "unicorn"], "CLASS: class: no class named"),
     ],
 )
-def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
-    assert cli.main(argv + ["--out", str(tmp_path)]) == 2
-    assert message in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
+def test_bad_input_is_one_line_naming_the_argument(tmp_path, capsys, red_model, argv, message):
+    assert _run(argv + ["--out", str(tmp_path / "o")], red_model) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o") or not os.listdir(tmp_path / "o")
 
 
-def test_a_non_image_file_is_refused(tmp_path, capsys):
-    (tmp_path / "notes.png").write_text("hello")
-    assert cli.main(["saliency", str(tmp_path / "notes.png"), "--out", str(tmp_path / "o")]) == 2
-    assert "not a readable image" in capsys.readouterr().err
+def test_numbers_must_be_plain_integers(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["class-model", "1", "--steps", "²"])
+    assert exit_.value.code == 2 and "argument --steps: must be an integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["saliency", "x.png", "--batch-size", "0"])
 
 
-def test_localise_command_writes_the_file_contract(tmp_path):
+def test_too_many_steps_are_refused_before_any_work(tmp_path, capsys, red_model):
+    assert _run(["class-model", "1", "--steps", "99999999999999999999", "--out", str(tmp_path)], red_model) == 2
+    assert "--steps: at most 100000 steps" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_refused_before_loading_the_model(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, message in [(tmp_path / "file", "is a file, not a folder"),
+                         (tmp_path / "file" / "below", "lies below the file")]:
+        # no classifier given: the model would load after this check, so this is fast
+        assert cli.main(["saliency", "bundled:coffee", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_read_only_folder_is_refused(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # as a read-only or immutable folder answers
+    assert cli.main(["saliency", "bundled:coffee", "--out", str(tmp_path / "ro")]) == 2
+    assert "--out: cannot write to" in capsys.readouterr().err
+
+
+def test_resume_recomputes_what_other_settings_made(tmp_path, red_model):
+    out = str(tmp_path)
+    assert _run(["saliency", "bundled:coffee", "--out", out], red_model) == 0
+    stamp = lambda: os.stat(tmp_path / "coffee_saliency.npy").st_mtime_ns  # noqa: E731
+    first = stamp()
+    assert _run(["saliency", "bundled:coffee", "--out", out, "--resume"], red_model) == 0
+    assert stamp() == first  # same settings: kept
+    assert _run(["saliency", "bundled:coffee", "--class", "281", "--rule", "guided", "--out", out, "--resume"],
+                red_model) == 0
+    assert stamp() != first  # other class and rule: recomputed
+    record = json.loads((tmp_path / "coffee.json").read_text())
+    assert record["class"] == 281 and record["settings"]["rule"] == "guided"
+
+
+def test_one_command_does_not_overwrite_anothers_files(tmp_path, capsys, red_model):
+    _write_photo(tmp_path / "good.png", 40, 40, (10, 10, 30, 30))
+    _write_photo(tmp_path / "good_box.png", 40, 40, (10, 10, 30, 30))
+    out = str(tmp_path / "out")
+    assert _run(["localise", str(tmp_path / "good.png"), "--out", out], red_model) == 0
+    before = (tmp_path / "out" / "good_box.json").read_text()
+    assert _run(["saliency", str(tmp_path / "good_box.png"), "--out", out], red_model) == 2
+    assert "good_box.json" in capsys.readouterr().err
+    assert (tmp_path / "out" / "good_box.json").read_text() == before
+    assert not (tmp_path / "out" / "good_box_saliency.npy").exists()
+    # and a file of the same command made from another input
+    os.makedirs(tmp_path / "other")
+    _write_photo(tmp_path / "other" / "good.png", 40, 40, (5, 5, 20, 20))
+    assert _run(["localise", str(tmp_path / "other" / "good.png"), "--out", out], red_model) == 2
+    assert "belongs to `localise`" in capsys.readouterr().err
+
+
+def test_two_inputs_with_one_name_are_refused(tmp_path, capsys, red_model):
+    _write_photo(tmp_path / "a.png", 20, 20, (5, 5, 15, 15))
+    os.makedirs(tmp_path / "b")
+    _write_photo(tmp_path / "b" / "a.png", 20, 20, (5, 5, 15, 15))
+    assert _run(["localise", str(tmp_path / "a.png"), str(tmp_path / "b" / "a.png"), "--out", str(tmp_path / "o")],
+                red_model) == 2
+    assert "share the name 'a'" in capsys.readouterr().err
+
+
+def test_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path, red_model):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = io._host()
+    stale = tmp_path / f".tmp-{host}-{int(dead.stdout)}-abc.npy"
+    live = tmp_path / f".tmp-{host}-{os.getpid()}-abc.npy"
+    other_host = tmp_path / f".tmp-elsewhere-{int(dead.stdout)}-abc.npy"
+    for f in (stale, live, other_host):
+        f.write_bytes(b"partial")
+    assert _run(["saliency", "bundled:coffee", "--out", str(tmp_path)], red_model) == 0
+    assert not stale.exists() and live.exists() and other_host.exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path, capsys, red_model, monkeypatch):
+    from saliency_jax.cli import saliency as command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "load_image", interrupted)
+    assert _run(["saliency", "bundled:coffee", "--out", str(tmp_path)], red_model) == 130
+    assert capsys.readouterr().err.strip() == f"saliency-jax {command.COMMAND}: interrupted"
+    assert not os.listdir(tmp_path)
+
+
+# --- localise ---------------------------------------------------------------------------------
+
+
+def test_localise_writes_mask_box_and_figure_in_the_inputs_pixels(tmp_path, red_model):
+    boxes = {"wide": (30, 20, 90, 60), "small": (8, 10, 30, 40)}
+    _write_photo(tmp_path / "wide.png", 80, 120, boxes["wide"])
+    _write_photo(tmp_path / "small.jpg", 48, 40, boxes["small"])
+    out = tmp_path / "out"
+    assert _run(["localise", str(tmp_path / "wide.png"), str(tmp_path / "small.jpg"), "--out", str(out)],
+                red_model) == 0
+    for stem, (height, width) in (("wide", (80, 120)), ("small", (48, 40))):
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (height, width) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        record = json.loads((out / f"{stem}_box.json").read_text())
+        assert record["class"] == 7 and record["method"] == "paper"
+        x0, y0, x1, y1 = record["box"]
+        ys, xs = np.nonzero(mask)  # the box is the mask's, x1/y1 exclusive, in the input's pixels
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [x0, y0, x1, y1]
+        assert np.abs(np.array(record["box"]) - np.array(boxes[stem])).max() <= max(height, width) / SIZE * 2 + 1
+        figure = Image.open(out / f"{stem}_localisation.png")
+        assert figure.size[0] > 2 * figure.size[1]  # five panels in a row
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
+
+
+def test_an_image_that_cannot_be_localised_is_named_and_the_others_written(tmp_path, capsys, red_model):
+    for i in range(4):
+        _write_photo(tmp_path / f"ok{i}.png", 40, 40, (10 + i, 10, 30, 30))
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(tmp_path / "dot.png")
+    names = [str(tmp_path / f"ok{i}.png") for i in range(2)] + [str(tmp_path / "dot.png")] + \
+        [str(tmp_path / f"ok{i}.png") for i in range(2, 4)]
+    assert _run(["localise", *names, "--out", str(tmp_path / "out")], red_model) == 1
+    err = capsys.readouterr().err
+    assert "dot.png" in err and "Traceback" not in err
+    assert sorted(f for f in os.listdir(tmp_path / "out") if f.endswith("_box.json")) == \
+        [f"ok{i}_box.json" for i in range(4)]
+
+
+def test_localise_rejects_bad_settings(tmp_path, capsys, red_model):
+    assert _run(["localise", "bundled:chelsea", "--pairwise-weight", "-1", "--out", str(tmp_path)], red_model) == 2
+    assert "pairwise_weight" in capsys.readouterr().err
+
+
+def test_resize_mask_is_nearest_neighbour():
+    from saliency_jax.cli.localise import resize_mask
+
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    big = resize_mask(mask, 8, 12)
+    assert big.shape == (8, 12)
+    np.testing.assert_array_equal(np.nonzero(big.any(axis=1))[0], np.arange(2, 6))
+    np.testing.assert_array_equal(np.nonzero(big.any(axis=0))[0], np.arange(3, 9))
+
+
+# --- the embedded model, end to end ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_saliency_on_the_embedded_model(tmp_path, efficientnet):
+    import saliency_jax as sj
+
+    photo = io.bundled_photo("chelsea")
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    small = np.asarray(Image.fromarray(photo).resize((224, 224)))
+    Image.fromarray(small).save(tmp_path / "cat224.png")
+    out = tmp_path / "out"
+    rc = cli.main(["saliency", str(tmp_path / "cat.png"), str(tmp_path / "cat224.png"), "bundled:coffee",
+                   "--out", str(out), "--batch-size", "2", "--no-progress"])
+    assert rc == 0
+    cat = json.loads((out / "cat.json").read_text())
+    assert cat["class"] == 285 and cat["top5"][0][:2] == [285, "Egyptian cat"]
+    assert 0.6 < cat["top5"][0][2] < 0.9 and len(cat["top5"]) == 5
+    assert json.loads((out / "coffee.json").read_text())["class"] == 967
+    expected = jax.jit(sj.saliency_map, static_argnums=0)(efficientnet.logits_fn, efficientnet.params,
+                                                          small[None].astype(np.float32))[0]
+    written = np.load(out / "cat224_saliency.npy")
+    assert written.dtype == np.float32 and written.shape == (224, 224)
+    assert np.corrcoef(written.ravel(), np.asarray(expected).ravel())[0, 1] > 0.999
+    np.testing.assert_allclose(written, expected, atol=1e-2 * float(expected.max()))
+
+
+@pytest.mark.slow
+def test_localise_on_the_embedded_model(tmp_path):
     out = tmp_path / "loc"
-    assert cli.main(["localise", "bundled:chelsea", "--out", str(out)]) == 0
+    assert cli.main(["localise", "bundled:chelsea", "--out", str(out), "--no-progress"]) == 0
     mask = np.asarray(Image.open(out / "chelsea_mask.png"))
     assert mask.shape == (300, 451) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
     box = json.loads((out / "chelsea_box.json").read_text())
     assert box["class"] == 285
-    x0, y0, x1, y1 = box["box"]
-    assert 0 <= x0 < x1 <= 451 and 0 <= y0 < y1 <= 300
-    ys, xs = np.nonzero(mask)  # the box is the mask's (x1, y1 exclusive)
-    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [x0, y0, x1, y1]
-    assert (out / "chelsea_localisation.png").stat().st_size > 1000
-
-
-def test_localise_rejects_bad_settings(tmp_path, capsys):
-    assert cli.main(["localise", "bundled:chelsea", "--pairwise-weight", "-1", "--out", str(tmp_path)]) == 2
-    assert "pairwise_weight" in capsys.readouterr().err

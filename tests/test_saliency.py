@@ -80,15 +80,53 @@ def test_batch_equals_per_example_vmap(tiny_cnn, getkey):
 
 def test_many_classes_equal_one_at_a_time(tiny_cnn, getkey):
     logits_fn, params = tiny_cnn
-    image = _images(getkey(), (1, 8, 8, 3))[0]
-    classes = jnp.array([3, 0, 4])
-    many = sj.class_gradients(logits_fn, params, image, classes)
-    for k, c in enumerate(classes):
-        one = sj.input_gradients(logits_fn, params, image[None], c).gradients[0]
-        np.testing.assert_allclose(many[k], one, rtol=1e-5, atol=1e-7)
+    images = _images(getkey(), (2, 8, 8, 3))
+    classes = jnp.array([[3, 0, 4], [1, 1, 2]])
+    many = sj.class_gradients(logits_fn, params, images, classes)
+    assert many.shape == (2, 3, 8, 8, 3)
+    for b in range(2):
+        for k in range(3):
+            one = sj.input_gradients(logits_fn, params, images[b : b + 1], classes[b, k]).gradients[0]
+            np.testing.assert_allclose(many[b, k], one, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
-        sj.class_saliency_maps(logits_fn, params, image, classes), np.abs(many).max(-1), rtol=1e-6
+        sj.class_saliency_maps(logits_fn, params, images, classes), np.abs(many).max(-1), rtol=1e-6
     )
+    # [N] classes mean the same classes for every image
+    np.testing.assert_allclose(sj.class_gradients(logits_fn, params, images, classes[0]),
+                               sj.class_gradients(logits_fn, params, images, jnp.stack([classes[0]] * 2)), rtol=1e-6)
+
+
+def test_jitted_calls_return_nan_for_invalid_requests(tiny_cnn):
+    """Under jit the values are unknown while tracing: an invalid request must not look like a map."""
+    logits_fn, params = tiny_cnn
+    images = np.asarray(jax.random.uniform(jax.random.key(3), (3, 8, 8, 3)), np.float32)
+    jitted = jax.jit(sj.saliency_map, static_argnums=0)
+    maps = np.asarray(jitted(logits_fn, params, images, jnp.array([1, 5, -1])))
+    assert np.isfinite(maps[0]).all() and maps[0].max() > 0
+    assert np.isnan(maps[1]).all() and np.isnan(maps[2]).all()
+    nan_image = images.copy()
+    nan_image[1, 2, 3, 0] = np.nan
+    maps = np.asarray(jitted(logits_fn, params, nan_image, jnp.array([1, 1, 1])))
+    assert np.isfinite(maps[[0, 2]]).all() and np.isnan(maps[1]).all()
+    many = jax.jit(sj.class_saliency_maps, static_argnums=0)(logits_fn, params, images, jnp.array([[0, 9]] * 3))
+    assert np.isfinite(np.asarray(many[:, 0])).all() and np.isnan(np.asarray(many[:, 1])).all()
+    # eager calls refuse the same requests
+    with pytest.raises(ValueError, match="classes must be in"):
+        sj.saliency_map(logits_fn, params, images, jnp.array([1, 5, -1]))
+    with pytest.raises(ValueError, match="NaN"):
+        sj.saliency_map(logits_fn, params, nan_image, 1)
+
+
+def test_a_jitted_model_with_a_non_gradient_rule_is_refused(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    images = np.ones((1, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="un-jitted logits_fn"):
+        sj.saliency_map(jax.jit(logits_fn), params, images, rule="guided")
+    with pytest.raises(ValueError, match="un-jitted logits_fn"):
+        sj.saliency_map(functools.partial(jax.jit(logits_fn)), params, images, rule="deconvnet")
+    # the gradient rule needs no context, so a jitted model is fine there
+    np.testing.assert_allclose(sj.saliency_map(jax.jit(logits_fn), params, images),
+                               sj.saliency_map(logits_fn, params, images), rtol=1e-6)
 
 
 class _NNXNet(nnx.Module):
@@ -191,5 +229,5 @@ def test_bad_rule_and_wrong_class_shape_raise(tiny_cnn):
         sj.saliency_map(logits_fn, params, images, jnp.array([0, 1, 2]))
     with pytest.raises(ValueError, match="integer class ids"):
         sj.saliency_map(logits_fn, params, images, 1.5)
-    with pytest.raises(ValueError, match="one image"):
-        sj.class_gradients(logits_fn, params, images, jnp.array([0]))
+    with pytest.raises(ValueError, match=r"classes must have shape \[B, N\]"):
+        sj.class_gradients(logits_fn, params, images, jnp.array([[0], [1], [2]]))

@@ -1,26 +1,52 @@
 """Saliency maps and top classes of a JAX classifier, as numpy map functions.
 
 The glue between a :class:`~saliency_jax.types.Classifier` and the numpy side
-(the seed-map choices of :mod:`saliency_jax.evaluation.seed_maps`, the GraphCut
-pipeline): jitted once, called on numpy batches.
+(the GraphCut pipeline, the benchmarks, the command line): the library's
+jitted methods, called on numpy batches of bounded size.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
-from saliency_jax.evaluation.seed_maps import MapFn, batched
+# (images float [B, H, W, 3] raw 0-255, classes int [B]) -> maps float32 [B, H, W]
+MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+SEED_MAPS = ("paper", "flip-shift", "smoothgrad")
 
 
-def saliency_fn(classifier, *, rule: str = "gradient", batch_size: int = 8) -> MapFn:
-    """``(images, classes) -> maps``: the paper's map (§3.1) of a classifier, in numpy.
+def _batched(map_fn: MapFn, batch_size: int) -> MapFn:
+    """Calls ``map_fn(images, classes)`` on at most ``batch_size`` images at a time."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+    def run(images, classes):
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape [B, H, W, C], got shape {images.shape}")
+        classes = np.broadcast_to(np.asarray(classes), images.shape[:1])
+        out = [np.asarray(map_fn(images[i : i + batch_size], classes[i : i + batch_size]), np.float32)
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros(images.shape[:3], np.float32)
+
+    return run
+
+
+def saliency_fn(classifier, seed_map: str = "paper", *, rule: str = "gradient", batch_size: int = 8,
+                seed: int = 0) -> MapFn:
+    """``(images, classes) -> maps``: a classifier's map of each image's class, in numpy.
 
     Args:
       classifier: a :class:`~saliency_jax.types.Classifier`.
+      seed_map: one of :data:`SEED_MAPS`: ``"paper"`` (the gradient map of
+        §3.1), ``"flip-shift"`` (averaged over flips and 4-pixel shifts) or
+        ``"smoothgrad"`` (16 noisy copies, 15% noise).
       rule: the ReLU backward rule, ``"gradient"`` for the paper's map.
       batch_size: images per jitted call.
+      seed: the noise seed of SmoothGrad.
 
     Returns:
       A function of float ``[B, H, W, 3]`` raw images and int ``[B]`` classes that
@@ -29,14 +55,43 @@ def saliency_fn(classifier, *, rule: str = "gradient", batch_size: int = 8) -> M
     import jax
     import jax.numpy as jnp
 
-    from saliency_jax.saliency import saliency_map
+    from saliency_jax import saliency
 
-    compute = jax.jit(functools.partial(saliency_map, classifier.logits_fn, rule=rule))
+    if seed_map == "paper":
+        compute = functools.partial(saliency.saliency_map, classifier.logits_fn, rule=rule)
+    elif seed_map == "flip-shift":
+        compute = functools.partial(saliency.augmented_saliency_map, classifier.logits_fn, rule=rule)
+    elif seed_map == "smoothgrad":
+        compute = functools.partial(saliency.smoothgrad_map, classifier.logits_fn, rule=rule,
+                                    key=jax.random.key(seed))
+    else:
+        raise ValueError(f"seed_map must be one of {SEED_MAPS}, got {seed_map!r}")
+    compute = jax.jit(compute)
 
     def maps(images, classes):
         return np.asarray(compute(classifier.params, jnp.asarray(images, jnp.float32), jnp.asarray(classes, jnp.int32)))
 
-    return batched(maps, batch_size)
+    return _batched(maps, batch_size)
+
+
+def seed_map_explainer(classifier, seed_map: str = "paper", *, batch_size: int = 8, seed: int = 0):
+    """``explain(images, classes or None) -> (maps, classes)``: maps of given (or top-1) classes.
+
+    Args:
+      classifier: a :class:`~saliency_jax.types.Classifier`.
+      seed_map: one of :data:`SEED_MAPS`.
+      batch_size: images per jitted call.
+      seed: the noise seed of SmoothGrad.
+    """
+    maps_fn = saliency_fn(classifier, seed_map, batch_size=batch_size, seed=seed)
+
+    def explain(images, classes):
+        if classes is None:
+            classes = top_classes(classifier, images, 1, batch_size=batch_size)[:, 0]
+        classes = np.asarray(classes, np.int64)
+        return maps_fn(images, classes), classes
+
+    return explain
 
 
 def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.ndarray:
@@ -52,14 +107,13 @@ def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.nd
       int64 ``[B, k]``.
     """
     import jax
-    import jax.numpy as jnp
 
-    logits_fn = jax.jit(classifier.logits_fn)
+    from saliency_jax.scores import top_k
+
+    best = jax.jit(functools.partial(top_k, classifier.logits_fn, k=k))
     images = np.asarray(images, np.float32)
-    out = []
-    for start in range(0, len(images), batch_size):
-        logits = np.asarray(logits_fn(classifier.params, jnp.asarray(images[start : start + batch_size])))
-        out.append(np.argsort(-logits, axis=-1, kind="stable")[:, :k])
+    out = [np.asarray(best(classifier.params, images[i : i + batch_size]).classes)
+           for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, k), np.int64)
 
 
@@ -89,7 +143,7 @@ def make_predictor(classifier, config=None, *, seed_map: str = "paper", top_k: i
     Args:
       classifier: a :class:`~saliency_jax.types.Classifier`.
       config: a :class:`~saliency_jax.localisation.GraphCutConfig` (default settings if ``None``).
-      seed_map: one of :data:`~saliency_jax.evaluation.seed_maps.SEED_MAPS`.
+      seed_map: one of :data:`SEED_MAPS`.
       top_k: classes (and boxes) per image, at most 5 for ILSVRC.
       batch_size: images per jitted call.
 
@@ -98,12 +152,11 @@ def make_predictor(classifier, config=None, *, seed_map: str = "paper", top_k: i
       :class:`~saliency_jax.evaluation.tfds_eval.Prediction`.
     """
     from saliency_jax import io
-    from saliency_jax.evaluation.seed_maps import seed_map_fn
     from saliency_jax.evaluation.tfds_eval import Prediction
     from saliency_jax.localisation import GraphCutConfig, localise_classes
 
     config = GraphCutConfig() if config is None else config
-    maps_fn = seed_map_fn(seed_map, saliency_fn(classifier, batch_size=batch_size))
+    maps_fn = saliency_fn(classifier, seed_map, batch_size=batch_size)
     size = classifier.image_size
 
     def predict(image):

@@ -69,12 +69,13 @@ def class_id(name_or_id: str | int, class_names: tuple[str, ...] | None = None) 
     """
     names = class_names if class_names is not None else imagenet_class_names()
     text = str(name_or_id).strip()
-    if text.lstrip("-").isdigit():
+    digits = text[1:] if text[:1] in "+-" else text
+    if digits.isascii() and digits.isdigit():
         cid = int(text)
         if not 0 <= cid < len(names):
             raise ValueError(f"class id must be in [0, {len(names)}), got {cid}")
         return cid
-    if class_names is None and text.startswith("n") and text[1:].isdigit():
+    if len(names) == 1000 and text.startswith("n") and text[1:].isascii() and text[1:].isdigit():
         try:
             return imagenet_wnids().index(text)
         except ValueError:
