@@ -1,0 +1,258 @@
+"""Machinery shared by every attribution method: argument checks, the classes to
+explain, expansions summed in fixed chunks, the companion form for many classes,
+and the reducer to the paper's map.
+
+Expansions (IG's interpolation steps, noisy copies, RISE masks, occluded copies)
+are laid out as ``B * N`` rows, image-major: row ``r`` is expansion ``r % N`` of
+image ``r // N``. The rows are processed ``batch_size`` at a time in a
+``lax.scan`` whose carry is the running sum over expansions, ``[B, ...]``, so the
+peak memory depends on ``batch_size`` and not on ``N``. Each chunk is one batched
+model call; that a batch of unrelated rows gives each row's own result is exact
+because the model's examples are independent (inference mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax import _checks
+from saliency_jax.types import LogitsFn
+
+DEFAULT_BATCH_SIZE = 64
+REDUCTIONS = ("max_abs", "sum_abs", "sum", "l2")
+
+
+# --- argument checks -------------------------------------------------------------------
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """Returns ``value`` as an ``int`` if it is an integer ``>= minimum``, else raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_number(value, name: str, *, low: float | None = None, high: float | None = None, open_low=False) -> float:
+    """Returns ``value`` as a ``float`` if it is a real number in range, else raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and value > high
+    if not np.isfinite(value) or below or above:
+        lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
+        hi = "" if high is None else f"<= {high}"
+        raise ValueError(f"{name} must be a finite number {' and '.join(s for s in (lo, hi) if s)}, got {value}")
+    return value
+
+
+def check_batch_size(batch_size) -> int | None:
+    """``None`` (every row in one chunk) or an integer ``>= 1``."""
+    return None if batch_size is None else check_int(batch_size, "batch_size", 1)
+
+
+def check_key(key, method: str) -> jax.Array:
+    """Raises ``ValueError`` unless ``key`` is a PRNG key (typed or raw ``uint32[2]``)."""
+    if key is None:
+        raise ValueError(f"key must be a PRNG key for {method} (e.g. key=jax.random.key(0)), got None")
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        raise ValueError(f"key must be a PRNG key (jax.random.key(0)), got {type(key).__name__}")
+    if not jnp.issubdtype(dtype, jax.dtypes.prng_key) and not (dtype == jnp.uint32 and key.shape == (2,)):
+        raise ValueError(f"key must be one PRNG key (jax.random.key(0)), got dtype {dtype} and shape {key.shape}")
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape != ():
+        raise ValueError(f"key must be a single PRNG key, got shape {key.shape}")
+    return key
+
+
+def as_images(images) -> jax.Array:
+    """Checks a ``[B, H, W, C]`` batch and returns it as float32."""
+    _checks.check_images(images)
+    return jnp.asarray(images, jnp.float32)
+
+
+def broadcast_baseline(baseline, images: jax.Array, name: str = "baseline") -> jax.Array:
+    """A baseline as ``[B, H, W, C]``: a number, ``[H, W, C]``, ``[1, H, W, C]`` or ``[B, H, W, C]``."""
+    if baseline is None:
+        return jnp.zeros_like(images)
+    shape = tuple(np.shape(baseline))
+    allowed = ((), images.shape[1:], (1,) + images.shape[1:], images.shape)
+    if shape not in allowed:
+        raise ValueError(
+            f"{name} must be a number or have shape {images.shape[1:]}, {(1,) + images.shape[1:]} or "
+            f"{images.shape} (like images), got shape {shape}"
+        )
+    if _checks.is_concrete(baseline) and not bool(np.isfinite(np.asarray(baseline, np.float64)).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return jnp.broadcast_to(jnp.asarray(baseline, jnp.float32), images.shape)
+
+
+def num_classes(logits_fn: LogitsFn, params: Any, images: jax.Array) -> int:
+    """``K``, from the model's output shape on one image (no computation)."""
+    out = jax.eval_shape(logits_fn, params, images[:1])
+    if len(out.shape) != 2 or out.shape[0] != 1:
+        raise ValueError(f"logits_fn must return logits of shape [B, K], got {out.shape} for one image")
+    return int(out.shape[1])
+
+
+def resolve_classes(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -> jax.Array:
+    """int32 ``[B]``: the given classes (a scalar or ``[B]``), or each image's top-1 class if ``None``."""
+    if classes is None:
+        logits = logits_fn(params, images)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    _checks.check_classes(classes, num_classes(logits_fn, params, images), images.shape[0])
+    return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+
+
+# --- expansions in chunks ---------------------------------------------------------------
+
+
+def sum_over_expansions(
+    row_fn: Callable[[jax.Array, jax.Array], Any],
+    batch: int,
+    count: int,
+    batch_size: int | None,
+) -> Any:
+    """``out[b] = sum_n row_fn(b, n)`` over ``count`` expansions of each of ``batch`` images.
+
+    Args:
+      row_fn: ``(image_index int32 [R], expansion_index int32 [R]) -> pytree of [R, ...]``,
+        the contribution of each row; called on chunks of ``R <= batch_size`` rows.
+      batch: ``B``.
+      count: ``N``, expansions per image.
+      batch_size: rows per chunk (``None``: all ``B * N`` rows at once).
+
+    Returns:
+      The pytree of ``row_fn``'s output with ``[B, ...]`` leaves: sums over ``n``.
+    """
+    total = batch * count
+    rows = total if batch_size is None else min(batch_size, total)
+    chunks = -(-total // rows)
+    if chunks == 1:
+        index = np.arange(total)
+        out = row_fn(jnp.asarray(index // count, jnp.int32), jnp.asarray(index % count, jnp.int32))
+        return jax.tree.map(lambda o: jnp.sum(o.reshape((batch, count) + o.shape[1:]), axis=1), out)
+
+    def chunk_rows(i):
+        r = i * rows + jnp.arange(rows, dtype=jnp.int32)
+        valid = r < total
+        r = jnp.minimum(r, total - 1)  # padding rows repeat the last row and are masked out
+        return r // count, r % count, valid
+
+    b0, n0, _ = chunk_rows(jnp.int32(0))
+    shapes = jax.eval_shape(row_fn, b0, n0)
+    init = jax.tree.map(lambda s: jnp.zeros((batch,) + s.shape[1:], s.dtype), shapes)
+
+    def body(acc, i):
+        b, n, valid = chunk_rows(i)
+        out = row_fn(b, n)
+
+        def add(a, o):
+            o = jnp.where(valid.reshape((rows,) + (1,) * (o.ndim - 1)), o, jnp.zeros_like(o))
+            return a.at[b].add(o)
+
+        return jax.tree.map(add, acc, out), None
+
+    acc, _ = jax.lax.scan(body, init, jnp.arange(chunks, dtype=jnp.int32))
+    return acc
+
+
+# --- many classes of one image ------------------------------------------------------------
+
+
+def for_classes(method: Callable) -> Callable:
+    """The companion form of ``method``: several classes per image, one forward pass.
+
+    ``for_classes(method)(logits_fn, params, images, classes, **settings)`` takes
+    ``images`` ``[B, H, W, C]`` and int ``classes`` ``[B, N]`` (or ``[N]``, the same
+    classes for every image) and returns ``method``'s output for each class,
+    stacked on axis 1: ``[B, N, H, W, C]`` (pixel methods) or ``[B, N, h, w]``
+    (layer methods). The method is ``vmap``-ped over the class axis, so everything
+    that does not depend on the class (the forward pass, IG's interpolants, the
+    occluded and masked copies, the noise) is computed once and only the
+    pullbacks are batched. ``key`` is shared by the classes, so random methods
+    use the same noise or masks for every class.
+
+    Args:
+      method: any attribution method of this package.
+
+    Returns:
+      A function with the method's signature and settings.
+    """
+
+    @functools.wraps(method)
+    def companion(logits_fn: LogitsFn, params: Any, images, classes, **settings):
+        images = as_images(images)
+        if classes is None:
+            raise ValueError("classes must be int [B, N] or [N] (the classes to explain), got None")
+        if not hasattr(classes, "dtype"):
+            classes = np.asarray(classes)
+        batch = images.shape[0]
+        if classes.ndim == 1:
+            classes = jnp.broadcast_to(jnp.asarray(classes)[None, :], (batch, classes.shape[0]))
+        if classes.ndim != 2 or classes.shape[0] != batch or classes.shape[1] == 0:
+            raise ValueError(
+                f"classes must have shape [B, N] = [{batch}, N] or [N] with N >= 1, got shape {tuple(classes.shape)}"
+            )
+        _checks.check_classes(classes.reshape(-1), num_classes(logits_fn, params, images), None)
+        classes = jnp.asarray(classes, jnp.int32)
+        return jax.vmap(lambda c: method(logits_fn, params, images, c, **settings), in_axes=1, out_axes=1)(classes)
+
+    companion.__doc__ = f"Companion form (classes [B, N]) of {method.__name__}; see for_classes."
+    return companion
+
+
+# --- the paper's map ---------------------------------------------------------------------
+
+
+def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size: int | tuple[int, int] | None = None):
+    """Attributions as one map per image, ``[B, H, W]``.
+
+    Pixel attributions ``[B, H, W, C]`` are reduced over channels; with the
+    default ``"max_abs"`` this is the paper's map ``max_c |w|`` (§3.1), equal to
+    :func:`saliency_jax.saliency_from_gradients`. Layer maps ``[B, h, w]``
+    (Grad-CAM) are returned as they are, or resized.
+
+    Args:
+      attributions: ``[B, H, W, C]`` or ``[B, h, w]``.
+      reduction: over channels: ``"max_abs"`` (paper), ``"sum_abs"``, ``"sum"``
+        (signed, e.g. for IG's completeness) or ``"l2"``.
+      size: ``(H, W)`` (or one int for a square) to resize the maps to, bilinearly
+        with half-pixel centres (e.g. a Grad-CAM map to the input resolution);
+        ``None`` keeps their size.
+
+    Returns:
+      float32 ``[B, H, W]``.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    attributions = jnp.asarray(attributions)
+    if attributions.ndim == 4:
+        if reduction == "max_abs":
+            maps = jnp.max(jnp.abs(attributions), axis=-1)
+        elif reduction == "sum_abs":
+            maps = jnp.sum(jnp.abs(attributions), axis=-1)
+        elif reduction == "sum":
+            maps = jnp.sum(attributions, axis=-1)
+        else:
+            maps = jnp.sqrt(jnp.sum(jnp.square(attributions), axis=-1))
+    elif attributions.ndim == 3:
+        maps = attributions
+    else:
+        raise ValueError(f"attributions must have shape [B, H, W, C] or [B, h, w], got shape {attributions.shape}")
+    if size is not None:
+        height, width = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        check_int(height, "size", 1)
+        check_int(width, "size", 1)
+        if (height, width) != maps.shape[1:]:
+            maps = jax.image.resize(maps, (maps.shape[0], height, width), method="bilinear")
+    return maps.astype(jnp.float32)

@@ -1,0 +1,169 @@
+"""Grad-CAM (Selvaraju et al., 2017) and Grad-CAM++ (Chattopadhay et al., 2018) on any Flax layer.
+
+Both weight the feature maps ``A_k`` (``[h, w]`` each) of a layer by how much the
+class score depends on them and keep the positive part:
+
+    CAM_c = ReLU(sum_k alpha_k A_k)
+
+Grad-CAM: ``alpha_k = mean_ij dS_c/dA_kij``. Grad-CAM++: ``alpha_k = sum_ij
+a_kij ReLU(dS_c/dA_kij)`` with ``a_kij = g^2 / (2 g^2 + sum_ij A_kij g^3)``
+(``g = dS_c/dA_kij``; higher derivatives of ``exp(S_c)`` written through the first),
+the form of the authors' and pytorch-grad-cam's code. The two differ only in the
+weights.
+
+The layer is named by its Flax module path, as in
+:mod:`saliency_jax.reconstruction` (see :func:`saliency_jax.list_layers`): its output
+is intercepted in the model's own forward pass (no hooks, no second model), and a
+zero added to it there gives ``dS_c/dA`` as the gradient with respect to that zero.
+For the embedded models the default layer is the classifier's
+``feature_layer`` (:func:`default_layer`), the last spatial feature map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from saliency_jax.attribution import _common
+from saliency_jax.reconstruction import _layer_path, _module_path, layer_activations
+from saliency_jax.types import Classifier, LogitsFn
+
+
+def default_layer(classifier: Classifier) -> str:
+    """The layer of a :class:`~saliency_jax.Classifier` that layer methods explain by default.
+
+    Raises:
+      ValueError: if the classifier names no ``feature_layer``.
+    """
+    if not getattr(classifier, "feature_layer", None):
+        raise ValueError("classifier has no feature_layer; pass layer= (a module path, see list_layers)")
+    return classifier.feature_layer
+
+
+def _check_layer(logits_fn: LogitsFn, params: Any, images: jax.Array, layer) -> tuple[tuple[str, ...], tuple]:
+    """The layer's path and its output shape ``[B, h, w, k]`` (shapes only; raises for an unknown layer)."""
+    if layer is None or (isinstance(layer, str) and not layer.strip("/")):
+        raise ValueError(
+            "layer must name a convolutional layer by its module path, e.g. layer='head_activation' "
+            "(see list_layers, or a Classifier's feature_layer)"
+        )
+    path = _layer_path(layer)
+    shape = jax.eval_shape(lambda p, x: layer_activations(logits_fn, p, x, path), params, images[:1]).shape
+    if len(shape) != 4:
+        raise ValueError(f"layer {'/'.join(path)!r} must output [B, h, w, channels] feature maps, got shape {shape}")
+    return path, shape
+
+
+def layer_gradients(
+    logits_fn: LogitsFn, params: Any, images: jax.Array, classes: jax.Array, path: tuple[str, ...]
+) -> tuple[jax.Array, jax.Array]:
+    """``(A, dS_c/dA)``, both ``[R, h, w, k]``: a layer's output and the class score's gradient at it."""
+
+    def scores_from(offset):
+        captured = []
+
+        def interceptor(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if _module_path(context) == path and not captured:
+                captured.append(out)
+                out = out + offset
+            return out
+
+        with nn.intercept_methods(interceptor):
+            logits = logits_fn(params, images)
+        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], captured[0]
+
+    shape = jax.eval_shape(lambda: scores_from(0.0)[1]).shape
+    scores, pullback, features = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
+    # One pullback of the per-row scores: exact because rows are independent.
+    (grads,) = pullback(jnp.ones_like(scores))
+    return features, grads
+
+
+def _cam(logits_fn, params, images, classes, layer, batch_size, weights_fn) -> jax.Array:
+    images = _common.as_images(images)
+    path, shape = _check_layer(logits_fn, params, images, layer)
+    batch_size = _common.check_batch_size(batch_size)
+    classes = _common.resolve_classes(logits_fn, params, images, classes)
+
+    def row(b, n):
+        features, grads = layer_gradients(logits_fn, params, images[b], classes[b], path)
+        alpha = weights_fn(features, grads)  # [R, k]
+        return jax.nn.relu(jnp.einsum("rhwk,rk->rhw", features, alpha))
+
+    return _common.sum_over_expansions(row, images.shape[0], 1, batch_size)
+
+
+def _gradcam_weights(features, grads):
+    return jnp.mean(grads, axis=(1, 2))
+
+
+def _gradcam_plus_plus_weights(features, grads):
+    g2, g3 = jnp.square(grads), grads**3
+    sum_features = jnp.sum(features, axis=(1, 2), keepdims=True)
+    denominator = 2.0 * g2 + sum_features * g3
+    safe = jnp.where(denominator != 0.0, denominator, 1.0)
+    a = jnp.where((grads != 0.0) & (denominator != 0.0), g2 / safe, 0.0)
+    return jnp.sum(a * jax.nn.relu(grads), axis=(1, 2))
+
+
+def gradcam(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    layer: str | Sequence[str] | None = None,
+) -> jax.Array:
+    """Grad-CAM: the layer's feature maps weighted by their mean gradient, rectified.
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``, built on Flax Linen.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      key: unused; accepted for the common interface.
+      batch_size: images per model call.
+      layer: the module path of a layer with ``[B, h, w, k]`` output (e.g. a
+        :class:`~saliency_jax.Classifier`'s ``feature_layer``, see :func:`default_layer`).
+
+    Returns:
+      float32 ``[B, h, w]``, non-negative, at the layer's resolution (resize with
+      :func:`attribution_map`'s ``size``).
+    """
+    del key
+    return _cam(logits_fn, params, images, classes, layer, batch_size, _gradcam_weights)
+
+
+def gradcam_plus_plus(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    layer: str | Sequence[str] | None = None,
+) -> jax.Array:
+    """Grad-CAM++: feature maps weighted by pixel-weighted positive gradients, rectified.
+
+    Args:
+      logits_fn: the model, built on Flax Linen.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      key: unused; accepted for the common interface.
+      batch_size: images per model call.
+      layer: the module path of a layer with ``[B, h, w, k]`` output.
+
+    Returns:
+      float32 ``[B, h, w]``, non-negative.
+    """
+    del key
+    return _cam(logits_fn, params, images, classes, layer, batch_size, _gradcam_plus_plus_weights)

@@ -1,0 +1,151 @@
+"""SmoothGrad, SquareGrad and VarGrad: any method averaged over noisy copies of the image.
+
+SmoothGrad (Smilkov et al., 2017) averages a method's attributions over copies
+``x + e`` with Gaussian noise ``e`` of standard deviation ``noise_scale * (max(x) -
+min(x))`` (each image's value range); SquareGrad averages their squares and
+VarGrad (Adebayo et al., 2018) takes their variance, as Captum's ``NoiseTunnel``.
+Written once for every method of the package: ``method`` (default: the gradient)
+is called on chunks of ``batch_size`` noisy copies, with its own settings passed
+through, and the moments are summed in a ``lax.scan``, so memory does not grow
+with ``num_samples``.
+
+The noise of sample ``n`` is ``normal(fold_in(key, n), [H, W, C])`` scaled by
+each image's range: the same draw for every image of a batch and every class,
+so an image's result does not depend on the batch it is in. The class explained
+is fixed from the clean image (``classes=None``: its top-1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from saliency_jax.attribution import _common
+from saliency_jax.attribution.gradients import gradient
+from saliency_jax.types import LogitsFn
+
+
+def noise_std(images: jax.Array, noise_scale: float) -> jax.Array:
+    """``[B, 1, 1, 1]``: ``noise_scale`` times each image's value range ``max - min``."""
+    span = jnp.max(images, axis=(1, 2, 3), keepdims=True) - jnp.min(images, axis=(1, 2, 3), keepdims=True)
+    return noise_scale * span
+
+
+def _noise_moments(
+    logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, absolute, settings, name
+):
+    """``(mean, mean of squares)`` of ``method``'s output over noisy copies, ``[B, ...]`` each."""
+    if not callable(method):
+        raise ValueError(f"method must be an attribution method (a function), got {method!r}")
+    key = _common.check_key(key, name)
+    images = _common.as_images(images)
+    num_samples = _common.check_int(num_samples, "num_samples", 1)
+    noise_scale = _common.check_number(noise_scale, "noise_scale", low=0.0)
+    batch_size = _common.check_batch_size(batch_size)
+    classes = _common.resolve_classes(logits_fn, params, images, classes)
+    sigma = noise_std(images, noise_scale)
+    noise_key, method_key = jax.random.split(key)
+
+    def row(b, n):
+        noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(noise_key, i), images.shape[1:]))(n)
+        noisy = images[b] + sigma[b] * noise
+        out = method(
+            logits_fn, params, noisy, classes[b],
+            key=jax.random.fold_in(method_key, b[0] * num_samples + n[0]), batch_size=batch_size, **settings,
+        )
+        out = jnp.abs(out) if absolute else out
+        return out, jnp.square(out)
+
+    total, total_sq = _common.sum_over_expansions(row, images.shape[0], num_samples, batch_size)
+    return total / num_samples, total_sq / num_samples
+
+
+def smoothgrad(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    method: Callable = gradient,
+    num_samples: int = 16,
+    noise_scale: float = 0.15,
+    absolute: bool = False,
+    **settings,
+) -> jax.Array:
+    """SmoothGrad: ``method`` averaged over ``num_samples`` noisy copies of each image.
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, a scalar, or ``None`` for the top-1 class of the clean image.
+      key: PRNG key for the noise (required).
+      batch_size: noisy copies per call of ``method`` (and ``method``'s own batch size).
+      method: any attribution method, e.g. :func:`integrated_gradients`.
+      num_samples: noisy copies per image, ``>= 1``.
+      noise_scale: the noise's standard deviation as a fraction of each image's
+        value range, ``>= 0`` (Smilkov et al.: 10-20%).
+      absolute: average ``|attributions|`` instead of the signed values.
+      **settings: passed to ``method`` (e.g. ``rule=``, ``steps=``, ``layer=``).
+
+    Returns:
+      ``method``'s output shape: ``[B, H, W, C]``, or ``[B, h, w]`` for a layer method.
+    """
+    mean, _ = _noise_moments(
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, absolute, settings,
+        "smoothgrad",
+    )
+    return mean
+
+
+def squaregrad(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    method: Callable = gradient,
+    num_samples: int = 16,
+    noise_scale: float = 0.15,
+    **settings,
+) -> jax.Array:
+    """SquareGrad: the mean of ``method``'s squared output over noisy copies.
+
+    Arguments as :func:`smoothgrad`. Returns ``method``'s output shape, non-negative.
+    """
+    _, mean_sq = _noise_moments(
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, False, settings,
+        "squaregrad",
+    )
+    return mean_sq
+
+
+def vargrad(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    method: Callable = gradient,
+    num_samples: int = 16,
+    noise_scale: float = 0.15,
+    **settings,
+) -> jax.Array:
+    """VarGrad: the variance of ``method``'s output over noisy copies (``E[a^2] - E[a]^2``).
+
+    Arguments as :func:`smoothgrad`. Returns ``method``'s output shape, non-negative.
+    """
+    mean, mean_sq = _noise_moments(
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, False, settings,
+        "vargrad",
+    )
+    return jnp.maximum(mean_sq - jnp.square(mean), 0.0)

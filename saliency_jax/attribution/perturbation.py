@@ -1,0 +1,106 @@
+"""Occlusion (Zeiler & Fergus, 2014): the score lost when a patch is covered.
+
+A ``patch`` square (or ``(ph, pw)`` rectangle) slides over the image with
+``stride``, from the top-left corner, as long as it fits (Captum's ``Occlusion``
+positions: ``(H - ph) // sh + 1`` rows of them); each placement replaces the
+patch's pixels, in every channel, by ``baseline``. A pixel's attribution is the
+mean, over the placements covering it, of the class score's drop
+``S_c(x) - S_c(x with the patch covered)``; pixels no placement covers get 0.
+The attribution is the same in every channel.
+
+The ``B * placements`` occluded copies run ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.attribution import _common
+from saliency_jax.scores import select_scores
+from saliency_jax.types import LogitsFn
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{name} must be an integer or a pair of integers (height, width), got {value!r}")
+    return _common.check_int(value[0], name, 1), _common.check_int(value[1], name, 1)
+
+
+def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarray:
+    """int32 ``[P, 2]``: the top-left ``(y, x)`` of every placement of the patch.
+
+    Raises:
+      ValueError: if the patch is larger than the image or a size is not a positive integer.
+    """
+    (ph, pw), (sh, sw) = _pair(patch, "patch"), _pair(stride, "stride")
+    height, width = image_shape
+    if ph > height or pw > width:
+        raise ValueError(f"patch must fit in the image ({height}x{width}), got {ph}x{pw}")
+    ys = np.arange(0, height - ph + 1, sh)
+    xs = np.arange(0, width - pw + 1, sw)
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int32)
+
+
+def occlusion(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    patch: int | tuple[int, int] = 16,
+    stride: int | tuple[int, int] = 8,
+    baseline: float = 0.0,
+) -> jax.Array:
+    """The mean class-score drop of the occluding patches that cover each pixel.
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      key: unused; accepted for the common interface.
+      batch_size: occluded copies per model call (``None``: all at once).
+      patch: the patch's side, or ``(height, width)``, no larger than the image.
+      stride: the step between placements, or ``(y, x)``.
+      baseline: the value the covered pixels take (0: black on a 0-255 scale).
+
+    Returns:
+      float32 ``[B, H, W, C]``, in score units (equal over channels).
+    """
+    del key
+    images = _common.as_images(images)
+    batch, height, width, channels = images.shape
+    positions = occlusion_positions((height, width), patch, stride)
+    (ph, pw) = _pair(patch, "patch")
+    baseline = _common.check_number(baseline, "baseline")
+    batch_size = _common.check_batch_size(batch_size)
+    classes = _common.resolve_classes(logits_fn, params, images, classes)
+
+    # How many placements cover each pixel: a constant of the geometry.
+    coverage = np.zeros((height, width), np.float32)
+    for y, x in positions:
+        coverage[y : y + ph, x : x + pw] += 1
+    reference = select_scores(logits_fn(params, images), classes)  # [B]
+    corners = jnp.asarray(positions)
+    iy = jnp.arange(height)[None, :, None]
+    ix = jnp.arange(width)[None, None, :]
+
+    def row(b, n):
+        y0, x0 = corners[n, 0][:, None, None], corners[n, 1][:, None, None]
+        covered = (iy >= y0) & (iy < y0 + ph) & (ix >= x0) & (ix < x0 + pw)  # [R, H, W]
+        occluded = jnp.where(covered[..., None], jnp.float32(baseline), images[b])
+        drop = reference[b] - select_scores(logits_fn(params, occluded), classes[b])
+        return drop[:, None, None] * covered.astype(jnp.float32)
+
+    total = _common.sum_over_expansions(row, batch, positions.shape[0], batch_size)
+    mean = total / jnp.asarray(np.maximum(coverage, 1.0))[None]
+    return jnp.broadcast_to(mean[..., None], images.shape)
