@@ -7,6 +7,8 @@ eagerly once, or check inputs before a jitted loop, to get them.
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,39 @@ import numpy as np
 
 def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
+    """Returns ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``, else raises ``ValueError``.
+
+    Floats, even whole ones, and booleans are refused: ``num_samples=2.5`` or
+    ``steps=True`` is a mistake, not a request.
+    """
+    bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer {bounds}, got {value}")
+    return int(value)
+
+
+def check_number(value, name: str, *, low: float | None = None, high: float | None = None,
+                 open_low: bool = False) -> float:
+    """Returns ``value`` as a ``float`` if it is a finite real number in range, else raises ``ValueError``.
+
+    ``low`` is inclusive unless ``open_low``; ``high`` is inclusive.
+    """
+    lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
+    hi = "" if high is None else f"<= {high}"
+    wanted = " and ".join(s for s in (lo, hi) if s)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number {wanted}, got {value!r}".replace("  ", " "))
+    value = float(value)
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and value > high
+    if not np.isfinite(value) or below or above:
+        raise ValueError(f"{name} must be a finite number {wanted}, got {value}".replace("  ", " "))
+    return value
 
 
 def check_images(images, name: str = "images", *, channels=(1, 3)) -> None:

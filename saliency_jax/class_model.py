@@ -41,7 +41,6 @@ chosen on EfficientNet-Lite0 are in ``docs/tuning/class_model.md``.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -201,16 +200,12 @@ class ClassModelAscent(NamedTuple):
 
 
 def _check_number(name: str, value, *, positive: bool) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    _checks.check_number(value, name, low=0.0, open_low=positive)
 
 
 def check_steps(steps, name: str = "steps") -> int:
     """Returns ``steps`` if it is an int ``>= 1``, else raises ``ValueError``."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {steps!r}")
-    return steps
+    return _checks.check_int(steps, name, 1)
 
 
 def class_model_ascent(

@@ -25,13 +25,14 @@ compose with :func:`compose` (lucid's transform pipeline, with explicit keys).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from saliency_jax import _checks
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 Penalty = Callable[[jax.Array], jax.Array]
@@ -56,10 +57,7 @@ class Regularizer(NamedTuple):
 
 
 def _check_positive(name: str, value, *, allow_zero: bool = False) -> None:
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not (real and (value >= 0 if allow_zero else value > 0)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    _checks.check_number(value, name, low=0.0, open_low=not allow_zero)
 
 
 def compose(*regularizers: Regularizer) -> Regularizer:

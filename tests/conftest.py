@@ -58,18 +58,29 @@ def linear_model():
     return linear_logits_fn, params
 
 
+class Pool(nn.Module):
+    """Max-pooling as a named module, so the layer machinery can capture its output."""
+
+    window: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.max_pool(x, (self.window, self.window), (self.stride, self.stride))
+
+
 class TinyCNN(nn.Module):
-    """conv-relu-maxpool-conv-relu-mean-dense: small enough for finite differences."""
+    """conv1-relu-pool1-conv2-relu-mean-fc: small enough for finite differences, with named layers."""
 
     num_classes: int = 5
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = relu(nn.Conv(4, (3, 3), padding="SAME")(x))
-        x = nn.max_pool(x, (2, 2), (2, 2))
-        x = relu(nn.Conv(6, (3, 3), padding="SAME")(x))
+        x = relu(nn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+        x = Pool(2, 2, name="pool1")(x)
+        x = relu(nn.Conv(6, (3, 3), padding="SAME", name="conv2")(x))
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, name="fc")(x)
 
 
 @pytest.fixture(scope="session")

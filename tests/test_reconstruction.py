@@ -21,6 +21,8 @@ from saliency_jax.reconstruction import (
 )
 from saliency_jax.saliency import input_gradients
 
+from conftest import Pool, TinyCNN
+
 # --- the two layers the paper treats: convolution and max-pooling -----------------------
 
 
@@ -77,15 +79,6 @@ def test_convolution_reconstruction_is_flipped_filter_convolution(strides, paddi
     np.testing.assert_allclose(reconstruct(r), want, rtol=1e-5, atol=1e-5)
 
 
-class Pool(nn.Module):
-    window: int
-    stride: int
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.max_pool(x, (self.window, self.window), (self.stride, self.stride))
-
-
 class OnePool(nn.Module):
     window: int = 2
     stride: int = 2
@@ -126,21 +119,9 @@ def test_max_pool_reconstruction_is_switch_unpooling(window, stride, rule, getke
 # --- a small ReLU network -----------------------------------------------------------------
 
 
-class SmallCNN(nn.Module):
-    """conv - relu - max-pool - conv - relu - mean - dense, with named layers."""
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = relu(nn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
-        x = Pool(2, 2, name="pool1")(x)
-        x = relu(nn.Conv(6, (3, 3), padding="SAME", name="conv2")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(5, name="fc")(x)
-
-
 @pytest.fixture(scope="module")
 def small_cnn():
-    module = SmallCNN()
+    module = TinyCNN()
     params = module.init(jax.random.key(7), jnp.zeros((1, 12, 12, 3)))
     return functools.partial(module.apply, train=False), params
 

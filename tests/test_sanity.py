@@ -219,4 +219,7 @@ def test_sanity_experiment_table_and_figure(bn_net, images, getkey, tmp_path):
     row = f"{result.rank_correlation[0, 1, 1]:>10.3f} /{result.signed_rank_correlation[0, 1, 1]:>6.3f}"
     assert any(line.startswith("body") and line.endswith(row) for line in table.splitlines())
     experiment.draw_maps(result, str(tmp_path))
-    assert (tmp_path / "maps.png").stat().st_size > 0
+    from PIL import Image
+
+    drawn = np.asarray(Image.open(tmp_path / "maps.png").convert("L"), np.float32)
+    assert min(drawn.shape) > 100 and drawn.std() > 10  # a picture, not a blank page

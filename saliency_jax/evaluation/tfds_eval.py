@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from saliency_jax.evaluation import metrics
+from saliency_jax.training.input_pipeline import load_source
 
 
 class LocalisationExample(NamedTuple):
@@ -78,23 +79,6 @@ class RealScores(NamedTuple):
     top1_accuracy: float
     top5_error: float
     pointing: float
-
-
-def _open_split(name: str, split: str, data_dir: str | None):
-    """A random-access source of decoded examples of a prepared TFDS dataset."""
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as error:  # not array_record, or not prepared
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                f"cannot read {name!r} split {split!r} with tfds.data_source ({error}); prepare it with "
-                "file_format='array_record', or install TensorFlow to read TFRecord files"
-            ) from None
-        return list(tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir, download=False)))
 
 
 def _take(source, limit: int | None) -> Iterator:
@@ -149,7 +133,7 @@ def voc_examples(
       :class:`LocalisationExample` with VOC class ids; images left without
       objects are skipped.
     """
-    for example in _take(_open_split("voc/2007", split, data_dir), limit):
+    for example in _take(load_source("voc/2007", split, data_dir), limit):
         image = np.asarray(example["image"])
         objects = example["objects"]
         bbox = np.asarray(objects["bbox"]).reshape(-1, 4)
@@ -236,7 +220,7 @@ def imagenet_examples(
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
     wnids = builder.info.features["label"].names
     class_of = {wnid: i for i, wnid in enumerate(wnids)}
-    for example in _take(_open_split("imagenet2012", split, data_dir), limit):
+    for example in _take(load_source("imagenet2012", split, data_dir), limit):
         name = _text(example["file_name"])
         stem = os.path.splitext(os.path.basename(name))[0]
         if stem not in boxes:

@@ -71,8 +71,8 @@ class ArraySource:
 def load_source(name: str, split: str, data_dir: str | None = None):
     """A TFDS dataset split as a random-access data source (``len``, ``[i]``).
 
-    The dataset must already be prepared in ``array_record`` format under
-    ``data_dir`` (for ``imagenet2012``, follow TFDS's manual download
+    The dataset must already be prepared under ``data_dir``, in ``array_record``
+    format (or as TFRecord files, read into memory, when TensorFlow is installed) (for ``imagenet2012``, follow TFDS's manual download
     instructions); ``cluttered_objects`` is generated here on first use.
 
     Args:
@@ -93,10 +93,15 @@ def load_source(name: str, split: str, data_dir: str | None = None):
             tfds.builder(name, data_dir=data_dir).download_and_prepare()  # generated once, no download
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as error:  # TFDS raises several types for a missing dataset or split
-        raise ValueError(
-            f"cannot open TFDS dataset {name!r} split {split!r} in data_dir {data_dir!r} as an "
-            f"array_record data source: {error}"
-        ) from error
+        try:
+            import tensorflow  # noqa: F401  (TFRecord files need it)
+        except ImportError:
+            raise ValueError(
+                f"cannot open TFDS dataset {name!r} split {split!r} in data_dir {data_dir!r} as an "
+                f"array_record data source ({error}); prepare it with file_format='array_record', or install "
+                "TensorFlow to read TFRecord files"
+            ) from error
+        return list(tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir, download=False)))
 
 
 def num_classes_of(source, label_key: str = "label") -> int:

@@ -88,6 +88,19 @@ def _open_sources(config: TrainConfig, sources: Mapping[str, Any] | None):
     return train, evaluation
 
 
+def _pipeline_kwargs(config: TrainConfig) -> dict:
+    """The input pipeline settings shared by training and evaluation batches, for this process."""
+    return dict(
+        image_size=config.image_size,
+        resize_size=config.resize_size,
+        image_key=config.image_key,
+        label_key=config.label_key,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_workers=config.num_workers,
+    )
+
+
 def evaluate(
     eval_fn: Callable[..., StepMetrics],
     params: Any,
@@ -97,16 +110,7 @@ def evaluate(
 ) -> EvalResult:
     """One pass over ``source`` (capped at ``config.eval_examples``) with a jitted :func:`eval_step`."""
     batches = input_pipeline.eval_batches(
-        source,
-        global_batch_size=config.eval_batch_size,
-        image_size=config.image_size,
-        resize_size=config.resize_size,
-        num_examples=config.eval_examples,
-        image_key=config.image_key,
-        label_key=config.label_key,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        num_workers=config.num_workers,
+        source, global_batch_size=config.eval_batch_size, num_examples=config.eval_examples, **_pipeline_kwargs(config)
     )
     total = None
     try:
@@ -213,14 +217,8 @@ def train_and_evaluate(
                 seed=config.seed,
                 start_step=start,
                 num_steps=config.num_train_steps - start,
-                image_size=config.image_size,
-                resize_size=config.resize_size,
                 random_flip=config.random_flip,
-                image_key=config.image_key,
-                label_key=config.label_key,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                num_workers=config.num_workers,
+                **_pipeline_kwargs(config),
             )
         window, window_start, window_time = None, start, time.perf_counter()
         for step in range(start, config.num_train_steps):
