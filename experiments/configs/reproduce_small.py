@@ -34,30 +34,8 @@ class ReproduceConfig:
       processes: worker processes rendering the dataset and running the GraphCut pool.
       seed: seed of the class models.
 
-    Class models. With these settings 5 of the 6 class models (the paper's
-    objective, ``S_c`` with the L2 prior) are classified as their class; the
-    square's is classified as a disc. This was the same for training seeds 0, 1 and
-    2 (test accuracy 0.79-0.81), each with class-model seeds 0-4: 15 of 15 runs gave
-    5/6, always square -> disc, the disc score ending 145-329 above the square's
-    (the other five won by at least 8). Maximising ``log P_c`` instead gave 6/6 in
-    all 15 (every class ahead of the next by at least 2.3).
-
-    The failure is not in the ascent. On the square's ascent the image gradient of
-    ``S_disc`` points the same way as that of ``S_square`` (cosine 0.92-0.99 at every
-    step checked, from the first to the 200th, all three networks) and is 1.5-2.0
-    times as long along it, so whatever raises the square's score raises the disc's
-    faster. None of these changed the result on training seed 0 (class-model seeds
-    0-2 or 0-4): lambda 0 to 0.3 (1 also loses the ring, 3 and 10 leave only the
-    disc); Adam learning rate 0.001-0.1; plain SGD (0.01, 0.1) or SGD with momentum
-    (0.001, 0.01) instead of Adam (smaller SGD steps got fewer); 600 or 1000 steps
-    (``S_c`` still rises until about step 600, but the predicted classes are the
-    same from step 25 on); initial noise 0.5-32 grey levels. Noise of 64 grey levels
-    gave 6/6 at 200 steps only because the ascent had not yet left the noise (the
-    objective still negative, the disc's margin 0.1); at 600 steps it was back to
-    square -> disc, as was 96. Restarts cannot help when every start ends at square
-    -> disc. Training with weight decay 0.01 or 0.05 instead of 1e-4 (training seed
-    0) did not change it either. So the settings were left as they were: 200 steps
-    (the classes are settled long before), learning rate 0.01, lambda 0.1, noise 4.
+    How the class-model settings were chosen (and why the square's class model
+    reads as a disc) is in ``docs/tuning/reproduce_small.md``.
     """
 
     train: TrainConfig = TrainConfig(
