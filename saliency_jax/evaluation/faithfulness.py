@@ -1,0 +1,160 @@
+"""Faithfulness of attribution maps: the deletion and insertion curves (Petsiuk et al., 2018).
+
+A map is faithful if the pixels it ranks first are the ones the model needs.
+Deletion replaces the image's pixels by a baseline in the map's order, most
+salient first, and records the class's softmax probability after each of
+``steps`` equal shares of the pixels; a faithful map makes it fall fast (low area
+under the curve). Insertion starts from the baseline and puts the image's pixels
+back in the same order; a faithful map makes it rise fast (high area). The
+baseline is the image blurred (Petsiuk et al.'s insertion canvas), its mean colour,
+or any image.
+
+The ``B * (steps + 1)`` perturbed images run ``batch_size`` at a time, as the
+attribution methods' expansions do, and everything is jit-friendly with
+``logits_fn`` and the settings bound by ``functools.partial``. For the pointing
+game and IoU see :mod:`saliency_jax.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.attribution import _common
+from saliency_jax.attribution.blur_ig import gaussian_blur
+from saliency_jax.types import LogitsFn
+
+BASELINES = ("blur", "mean")
+
+
+class Curve(NamedTuple):
+    """A deletion or insertion curve per image.
+
+    Attributes:
+      fractions: float32 ``[steps + 1]``, the share of pixels removed (deletion) or
+        inserted (insertion) at each point, from 0 to 1.
+      probabilities: float32 ``[B, steps + 1]``, the class's softmax probability there.
+      auc: float32 ``[B]``, the area under the curve over ``fractions`` (trapezoid rule).
+    """
+
+    fractions: jax.Array
+    probabilities: jax.Array
+    auc: jax.Array
+
+
+def curve_baseline(images: jax.Array, baseline: Any = "blur", *, blur_sigma: float = 5.0) -> jax.Array:
+    """The image the pixels are replaced by, ``[B, H, W, C]``.
+
+    Args:
+      images: float32 ``[B, H, W, C]``.
+      baseline: ``"blur"`` (a Gaussian blur of ``blur_sigma`` pixels, zero-padded as
+        Petsiuk et al.'s), ``"mean"`` (each image's mean colour), a number, or an
+        array ``[H, W, C]`` / ``[B, H, W, C]``.
+      blur_sigma: the blur's standard deviation in pixels, ``> 0``.
+    """
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            sigma = _common.check_number(blur_sigma, "blur_sigma", low=0.0, open_low=True)
+            return gaussian_blur(images, sigma, mode="constant")
+        if baseline == "mean":
+            return jnp.broadcast_to(jnp.mean(images, axis=(1, 2), keepdims=True), images.shape)
+        raise ValueError(f"baseline must be one of {BASELINES}, a number or an image, got {baseline!r}")
+    return _common.broadcast_baseline(baseline, images)
+
+
+def pixel_ranks(saliency: jax.Array) -> jax.Array:
+    """int32 ``[B, H * W]``: each pixel's rank in its map, 0 for the most salient (ties: row-major order)."""
+    flat = saliency.reshape(saliency.shape[0], -1)
+    order = jnp.argsort(-flat, axis=1, stable=True)
+    rows = jnp.arange(flat.shape[0])[:, None]
+    positions = jnp.broadcast_to(jnp.arange(flat.shape[1], dtype=jnp.int32)[None, :], flat.shape)
+    return jnp.zeros(flat.shape, jnp.int32).at[rows, order].set(positions)
+
+
+def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, insert) -> Curve:
+    images = _common.as_images(images)
+    batch, height, width, _ = images.shape
+    saliency = jnp.asarray(saliency, jnp.float32)
+    if saliency.shape != (batch, height, width):
+        raise ValueError(
+            f"saliency must be maps of shape [B, H, W] = {(batch, height, width)} (reduce attributions with "
+            f"attribution_map, resizing layer maps with size=), got shape {saliency.shape}"
+        )
+    steps = _common.check_int(steps, "steps", 1)
+    batch_size = _common.check_batch_size(batch_size)
+    canvas = curve_baseline(images, baseline, blur_sigma=blur_sigma)
+    classes = _common.resolve_classes(logits_fn, params, images, classes)
+    ranks = pixel_ranks(saliency)
+    # Pixels changed after step k: the first round(k * H * W / steps) of the ranking.
+    counts = jnp.asarray(np.round(np.arange(steps + 1) * (height * width) / steps).astype(np.int32))
+
+    def row(b, k):
+        changed = (ranks[b] < counts[k][:, None]).reshape(-1, height, width, 1)
+        if insert:
+            perturbed = jnp.where(changed, images[b], canvas[b])
+        else:
+            perturbed = jnp.where(changed, canvas[b], images[b])
+        probabilities = jax.nn.softmax(logits_fn(params, perturbed), axis=-1)
+        chosen = jnp.take_along_axis(probabilities, classes[b][:, None], axis=1)
+        return chosen * jax.nn.one_hot(k, steps + 1, dtype=chosen.dtype)
+
+    curve = _common.sum_over_expansions(row, batch, steps + 1, batch_size)
+    auc = (jnp.sum(curve, axis=1) - 0.5 * (curve[:, 0] + curve[:, -1])) / steps
+    fractions = jnp.asarray(np.linspace(0.0, 1.0, steps + 1), jnp.float32)
+    return Curve(fractions, curve, auc)
+
+
+def deletion_curve(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    saliency: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    steps: int = 20,
+    baseline: Any = "blur",
+    blur_sigma: float = 5.0,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+) -> Curve:
+    """The class probability as the most salient pixels are removed first (lower AUC: more faithful).
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      saliency: ``[B, H, W]``, the maps to check (any scale; only their order matters).
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      steps: equal shares of the pixels, ``>= 1``; the curve has ``steps + 1`` points.
+      baseline: what removed pixels become, see :func:`curve_baseline`.
+      blur_sigma: the blur of ``baseline="blur"``, in pixels.
+      batch_size: perturbed images per model call.
+
+    Returns:
+      :class:`Curve`; ``probabilities[:, 0]`` is the clean image's, ``[:, -1]`` the baseline's.
+    """
+    return _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, False)
+
+
+def insertion_curve(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    saliency: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    steps: int = 20,
+    baseline: Any = "blur",
+    blur_sigma: float = 5.0,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+) -> Curve:
+    """The class probability as the most salient pixels are put back first (higher AUC: more faithful).
+
+    Arguments as :func:`deletion_curve`.
+
+    Returns:
+      :class:`Curve`; ``probabilities[:, 0]`` is the baseline's, ``[:, -1]`` the clean image's.
+    """
+    return _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, True)

@@ -1,0 +1,189 @@
+"""The contract every attribution method keeps, parametrised over one registry of all of them.
+
+Shape, finiteness, jit == eager (with the key a traced argument), batched ==
+per-example (chunked rows, with padding, against one image at a time), the
+companion form == one call per class, and bad inputs raising ``ValueError``
+naming the argument.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import TinyCNN
+from saliency_jax import attribution as A
+from saliency_jax.reconstruction import list_layers
+
+
+def _last_feature_map() -> str:
+    """TinyCNN's last layer with [B, h, w, k] output (the Grad-CAM layer)."""
+    module = TinyCNN()
+    params = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    layers = list_layers(functools.partial(module.apply, train=False), params, jnp.zeros((1, 8, 8, 3)))
+    return [layer.name for layer in layers if len(layer.shape) == 4][-1]
+
+
+LAYER = _last_feature_map()
+
+# Small settings for the 8x8 TinyCNN; every registered method appears once, and a
+# wrapper around a method with its own expansions once more.
+SETTINGS = {
+    "gradient": {},
+    "gradient-x-input": {},
+    "integrated-gradients": {"steps": 5},
+    "blur-ig": {"steps": 4, "max_sigma": 3.0},
+    "gradcam": {"layer": LAYER},
+    "gradcam++": {"layer": LAYER},
+    "occlusion": {"patch": 3, "stride": 2},
+    "rise": {"num_masks": 12, "grid": 3},
+    "smoothgrad": {"num_samples": 3},
+    "squaregrad": {"num_samples": 3},
+    "vargrad": {"num_samples": 3},
+    "flip-shift": {"shifts": (0, 2)},
+}
+CASES = [(name, A.METHODS[name].fn, SETTINGS[name]) for name in A.METHODS] + [
+    ("smoothgrad(ig)", A.smoothgrad, {"method": A.integrated_gradients, "steps": 3, "num_samples": 2}),
+    ("flip-shift(gradcam)", A.flip_shift_average, {"method": A.gradcam, "layer": LAYER, "shifts": (0, 2)}),
+]
+IDS = [c[0] for c in CASES]
+
+BATCH_SIZE = 2  # smaller than the batch of 3, so rows are chunked and the last chunk padded
+
+
+def test_registry_names_every_method():
+    assert set(SETTINGS) == set(A.METHODS)
+    assert all(m.output in ("pixels", "layer") for m in A.METHODS.values())
+
+
+def _close(actual, expected, rtol=2e-4):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = float(np.abs(expected).max()) or 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def _expected_shape(name, settings, images):
+    if name in ("gradcam", "gradcam++", "flip-shift(gradcam)"):
+        return images.shape[:1] + (4, 4)
+    return images.shape
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    images = jax.random.uniform(jax.random.key(5), (3, 8, 8, 3), minval=0.0, maxval=255.0)
+    return logits_fn, params, images, jax.random.key(11)
+
+
+@pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
+def test_contract(setup, name, method, settings):
+    logits_fn, params, images, key = setup
+    classes = jnp.array([0, 3, 1])
+
+    # Eager, with every argument concrete.
+    eager = method(logits_fn, params, images, classes, key=key, batch_size=BATCH_SIZE, **settings)
+    assert eager.shape == _expected_shape(name, settings, images)
+    assert eager.dtype == jnp.float32
+    assert bool(jnp.isfinite(eager).all())
+    assert float(jnp.abs(eager).max()) > 0
+
+    # jit with the settings bound; params, images, classes and the key traced.
+    jitted = jax.jit(functools.partial(method, logits_fn, batch_size=BATCH_SIZE, **settings))
+    _close(jitted(params, images, classes, key=key), eager)
+
+    # Each image alone gives its row of the batch.
+    for i in range(images.shape[0]):
+        _close(jitted(params, images[i : i + 1], classes[i : i + 1], key=key)[0], eager[i])
+
+    # The companion form: classes [B, N] -> [B, N, ...], equal to one call per class.
+    many = jnp.array([[0, 2], [3, 3], [1, 4]])
+    companion = jax.jit(functools.partial(A.for_classes(method), logits_fn, batch_size=BATCH_SIZE, **settings))
+    together = companion(params, images, many, key=key)
+    assert together.shape == images.shape[:1] + (2,) + eager.shape[1:]
+    for n in range(many.shape[1]):
+        _close(together[:, n], jitted(params, images, many[:, n], key=key))
+
+
+# Each way the classes are resolved: the gradient's own, the shared one, a wrapper's.
+TOP1_CASES = [c for c in CASES if c[0] in ("gradient", "integrated-gradients", "smoothgrad", "flip-shift(gradcam)")]
+
+
+@pytest.mark.parametrize("name,method,settings", TOP1_CASES, ids=[c[0] for c in TOP1_CASES])
+def test_default_class_is_top1(setup, name, method, settings):
+    logits_fn, params, images, key = setup
+    top1 = jnp.argmax(logits_fn(params, images), axis=-1)
+    jitted = jax.jit(functools.partial(method, logits_fn, batch_size=BATCH_SIZE, **settings))
+    _close(jitted(params, images, key=key), jitted(params, images, top1, key=key))
+
+
+@pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
+def test_bad_common_arguments_name_the_argument(setup, name, method, settings):
+    logits_fn, params, images, key = setup
+    call = functools.partial(method, logits_fn, params, key=key, **settings)
+    with pytest.raises(ValueError, match="classes"):
+        call(images, 285.7)  # not a class id
+    with pytest.raises(ValueError, match="classes"):
+        call(images, jnp.array([0, 1]))  # two classes for three images
+    with pytest.raises(ValueError, match="classes"):
+        call(images, 5)  # TinyCNN has 5 classes
+    with pytest.raises(ValueError, match="images"):
+        call(images[0], 0)  # no batch axis
+    with pytest.raises(ValueError, match="batch_size"):
+        call(images, 0, batch_size=0)
+
+
+BAD_SETTINGS = [
+    ("integrated-gradients", {"steps": 1}, "steps"),
+    ("integrated-gradients", {"steps": 4.5}, "steps"),
+    ("integrated-gradients", {"baseline": jnp.zeros((8, 8, 2))}, "baseline"),
+    ("integrated-gradients", {"baseline": jnp.zeros((2, 8, 8, 3))}, "baseline"),
+    ("integrated-gradients", {"rule": "guidedd"}, "rule"),
+    ("blur-ig", {"steps": 1}, "steps"),
+    ("blur-ig", {"max_sigma": 0.0}, "max_sigma"),
+    ("gradcam", {"layer": "Conv_9"}, "layer"),
+    ("gradcam", {"layer": None}, "layer"),
+    ("gradcam", {"layer": ""}, "layer"),  # the whole model: no spatial axes
+    ("gradcam++", {"layer": "nope"}, "layer"),
+    ("occlusion", {"patch": 9}, "patch"),
+    ("occlusion", {"patch": (2, 9)}, "patch"),
+    ("occlusion", {"stride": 0}, "stride"),
+    ("occlusion", {"baseline": jnp.zeros((8, 8, 3))}, "baseline"),
+    ("rise", {"num_masks": 2.5}, "num_masks"),
+    ("rise", {"num_masks": 0}, "num_masks"),
+    ("rise", {"p": 0.0}, "p"),
+    ("rise", {"grid": 9}, "grid"),
+    ("rise", {"key": None}, "key"),
+    ("smoothgrad", {"num_samples": 2.5}, "num_samples"),
+    ("smoothgrad", {"num_samples": "16"}, "num_samples"),
+    ("smoothgrad", {"noise_scale": -0.1}, "noise_scale"),
+    ("smoothgrad", {"key": None}, "key"),
+    ("smoothgrad", {"method": "gradient"}, "method"),
+    ("vargrad", {"num_samples": 0}, "num_samples"),
+    ("smoothgrad", {"method": A.integrated_gradients, "steps": 1}, "steps"),
+    ("flip-shift", {"shifts": ()}, "shifts"),
+    ("flip-shift", {"shifts": (-1,)}, "shifts"),
+    ("flip-shift", {"method": A.gradcam, "layer": LAYER, "shifts": (1,)}, "shifts"),
+]
+
+
+@pytest.mark.parametrize("name,bad,argument", BAD_SETTINGS, ids=[f"{n}-{a}" for n, _, a in BAD_SETTINGS])
+def test_bad_settings_name_the_argument(setup, name, bad, argument):
+    logits_fn, params, images, key = setup
+    settings = {"key": key, **SETTINGS[name], **bad}
+    with pytest.raises(ValueError, match=argument):
+        A.METHODS[name].fn(logits_fn, params, images, jnp.array([0, 1, 2]), **settings)
+
+
+def test_companion_rejects_bad_classes(setup):
+    logits_fn, params, images, _ = setup
+    companion = A.for_classes(A.gradient)
+    with pytest.raises(ValueError, match="classes"):
+        companion(logits_fn, params, images, None)
+    with pytest.raises(ValueError, match="classes"):
+        companion(logits_fn, params, images, jnp.zeros((2, 2), jnp.int32))  # 2 rows for 3 images
+    with pytest.raises(ValueError, match="classes"):
+        companion(logits_fn, params, images, jnp.array([[0, 7]] * 3))  # class 7 of 5
+    with pytest.raises(ValueError, match="classes"):
+        companion(logits_fn, params, images, np.array([1.5, 2.0]))
