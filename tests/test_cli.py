@@ -67,8 +67,40 @@ def test_saliency_writes_the_file_contract_and_its_record(tmp_path, red_model):
     record = json.loads((out / "a.json").read_text())
     assert record["class"] == 7 and record["top5"][0][:2] == [7, red_model.class_names[7]]
     assert record["method"] == "gradient" and record["command"] == "saliency"
+    assert record["settings"] == {"model": "lite0", "method": "gradient", "class": None, "rule": "gradient"}
     assert record["input"] == str(tmp_path / "a.png")
     assert not [f for f in os.listdir(out) if f.startswith(".")]
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("gradient-x-input", []), ("smoothgrad", ["--samples", "4"]), ("integrated-gradients", ["--ig-steps", "8"]),
+    ("blur-ig", ["--ig-steps", "4"]), ("occlusion", ["--patch", "8", "--stride", "4"]),
+    ("rise", ["--samples", "64"]), ("vargrad", ["--samples", "4"]), ("flip-shift", []),
+])
+def test_every_method_writes_a_non_negative_map_that_finds_the_red_patch(tmp_path, red_model, method, extra):
+    _write_photo(tmp_path / "a.png", SIZE, SIZE, (6, 8, 22, 30))
+    out = tmp_path / "out"
+    assert _run(["saliency", str(tmp_path / "a.png"), "--method", method, *extra, "--out", str(out)], red_model) == 0
+    saliency = np.load(out / "a_saliency.npy")
+    assert saliency.dtype == np.float32 and saliency.shape == (SIZE, SIZE)
+    assert np.isfinite(saliency).all() and saliency.min() >= 0 and saliency.max() > 0
+    record = json.loads((out / "a.json").read_text())
+    assert record["method"] == method and record["settings"]["method"] == method
+    if method != "rise":  # RISE's estimate is noisy at 64 masks; its contract is what is checked here
+        inside = np.zeros((SIZE, SIZE), bool)
+        inside[8:30, 6:22] = True
+        assert saliency[inside].mean() > 3 * saliency[~inside].mean(), method
+
+
+def test_method_options_are_checked(tmp_path, capsys, red_model):
+    cases = [(["--method", "gradcam"], "classifier has no feature_layer"),
+             (["--method", "occlusion", "--rule", "guided"], "--rule: occlusion has no ReLU backward rule"),
+             (["--method", "integrated-gradients", "--ig-steps", "1"], "--ig-steps: integrated gradients need"),
+             (["--method", "occlusion", "--patch", "49"], "--patch/--stride: at most the input size 48"),
+             (["--method", "gradient", "--layer", "conv"], "--layer: gradient works on the input pixels")]
+    for extra, message in cases:
+        assert _run(["saliency", "bundled:coffee", *extra, "--out", str(tmp_path)], red_model) == 2
+        assert message in capsys.readouterr().err, extra
 
 
 @pytest.mark.parametrize("given, expected", [("281", 281), ("n02123045", 281), ("tabby", 281), ("+281", 281)])
@@ -270,6 +302,23 @@ def test_saliency_on_the_embedded_model(tmp_path, efficientnet):
     assert written.dtype == np.float32 and written.shape == (224, 224)
     assert np.corrcoef(written.ravel(), np.asarray(expected).ravel())[0, 1] > 0.999
     np.testing.assert_allclose(written, expected, atol=1e-2 * float(expected.max()))
+
+
+@pytest.mark.slow
+def test_gradcam_on_the_embedded_model_is_the_resized_layer_map(tmp_path, efficientnet):
+    from saliency_jax.attribution import attribution_map, gradcam
+
+    out = tmp_path / "out"
+    assert cli.main(["saliency", "bundled:chelsea", "--method", "gradcam", "--out", str(out), "--no-progress"]) == 0
+    written = np.load(out / "chelsea_saliency.npy")
+    image = io.resize_image(io.bundled_photo("chelsea"), 224)[None]
+    cam = gradcam(efficientnet.logits_fn, efficientnet.params, image, 285, layer=efficientnet.feature_layer)
+    assert cam.shape == (1, 7, 7)
+    expected = jax.image.resize(cam, (1, 224, 224), "bilinear")[0]
+    np.testing.assert_allclose(written, expected, rtol=1e-3, atol=1e-4 * float(expected.max()))
+    np.testing.assert_allclose(attribution_map(cam, size=224)[0], expected, rtol=1e-5, atol=1e-6)
+    record = json.loads((out / "chelsea.json").read_text())
+    assert record["class"] == 285 and record["settings"]["layer"] == efficientnet.feature_layer
 
 
 @pytest.mark.slow
