@@ -1,0 +1,408 @@
+"""Known answers of each attribution method: closed forms on the linear model, completeness,
+Grad-CAM computed by hand, occlusion's geometry, RISE's estimator, the noise wrappers'
+statistics, the flip-shift frame, the blur against scipy, and bounded memory."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import saliency_jax as sj
+from saliency_jax import attribution as A
+from saliency_jax.types import Classifier
+
+
+def _images(key, shape=(3, 6, 5, 3)):
+    return jax.random.uniform(key, shape, minval=0.0, maxval=255.0)
+
+
+def _weights_as_images(params, classes, shape):
+    """The linear model's gradient of each class as an image: ``W[:, c]`` reshaped."""
+    return np.asarray(params["w"]).T[np.asarray(classes)].reshape((len(classes),) + shape[1:])
+
+
+# --- gradient, gradient x input, the reducer, the companion -------------------------------
+
+
+def test_gradient_and_gradient_x_input_on_the_linear_model(linear_model, getkey):
+    logits_fn, params = linear_model
+    images = _images(getkey(), (5, 6, 5, 3))
+    classes = jnp.array([0, 3, 1, 2, 2])
+    w = _weights_as_images(params, classes, images.shape)
+    # batch_size 2 < 5 images: the chunked path
+    np.testing.assert_allclose(A.gradient(logits_fn, params, images, classes, batch_size=2), w, rtol=1e-6)
+    np.testing.assert_allclose(A.gradient_x_input(logits_fn, params, images, classes), images * w, rtol=1e-5)
+
+
+def test_gradient_is_input_gradients_under_every_rule(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    for rule in ("gradient", "deconvnet", "guided"):
+        expected = sj.input_gradients(logits_fn, params, images, 1, rule=rule).gradients
+        np.testing.assert_allclose(A.gradient(logits_fn, params, images, 1, rule=rule), expected, rtol=1e-6)
+    assert not np.allclose(
+        A.gradient(logits_fn, params, images, 1, rule="guided"), A.gradient(logits_fn, params, images, 1)
+    )
+
+
+def test_attribution_map_is_the_papers_map():
+    attributions = jax.random.normal(jax.random.key(0), (2, 4, 5, 3))
+    np.testing.assert_array_equal(A.attribution_map(attributions), sj.saliency_from_gradients(attributions))
+    np.testing.assert_allclose(A.attribution_map(attributions, reduction="sum"), attributions.sum(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        A.attribution_map(attributions, reduction="l2"), np.linalg.norm(attributions, axis=-1), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="reduction"):
+        A.attribution_map(attributions, reduction="mean")
+
+
+def test_attribution_map_resizes_layer_maps_with_half_pixel_centres():
+    cam = jnp.array([[[0.0, 1.0], [0.0, 1.0]]])
+    # Output pixel centres at input coordinates -0.25, 0.25, 0.75, 1.25 (clamped at the edges).
+    expected = np.array([0.0, 0.25, 0.75, 1.0])
+    np.testing.assert_allclose(A.attribution_map(cam, size=4)[0], np.tile(expected, (4, 1)), atol=1e-6)
+
+
+def test_companion_equals_class_gradients(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    image = _images(getkey(), (1, 8, 8, 3))
+    classes = jnp.array([4, 0, 2])
+    together = A.for_classes(A.gradient)(logits_fn, params, image, classes)
+    np.testing.assert_allclose(together[0], sj.class_gradients(logits_fn, params, image, classes)[0], rtol=1e-5)
+
+
+# --- Integrated Gradients ------------------------------------------------------------------
+
+
+def test_trapezoid_weights():
+    alphas, weights = A.integrated.trapezoid_weights(5)
+    np.testing.assert_allclose(alphas, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(weights, [0.125, 0.25, 0.25, 0.25, 0.125])
+    assert weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("steps", [2, 7])
+def test_ig_on_the_linear_model_is_exact(linear_model, getkey, steps):
+    logits_fn, params = linear_model
+    images = _images(getkey())
+    baseline = _images(getkey(), images.shape[1:])
+    classes = jnp.array([2, 0, 3])
+    ig = A.integrated_gradients(logits_fn, params, images, classes, baseline=baseline, steps=steps, batch_size=4)
+    expected = (np.asarray(images) - np.asarray(baseline)) * _weights_as_images(params, classes, images.shape)
+    np.testing.assert_allclose(ig, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_ig_default_baseline_is_black(linear_model, getkey):
+    logits_fn, params = linear_model
+    images = _images(getkey())
+    np.testing.assert_allclose(
+        A.integrated_gradients(logits_fn, params, images, 1, steps=3),
+        A.integrated_gradients(logits_fn, params, images, 1, steps=3, baseline=jnp.zeros(images.shape)),
+    )
+
+
+def test_ig_completeness_improves_with_steps(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    baseline = jnp.full(images.shape[1:], 40.0)
+    classes = jnp.array([3, 1])
+    scores = sj.select_scores(logits_fn(params, images), classes)
+    base_scores = sj.select_scores(logits_fn(params, jnp.broadcast_to(baseline, images.shape)), classes)
+    target = np.asarray(scores - base_scores)
+    errors = []
+    for steps in (3, 300):
+        ig = A.integrated_gradients(logits_fn, params, images, classes, baseline=baseline, steps=steps, batch_size=128)
+        errors.append(np.abs(np.asarray(ig.sum(axis=(1, 2, 3))) - target))
+    assert (errors[1] < 0.01 * np.abs(target) + 1e-3).all(), (errors, target)
+    assert errors[1].sum() < errors[0].sum()
+
+
+def test_ig_memory_does_not_grow_with_steps(tiny_cnn):
+    """The compiled program's scratch memory is the same for 8 and 128 steps at one batch_size."""
+    logits_fn, params = tiny_cnn
+    images = jnp.zeros((2, 16, 16, 3))
+
+    def temp_bytes(steps, batch_size):
+        fn = jax.jit(functools.partial(A.integrated_gradients, logits_fn, steps=steps, batch_size=batch_size))
+        return fn.lower(params, images, jnp.array([0, 1])).compile().memory_analysis().temp_size_in_bytes
+
+    few, many = temp_bytes(8, 4), temp_bytes(128, 4)
+    assert many <= 1.05 * few + 4096, (few, many)
+    # The measure is sensitive: all 256 rows at once need far more.
+    assert temp_bytes(128, None) > 4 * few
+
+
+# --- Blur IG ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_gaussian_blur_equals_scipy(mode, getkey):
+    images = _images(getkey(), (3, 9, 7, 3))
+    sigmas = np.array([0.0, 0.7, 6.0])  # the last reaches past the image's sides
+    blurred = A.gaussian_blur(images, jnp.asarray(sigmas), mode=mode, max_sigma=6.0)
+    for image, sigma, ours in zip(np.asarray(images, np.float64), sigmas, np.asarray(blurred)):
+        expected = ndimage.gaussian_filter(image, [sigma, sigma, 0], mode=mode)
+        np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_blur_ig_completeness(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    classes = jnp.array([0, 2])
+    max_sigma = 4.0
+    attributions = A.blur_integrated_gradients(
+        logits_fn, params, images, classes, steps=200, max_sigma=max_sigma, grad_step=0.005, batch_size=200
+    )
+    blurred = A.gaussian_blur(images, max_sigma)
+    target = sj.select_scores(logits_fn(params, images), classes) - sj.select_scores(logits_fn(params, blurred), classes)
+    # Within 0.5% of the scores' scale (a Riemann sum with a finite-difference path velocity).
+    np.testing.assert_allclose(attributions.sum(axis=(1, 2, 3)), target, rtol=0.01, atol=0.005 * np.abs(target).max())
+
+
+def test_blur_ig_on_the_linear_model(linear_model, getkey):
+    """Linear model: BlurIG = -sum_i ds_i * dx/ds(s_i) * W, computed here with scipy's blur."""
+    logits_fn, params = linear_model
+    images = _images(getkey(), (1, 6, 5, 3))
+    steps, max_sigma, grad_step = 5, 2.0, 0.01
+    w = _weights_as_images(params, [1], images.shape)[0]
+    image = np.asarray(images[0], np.float64)
+    sigmas = np.arange(steps + 1) * max_sigma / steps
+
+    def blur(s):
+        return ndimage.gaussian_filter(image, [s, s, 0], mode="constant") if s > 0 else image
+
+    expected = sum(
+        -(sigmas[i + 1] - sigmas[i]) * (blur(sigmas[i] + grad_step) - blur(sigmas[i])) / grad_step * w
+        for i in range(steps)
+    )
+    ours = A.blur_integrated_gradients(
+        logits_fn, params, images, 1, steps=steps, max_sigma=max_sigma, grad_step=grad_step
+    )
+    np.testing.assert_allclose(ours[0], expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+# --- Grad-CAM ---------------------------------------------------------------------------
+
+
+class Identity(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x
+
+
+class PoolNet(nn.Module):
+    """``logits = mean_ij(A) @ V`` with ``A`` the image itself (the layer ``features``)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        features = Identity(name="features")(x)
+        v = self.param("v", nn.initializers.normal(1.0), (x.shape[-1], 4))
+        return jnp.mean(features, axis=(1, 2)) @ v
+
+
+def test_gradcam_by_hand(getkey):
+    """dS_c/dA_kij = V[k, c] / (h w), so Grad-CAM = ReLU(sum_k V[k, c] A_k / (h w))."""
+    module = PoolNet()
+    images = jax.random.normal(getkey(), (3, 4, 5, 3))
+    params = module.init(getkey(), images)
+    logits_fn = functools.partial(module.apply, train=False)
+    classes = np.array([0, 3, 1])
+    v = np.asarray(params["params"]["v"])
+    a = np.asarray(images, np.float64)
+    cam = A.gradcam(logits_fn, params, images, classes, layer="features")
+    alpha = v[:, classes].T / 20.0  # [B, k]
+    expected = np.maximum(np.einsum("bhwk,bk->bhw", a, alpha), 0)
+    np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
+    assert (expected == 0).any() and (expected > 0).any()  # the ReLU matters here
+
+    # Grad-CAM++ (closed form with the constant gradient g_k = V[k, c] / (h w)):
+    # a_k = g^2 / (2 g^2 + sum_ij A_k g^3), weight_k = sum_ij a_k ReLU(g_k).
+    plus = A.gradcam_plus_plus(logits_fn, params, images, classes, layer="features")
+    g = alpha[:, None, None, :]
+    sums = a.sum(axis=(1, 2), keepdims=True)
+    a_k = g**2 / (2 * g**2 + sums * g**3)
+    weights = (a_k * np.maximum(g, 0) * np.ones_like(a)).sum(axis=(1, 2))
+    expected_plus = np.maximum(np.einsum("bhwk,bk->bhw", a, weights), 0)
+    np.testing.assert_allclose(plus, expected_plus, rtol=1e-4, atol=1e-6)
+
+
+def test_default_layer_comes_from_the_classifier():
+    classifier = Classifier(lambda p, x: x, None, 8, ("a",), feature_layer="head_activation")
+    assert A.default_layer(classifier) == "head_activation"
+    with pytest.raises(ValueError, match="feature_layer"):
+        A.default_layer(classifier._replace(feature_layer=None))
+
+
+# --- occlusion --------------------------------------------------------------------------
+
+
+def test_occlusion_closed_form_on_the_linear_model(linear_model, getkey):
+    """The drop of a patch is sum_patch W_c (x - v); each pixel averages the patches over it."""
+    logits_fn, params = linear_model
+    images = _images(getkey(), (2, 6, 5, 3))
+    classes = np.array([1, 3])
+    patch, stride, value = (3, 2), (2, 2), 17.0
+    ours = A.occlusion(
+        logits_fn, params, images, classes, patch=patch, stride=stride, baseline=value, batch_size=5
+    )
+    w = _weights_as_images(params, classes, images.shape)
+    x = np.asarray(images, np.float64)
+    expected = np.zeros(x.shape[:3])
+    count = np.zeros(x.shape[1:3])
+    for y0 in range(0, 6 - 3 + 1, 2):  # 0, 2
+        for x0 in range(0, 5 - 2 + 1, 2):  # 0, 2 (column 4 is never covered)
+            window = (slice(None), slice(y0, y0 + 3), slice(x0, x0 + 2))
+            drop = (w[window] * (x[window] - value)).sum(axis=(1, 2, 3))
+            expected[window] += drop[:, None, None]
+            count[y0 : y0 + 3, x0 : x0 + 2] += 1
+    expected = np.where(count > 0, expected / np.maximum(count, 1), 0.0)
+    assert (count[:, 4] == 0).all()
+    np.testing.assert_allclose(ours, np.repeat(expected[..., None], 3, -1), rtol=1e-4, atol=1e-2)
+
+
+# --- RISE -------------------------------------------------------------------------------
+
+
+def test_rise_masks(getkey):
+    key = getkey()
+    masks = np.asarray(A.rise_masks(key, 400, (20, 14), grid=4, p=0.3))
+    assert masks.shape == (400, 20, 14)
+    assert masks.min() >= 0 and masks.max() <= 1
+    assert abs(masks.mean() - 0.3) < 0.03
+    assert len({m.tobytes() for m in masks[:50]}) == 50  # different masks
+    np.testing.assert_array_equal(A.rise_masks(key, 400, (20, 14), grid=4, p=0.3), masks)  # seeded
+    # Soft edges: bilinear upsampling of cells of 5x4 pixels leaves values between 0 and 1.
+    assert ((masks > 0.01) & (masks < 0.99)).mean() > 0.1
+
+
+def test_rise_estimator(tiny_cnn, getkey):
+    """RISE = 1/(N p) sum_n P_c(x * M_n) M_n, with the masks rise_masks gives for the key."""
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    key, classes, n, p = getkey(), jnp.array([1, 4]), 30, 0.4
+    ours = A.rise(logits_fn, params, images, classes, key=key, num_masks=n, grid=3, p=p, batch_size=7)
+    masks = np.asarray(A.rise_masks(key, n, (8, 8), grid=3, p=p), np.float64)
+    expected = np.zeros((2, 8, 8))
+    for m in masks:
+        probs = np.asarray(jax.nn.softmax(logits_fn(params, images * jnp.asarray(m, jnp.float32)[None, :, :, None])))
+        expected += probs[np.arange(2), np.asarray(classes)][:, None, None] * m[None]
+    expected /= n * p
+    np.testing.assert_allclose(ours[..., 0], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ours[..., 0], ours[..., 2])
+
+
+def test_rise_with_masks_always_on_is_the_probability(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    ours = A.rise(logits_fn, params, images, 2, key=getkey(), num_masks=5, p=1.0)
+    probability = jax.nn.softmax(logits_fn(params, images))[:, 2]
+    np.testing.assert_allclose(ours, jnp.broadcast_to(probability[:, None, None, None], images.shape), rtol=1e-5)
+
+
+def test_rise_finds_the_region_the_class_depends_on(getkey):
+    """P(class 0) rises with the top-left quarter's brightness only: RISE is higher there."""
+
+    def logits_fn(params, images):
+        region = jnp.mean(images[:, :8, :8, :], axis=(1, 2, 3)) / 255.0
+        return jnp.stack([params * (region - 0.5), jnp.zeros_like(region)], axis=-1)
+
+    images = jnp.full((1, 16, 16, 3), 255.0)
+    saliency = np.asarray(A.rise(logits_fn, 8.0, images, 0, key=getkey(), num_masks=500, grid=4))[0, ..., 0]
+    assert saliency[:8, :8].mean() > saliency[8:, 8:].mean() + 0.08
+    assert saliency[2:6, 2:6].min() > saliency[10:14, 10:14].max()
+
+
+# --- noise wrappers ---------------------------------------------------------------------
+
+
+def test_smoothgrad_with_no_noise_is_the_method(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    key = getkey()
+    plain = A.gradient(logits_fn, params, images, 3, rule="guided")
+    smooth = A.smoothgrad(logits_fn, params, images, 3, key=key, num_samples=3, noise_scale=0.0, rule="guided")
+    np.testing.assert_allclose(smooth, plain, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        A.vargrad(logits_fn, params, images, 3, key=key, num_samples=3, noise_scale=0.0), 0.0, atol=1e-9
+    )
+
+
+def test_noise_wrappers_closed_forms_on_the_linear_model(linear_model, getkey):
+    """Gradient x input of a linear model is (x + e) W: its mean over noise is x W (a mean, not a
+    max: a max would sit ~2 noise deviations above), its variance W^2 sigma^2."""
+    logits_fn, params = linear_model
+    images = _images(getkey(), (2, 6, 5, 3))
+    key, samples, scale = getkey(), 400, 0.1
+    w = _weights_as_images(params, [1, 1], images.shape)
+    sigma = scale * (images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)))[:, None, None, None]
+    settings = dict(key=key, method=A.gradient_x_input, num_samples=samples, noise_scale=scale, batch_size=128)
+    smooth = A.smoothgrad(logits_fn, params, images, 1, **settings)
+    error = (smooth - images * w) / (np.abs(w) * sigma)  # in noise deviations
+    assert float(jnp.abs(error).mean()) < 0.15 and float(jnp.abs(error).max()) < 0.5
+    variance = A.vargrad(logits_fn, params, images, 1, **settings)
+    ratio = np.asarray(variance / (w**2 * sigma**2))
+    assert abs(ratio.mean() - 1) < 0.05 and ratio.min() > 0.6
+    square = A.squaregrad(logits_fn, params, images, 1, **settings)
+    np.testing.assert_allclose(square, np.asarray(variance) + np.asarray(smooth) ** 2, rtol=1e-2, atol=1e-3)
+    # The plain gradient does not depend on the image: SquareGrad is W^2 exactly.
+    np.testing.assert_allclose(
+        A.squaregrad(logits_fn, params, images, 1, key=key, num_samples=4), w**2, rtol=1e-5
+    )
+    absolute = np.asarray(A.smoothgrad(logits_fn, params, images, 1, **settings, absolute=True))
+    assert (absolute >= np.abs(np.asarray(smooth)) - 1e-3).all()  # mean |a| >= |mean a|
+    assert (absolute > np.abs(np.asarray(smooth)) + 1.0).any()
+
+
+def test_smoothgrad_noise_is_as_documented(tiny_cnn, getkey):
+    """Sample n's noise is normal(fold_in(noise key, n)) times noise_scale x each image's range."""
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3)) * jnp.array([1.0, 0.5])[:, None, None, None]
+    key, samples, scale = getkey(), 3, 0.2
+    ours = A.smoothgrad(logits_fn, params, images, 1, key=key, num_samples=samples, noise_scale=scale)
+    noise_key = jax.random.split(key)[0]
+    span = images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3))
+    expected = np.mean(
+        [
+            sj.input_gradients(
+                logits_fn, params,
+                images + scale * span[:, None, None, None] * jax.random.normal(jax.random.fold_in(noise_key, n), (1, 8, 8, 3)),
+                1,
+            ).gradients
+            for n in range(samples)
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-7)
+
+
+# --- flip-shift average -------------------------------------------------------------------
+
+
+def test_flip_shift_moves_each_copy_back(linear_model, getkey):
+    """The linear model's gradient is W whatever the image, so each copy's gradient, moved back,
+    is W flipped and rolled back: the average is computed here with numpy."""
+    logits_fn, params = linear_model
+    images = _images(getkey(), (2, 6, 5, 3))
+    ours = A.flip_shift_average(logits_fn, params, images, 2, shifts=(0, 1, 3), flips=True)
+    w = _weights_as_images(params, [2], images.shape)[0]
+    copies = []
+    for flip in (False, True):
+        for s in (0, 1, 3):
+            g = np.roll(w, (-s, -s), axis=(0, 1))
+            copies.append(g[:, ::-1] if flip else g)
+    np.testing.assert_allclose(ours, np.broadcast_to(np.mean(copies, axis=0), images.shape), rtol=1e-5)
+
+
+def test_flip_shift_of_a_symmetric_model_is_the_plain_map(getkey):
+    """For a model blind to flips and circular shifts, every copy's map moved back is the map itself."""
+
+    def logits_fn(params, images):
+        return jnp.stack([jnp.sum(images**2, axis=(1, 2, 3)), jnp.sum(images, axis=(1, 2, 3))], -1)
+
+    images = _images(getkey(), (2, 6, 6, 1))
+    ours = A.flip_shift_average(logits_fn, None, images, 0, shifts=(0, 2))
+    np.testing.assert_allclose(ours, 2 * images, rtol=1e-5)
