@@ -13,8 +13,14 @@ import importlib
 _EXPORTS = {
     # §3, §3.1: saliency
     "saliency_jax.saliency": (
-        "Attribution", "augmented_saliency_map", "class_gradients", "class_saliency_maps",
-        "input_gradients", "saliency_from_gradients", "saliency_map", "smoothgrad_map",
+        "Attribution", "class_gradients", "class_saliency_maps", "input_gradients", "saliency_from_gradients",
+        "saliency_map",
+    ),
+    # beyond the paper: the attribution family, one signature
+    "saliency_jax.attribution": (
+        "METHODS", "attribution_map", "blur_integrated_gradients", "flip_shift_average", "for_classes", "gradcam",
+        "gradcam_plus_plus", "gradient", "gradient_x_input", "integrated_gradients", "occlusion", "rise",
+        "smoothgrad", "squaregrad", "vargrad",
     ),
     "saliency_jax.scores": ("class_scores", "select_scores", "top_k", "top_k_of_logits"),
     # §2: class model visualisation

@@ -170,33 +170,6 @@ def test_works_with_plain_function(getkey):
     _check_against_manual_grad(logits_fn, w, _images(getkey(), (2, 8, 8, 3)))
 
 
-def test_smoothgrad_and_augmented_maps(tiny_cnn, getkey):
-    logits_fn, params = tiny_cnn
-    images = _images(getkey(), (2, 8, 8, 3))
-    plain = sj.saliency_map(logits_fn, params, images, 1)
-    noiseless = sj.smoothgrad_map(logits_fn, params, images, 1, key=getkey(), num_samples=3, noise_scale=0.0)
-    np.testing.assert_allclose(noiseless, plain, rtol=1e-5)
-    noisy = sj.smoothgrad_map(logits_fn, params, images, 1, key=getkey(), num_samples=4, noise_scale=0.2)
-    assert noisy.shape == (2, 8, 8) and bool(jnp.all(jnp.isfinite(noisy)))
-    assert not np.allclose(noisy, plain)
-    unaugmented = sj.augmented_saliency_map(logits_fn, params, images, 1, shifts=(0,), flips=False)
-    np.testing.assert_allclose(unaugmented, plain, rtol=1e-6)
-
-
-def test_augmented_map_is_aligned_for_a_linear_model(linear_model, getkey):
-    # A linear model's gradient w.r.t. the flipped copy is W in the flipped frame;
-    # mapped back it is flip(W), so the average is (|W| + flip|W|) / 2, and a shift
-    # that is undone leaves W where it was.
-    logits_fn, params = linear_model
-    images = _images(getkey(), (2, 6, 5, 3))
-    maps = sj.augmented_saliency_map(logits_fn, params, images, 2, shifts=(0,), flips=True)
-    w = np.abs(np.asarray(params["w"][:, 2]).reshape(6, 5, 3)).max(-1)
-    np.testing.assert_allclose(maps[0], (w + w[:, ::-1]) / 2, rtol=1e-6)
-    shifted = sj.augmented_saliency_map(logits_fn, params, images, 2, shifts=(0, 2), flips=False)
-    rolled = np.roll(np.roll(w, -2, 0), -2, 1)
-    np.testing.assert_allclose(shifted[0], (w + rolled) / 2, rtol=1e-6)
-
-
 @pytest.mark.parametrize(
     "images, match",
     [

@@ -1,4 +1,4 @@
-"""Evaluation of weakly supervised localisation (paper §3.2): metrics, benchmarks, seed maps.
+"""Evaluation: localisation and faithfulness metrics, generated benchmarks, sanity checks.
 
 ``model_maps`` (JAX) and ``tfds_eval`` (TFDS) are imported on demand, not here.
 """
@@ -31,22 +31,18 @@ from saliency_jax.evaluation.metrics import (
     saliency_peak,
     top5_localisation_error,
 )
-from saliency_jax.evaluation.seed_maps import SEED_MAPS, batched, flip_shift_average, seed_map_fn, smoothgrad
 
 __all__ = [
     "BACKGROUND_NAMES",
     "OBJECT_NAMES",
-    "SEED_MAPS",
     "LocalisationBenchmark",
     "TableRow",
     "baseline_rows",
-    "batched",
     "box_area",
     "box_iou",
     "box_mask",
     "centre_box",
     "composite",
-    "flip_shift_average",
     "format_table",
     "localisation_accuracy",
     "localisation_hits",
@@ -58,9 +54,7 @@ __all__ = [
     "saliency_peak",
     "saliency_threshold_box",
     "score",
-    "seed_map_fn",
     "simulated_saliency",
-    "smoothgrad",
     "top5_localisation_error",
     "whole_image_box",
 ]

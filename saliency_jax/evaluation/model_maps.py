@@ -55,17 +55,17 @@ def saliency_fn(classifier, seed_map: str = "paper", *, rule: str = "gradient", 
     import jax
     import jax.numpy as jnp
 
-    from saliency_jax import saliency
+    from saliency_jax import attribution
 
-    if seed_map == "paper":
-        compute = functools.partial(saliency.saliency_map, classifier.logits_fn, rule=rule)
-    elif seed_map == "flip-shift":
-        compute = functools.partial(saliency.augmented_saliency_map, classifier.logits_fn, rule=rule)
-    elif seed_map == "smoothgrad":
-        compute = functools.partial(saliency.smoothgrad_map, classifier.logits_fn, rule=rule,
-                                    key=jax.random.key(seed))
-    else:
+    if seed_map not in SEED_MAPS:
         raise ValueError(f"seed_map must be one of {SEED_MAPS}, got {seed_map!r}")
+    method = {"paper": attribution.gradient, "flip-shift": attribution.flip_shift_average,
+              "smoothgrad": attribution.smoothgrad}[seed_map]
+
+    def compute(params, images, classes):
+        attributions = method(classifier.logits_fn, params, images, classes, key=jax.random.key(seed), rule=rule)
+        return attribution.attribution_map(attributions)
+
     compute = jax.jit(compute)
 
     def maps(images, classes):
