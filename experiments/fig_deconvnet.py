@@ -76,7 +76,7 @@ def compute(config: Config):
     @functools.partial(jax.jit, static_argnames=("layer", "rule"))
     def reconstruct_fn(params, images, channels, layer, rule):
         return layer_reconstructions(
-            model.logits_fn, params, images, layer, channels, rule=rule, weighting=config.weighting
+            model.logits_fn, params, images, channels, layer=layer, rule=rule, weighting=config.weighting
         ).signals
 
     maps, classes = {}, None
@@ -84,7 +84,7 @@ def compute(config: Config):
         maps[rule], classes = (np.asarray(a) for a in maps_fn(model.params, photos, rule=rule))
     reconstructions = {}
     for layer in config.layers:
-        top = top_activated_channels(model.logits_fn, model.params, photos, layer, k=config.channels)
+        top = top_activated_channels(model.logits_fn, model.params, photos, layer=layer, k=config.channels)
         signals = {
             rule: np.asarray(reconstruct_fn(model.params, photos, top.channels, layer=layer, rule=rule))
             for rule in RULES

@@ -185,7 +185,7 @@ def _capture_fn(logits_fn: LogitsFn, params: Any, path: tuple[str, ...], batch: 
     return layer_fn
 
 
-def layer_activations(logits_fn: LogitsFn, params: Any, images: jax.Array, layer: str | Sequence[str]) -> jax.Array:
+def layer_activations(logits_fn: LogitsFn, params: Any, images: jax.Array, *, layer: str | Sequence[str]) -> jax.Array:
     """The output of one layer, captured from the model's forward pass.
 
     Args:
@@ -206,8 +206,8 @@ def layer_vjp(
     logits_fn: LogitsFn,
     params: Any,
     images: jax.Array,
-    layer: str | Sequence[str],
     *,
+    layer: str | Sequence[str],
     rule: str = "gradient",
 ) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
     """A layer's output and its pullback to the input: the deconvnet attached at layer n.
@@ -248,7 +248,7 @@ def layer_vjp(
 
 
 def top_activated_channels(
-    logits_fn: LogitsFn, params: Any, images: jax.Array, layer: str | Sequence[str], k: int = 3
+    logits_fn: LogitsFn, params: Any, images: jax.Array, *, layer: str | Sequence[str], k: int = 3
 ) -> TopChannels:
     """The ``k`` channels of a layer with the largest activation in each image.
 
@@ -265,7 +265,7 @@ def top_activated_channels(
     Returns:
       :class:`TopChannels` with ``[B, k]`` fields.
     """
-    features = layer_activations(logits_fn, params, images, layer)
+    features = layer_activations(logits_fn, params, images, layer=layer)
     if not 1 <= k <= features.shape[-1]:
         raise ValueError(f"k must be in [1, {features.shape[-1]}] (the layer's channels), got {k}")
     strength = jnp.max(features.reshape(features.shape[0], -1, features.shape[-1]), axis=1)
@@ -333,9 +333,9 @@ def layer_reconstructions(
     logits_fn: LogitsFn,
     params: Any,
     images: jax.Array,
-    layer: str | Sequence[str],
     channels: jax.Array | Sequence[int] | int,
     *,
+    layer: str | Sequence[str],
     neuron: Any = None,
     rule: str = "gradient",
     weighting: str = "activation",
@@ -367,7 +367,7 @@ def layer_reconstructions(
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    features, reconstruct = layer_vjp(logits_fn, params, images, layer, rule=rule)
+    features, reconstruct = layer_vjp(logits_fn, params, images, layer=layer, rule=rule)
     batch, num_channels = features.shape[0], features.shape[-1]
     channels = _check_channels(channels, batch, num_channels)
     count, spatial = channels.shape[1], features.shape[1:-1]
@@ -398,9 +398,9 @@ def layer_reconstruction(
     logits_fn: LogitsFn,
     params: Any,
     images: jax.Array,
-    layer: str | Sequence[str],
     channel: jax.Array | int,
     *,
+    layer: str | Sequence[str],
     neuron: Any = None,
     rule: str = "gradient",
     weighting: str = "activation",
@@ -430,6 +430,6 @@ def layer_reconstruction(
     if channel.ndim == 1 and channel.shape[0] != jnp.shape(images)[0]:
         raise ValueError(f"channel must be a scalar or have shape [{jnp.shape(images)[0]}], got shape {channel.shape}")
     out = layer_reconstructions(
-        logits_fn, params, images, layer, per_image, neuron=neuron, rule=rule, weighting=weighting
+        logits_fn, params, images, per_image, layer=layer, neuron=neuron, rule=rule, weighting=weighting
     )
     return Reconstruction(*(field[:, 0] for field in out))

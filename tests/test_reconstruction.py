@@ -72,7 +72,7 @@ def test_convolution_reconstruction_is_flipped_filter_convolution(strides, paddi
     images = jax.random.normal(getkey(), (2, 9, 10, 3))
     params = module.init(getkey(), images)
     logits_fn = functools.partial(module.apply, train=False)
-    features, reconstruct = layer_vjp(logits_fn, params, images, "conv", rule=rule)
+    features, reconstruct = layer_vjp(logits_fn, params, images, layer="conv", rule=rule)
     r = jax.random.normal(getkey(), features.shape)
     kernel = np.asarray(params["params"]["conv"]["kernel"], np.float64)
     want = _flipped_filter_convolution(np.asarray(r, np.float64), kernel, strides, pad_lo, 9, 10)
@@ -111,7 +111,7 @@ def test_max_pool_reconstruction_is_switch_unpooling(window, stride, rule, getke
     module = OnePool(window, stride)
     images = jax.random.normal(getkey(), (2, 9, 9, 3))
     logits_fn = functools.partial(module.apply, train=False)
-    features, reconstruct = layer_vjp(logits_fn, {}, images, "pool", rule=rule)
+    features, reconstruct = layer_vjp(logits_fn, {}, images, layer="pool", rule=rule)
     r = jax.random.normal(getkey(), features.shape)
     np.testing.assert_allclose(reconstruct(r), _switch_unpooling(images, r, window, stride), rtol=1e-6, atol=1e-6)
 
@@ -156,9 +156,9 @@ def test_list_layers_and_activations(small_cnn, images):
         Layer("", (3, 5)),
     )
     np.testing.assert_allclose(
-        layer_activations(logits_fn, params, images, "conv2"), _conv2_by_hand(params, images), rtol=1e-5, atol=1e-5
+        layer_activations(logits_fn, params, images, layer="conv2"), _conv2_by_hand(params, images), rtol=1e-5, atol=1e-5
     )
-    np.testing.assert_allclose(layer_activations(logits_fn, params, images, ""), logits_fn(params, images), rtol=1e-6)
+    np.testing.assert_allclose(layer_activations(logits_fn, params, images, layer=""), logits_fn(params, images), rtol=1e-6)
 
 
 def test_gradient_reconstruction_is_gradient_of_the_truncated_network(small_cnn, images):
@@ -171,19 +171,19 @@ def test_gradient_reconstruction_is_gradient_of_the_truncated_network(small_cnn,
     def half_square_map(x):
         return 0.5 * jnp.sum(jnp.square(_conv2_by_hand(params, x)[..., c]))
 
-    got = layer_reconstruction(logits_fn, params, images, "conv2", c, neuron=pos, weighting="ones")
+    got = layer_reconstruction(logits_fn, params, images, c, layer="conv2", neuron=pos, weighting="ones")
     np.testing.assert_allclose(got.signals, jax.grad(neuron)(images), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(got.positions, np.broadcast_to(pos, (3, 2)))
     np.testing.assert_allclose(got.activations, _conv2_by_hand(params, images)[:, pos[0], pos[1], c], rtol=1e-5)
     # Zeiler & Fergus seed the map with its own values: the gradient of half its squared norm.
-    got = layer_reconstruction(logits_fn, params, images, "conv2", c, weighting="activation")
+    got = layer_reconstruction(logits_fn, params, images, c, layer="conv2", weighting="activation")
     np.testing.assert_allclose(got.signals, jax.grad(half_square_map)(images), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_whole_model_reconstruction_is_the_input_gradient(small_cnn, images, rule):
     logits_fn, params = small_cnn
-    got = layer_reconstruction(logits_fn, params, images, "", jnp.array([0, 3, 1]), rule=rule, weighting="ones")
+    got = layer_reconstruction(logits_fn, params, images, jnp.array([0, 3, 1]), layer="", rule=rule, weighting="ones")
     want = input_gradients(logits_fn, params, images, jnp.array([0, 3, 1]), rule=rule).gradients
     np.testing.assert_allclose(got.signals, want, rtol=1e-6, atol=1e-7)
 
@@ -193,7 +193,7 @@ def test_neuron_reconstruction_stays_in_its_receptive_field(small_cnn, images, r
     logits_fn, params = small_cnn
     # conv2 (3x3) on the 2x2-pooled conv1 (3x3): neuron (i, j) sees rows 2i-3 .. 2i+4.
     i, j = 2, 3
-    rec = layer_reconstructions(logits_fn, params, images, "conv2", jnp.arange(6), neuron=(i, j), rule=rule)
+    rec = layer_reconstructions(logits_fn, params, images, jnp.arange(6), layer="conv2", neuron=(i, j), rule=rule)
     inside = np.zeros((12, 12), bool)
     inside[max(2 * i - 3, 0) : 2 * i + 5, max(2 * j - 3, 0) : 2 * j + 5] = True
     magnitude = np.abs(np.asarray(rec.signals)).sum(axis=(0, 1, 4))
@@ -203,25 +203,25 @@ def test_neuron_reconstruction_stays_in_its_receptive_field(small_cnn, images, r
 
 def test_rules_differ_on_relu_layers_only(small_cnn, images):
     logits_fn, params = small_cnn
-    recs = {r: layer_reconstruction(logits_fn, params, images, "conv2", 1, rule=r).signals for r in RULES}
+    recs = {r: layer_reconstruction(logits_fn, params, images, 1, layer="conv2", rule=r).signals for r in RULES}
     assert float(jnp.max(jnp.abs(recs["gradient"] - recs["deconvnet"]))) > 1e-4
     assert float(jnp.max(jnp.abs(recs["gradient"] - recs["guided"]))) > 1e-4
     # Below the first ReLU only the convolution is left: all rules agree.
-    first = {r: layer_reconstruction(logits_fn, params, images, "conv1", 1, rule=r).signals for r in RULES}
+    first = {r: layer_reconstruction(logits_fn, params, images, 1, layer="conv1", rule=r).signals for r in RULES}
     np.testing.assert_array_equal(first["deconvnet"], first["gradient"])
     np.testing.assert_array_equal(first["guided"], first["gradient"])
 
 
 def test_strongest_neuron_and_weighting(small_cnn, images):
     logits_fn, params = small_cnn
-    features = np.asarray(layer_activations(logits_fn, params, images, "conv2"))
-    rec = layer_reconstruction(logits_fn, params, images, "conv2", jnp.array([0, 1, 2]), neuron="max", weighting="ones")
+    features = np.asarray(layer_activations(logits_fn, params, images, layer="conv2"))
+    rec = layer_reconstruction(logits_fn, params, images, jnp.array([0, 1, 2]), layer="conv2", neuron="max", weighting="ones")
     for b in range(3):
         fmap = features[b, :, :, b]
         assert tuple(rec.positions[b]) == np.unravel_index(np.argmax(fmap), fmap.shape)
         np.testing.assert_allclose(rec.activations[b], fmap.max(), rtol=1e-6)
     scaled = layer_reconstruction(
-        logits_fn, params, images, "conv2", jnp.array([0, 1, 2]), neuron="max", weighting="activation"
+        logits_fn, params, images, jnp.array([0, 1, 2]), layer="conv2", neuron="max", weighting="activation"
     )
     np.testing.assert_allclose(scaled.signals, rec.signals * rec.activations[:, None, None, None], rtol=1e-5, atol=1e-7)
 
@@ -230,16 +230,16 @@ def test_strongest_neuron_and_weighting(small_cnn, images):
 def test_many_channels_batched_and_jitted_agree(small_cnn, images, rule):
     logits_fn, params = small_cnn
     channels = jnp.array([[0, 5], [2, 2], [4, 1]])
-    many = layer_reconstructions(logits_fn, params, images, "conv2", channels, rule=rule)
+    many = layer_reconstructions(logits_fn, params, images, channels, layer="conv2", rule=rule)
     assert many.signals.shape == (3, 2, 12, 12, 3)
     for n in range(2):
-        one = layer_reconstruction(logits_fn, params, images, "conv2", channels[:, n], rule=rule)
+        one = layer_reconstruction(logits_fn, params, images, channels[:, n], layer="conv2", rule=rule)
         np.testing.assert_allclose(many.signals[:, n], one.signals, rtol=1e-6, atol=1e-7)
         for b in range(3):
-            alone = layer_reconstruction(logits_fn, params, images[b : b + 1], "conv2", channels[b, n], rule=rule)
+            alone = layer_reconstruction(logits_fn, params, images[b : b + 1], channels[b, n], layer="conv2", rule=rule)
             np.testing.assert_allclose(alone.signals[0], one.signals[b], rtol=1e-5, atol=1e-7)
     jitted = jax.jit(functools.partial(layer_reconstructions, logits_fn, layer="conv2", neuron="max", rule=rule))
-    eager = layer_reconstructions(logits_fn, params, images, "conv2", channels, neuron="max", rule=rule)
+    eager = layer_reconstructions(logits_fn, params, images, channels, layer="conv2", neuron="max", rule=rule)
     out = jitted(params, images, channels=channels)
     np.testing.assert_allclose(out.signals, eager.signals, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(out.positions, eager.positions)
@@ -248,7 +248,7 @@ def test_many_channels_batched_and_jitted_agree(small_cnn, images, rule):
 
 def test_dense_layer_units(small_cnn, images):
     logits_fn, params = small_cnn
-    rec = layer_reconstruction(logits_fn, params, images, "fc", 2, weighting="ones")
+    rec = layer_reconstruction(logits_fn, params, images, 2, layer="fc", weighting="ones")
     want = input_gradients(logits_fn, params, images, 2).gradients
     np.testing.assert_allclose(rec.signals, want, rtol=1e-6, atol=1e-7)
     assert rec.positions.shape == (3, 0)
@@ -256,13 +256,13 @@ def test_dense_layer_units(small_cnn, images):
 
 def test_top_activated_channels(small_cnn, images):
     logits_fn, params = small_cnn
-    features = np.asarray(layer_activations(logits_fn, params, images, "conv1"))
-    top = top_activated_channels(logits_fn, params, images, "conv1", k=2)
+    features = np.asarray(layer_activations(logits_fn, params, images, layer="conv1"))
+    top = top_activated_channels(logits_fn, params, images, layer="conv1", k=2)
     strength = features.max(axis=(1, 2))
     np.testing.assert_array_equal(top.channels, np.argsort(-strength, axis=1)[:, :2])
     np.testing.assert_allclose(top.activations, -np.sort(-strength, axis=1)[:, :2], rtol=1e-6)
     with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
-        top_activated_channels(logits_fn, params, images, "conv1", k=5)
+        top_activated_channels(logits_fn, params, images, layer="conv1", k=5)
 
 
 class Shared(nn.Module):
@@ -276,33 +276,33 @@ class Shared(nn.Module):
 def test_clear_errors(small_cnn, images):
     logits_fn, params = small_cnn
     with pytest.raises(ValueError, match=r"layer 'conv3' is not a module.*'conv2'"):
-        layer_reconstruction(logits_fn, params, images, "conv3", 0)
+        layer_reconstruction(logits_fn, params, images, 0, layer="conv3")
     with pytest.raises(ValueError, match=r"channels must be in \[0, 6\)"):
-        layer_reconstruction(logits_fn, params, images, "conv2", 6)
+        layer_reconstruction(logits_fn, params, images, 6, layer="conv2")
     with pytest.raises(ValueError, match="channels must be integer"):
-        layer_reconstructions(logits_fn, params, images, "conv2", jnp.array([0.5]))
+        layer_reconstructions(logits_fn, params, images, jnp.array([0.5]), layer="conv2")
     with pytest.raises(ValueError, match=r"channel must be a scalar or have shape \[3\]"):
-        layer_reconstruction(logits_fn, params, images, "conv2", jnp.array([0, 1]))
+        layer_reconstruction(logits_fn, params, images, jnp.array([0, 1]), layer="conv2")
     with pytest.raises(ValueError, match="weighting must be one of"):
-        layer_reconstruction(logits_fn, params, images, "conv2", 0, weighting="squared")
+        layer_reconstruction(logits_fn, params, images, 0, layer="conv2", weighting="squared")
     with pytest.raises(ValueError, match="rule must be one of"):
-        layer_reconstruction(logits_fn, params, images, "conv2", 0, rule="zeiler")
+        layer_reconstruction(logits_fn, params, images, 0, layer="conv2", rule="zeiler")
     with pytest.raises(ValueError, match="neuron must be None, 'max', or integer positions"):
-        layer_reconstruction(logits_fn, params, images, "conv2", 0, neuron=(1, 2, 3))
+        layer_reconstruction(logits_fn, params, images, 0, layer="conv2", neuron=(1, 2, 3))
     with pytest.raises(ValueError, match="neuron must lie within"):
-        layer_reconstruction(logits_fn, params, images, "conv2", 0, neuron=(1, 6))
+        layer_reconstruction(logits_fn, params, images, 0, layer="conv2", neuron=(1, 6))
     with pytest.raises(ValueError, match="neuron must be None or 'max' for a layer without spatial axes"):
-        layer_reconstruction(logits_fn, params, images, "fc", 0, neuron=(1,))
+        layer_reconstruction(logits_fn, params, images, 0, layer="fc", neuron=(1,))
     with pytest.raises(ValueError, match=r"images must have shape \[B, H, W, C\]"):
-        layer_reconstruction(logits_fn, params, images[0], "conv2", 0)
-    _, reconstruct = layer_vjp(logits_fn, params, images, "conv2")
+        layer_reconstruction(logits_fn, params, images[0], 0, layer="conv2")
+    _, reconstruct = layer_vjp(logits_fn, params, images, layer="conv2")
     with pytest.raises(ValueError, match=r"signal must have the layer's shape \(3, 6, 6, 6\)"):
         reconstruct(jnp.zeros((3, 6, 6, 5)))
     shared = Shared()
     x = jnp.zeros((1, 4, 4, 3))
     shared_params = shared.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="called 2 times"):
-        layer_activations(functools.partial(shared.apply, train=False), shared_params, x, "twice")
+        layer_activations(functools.partial(shared.apply, train=False), shared_params, x, layer="twice")
 
 
 # --- EfficientNet-Lite0: reconstructions w.r.t. raw pixels ----------------------------------
@@ -329,14 +329,14 @@ def test_efficientnet_early_neuron_reconstruction_in_raw_pixels(efficientnet_xla
     """blocks_0's neuron (i, j): a 3x3/2 stem (TF SAME: no padding before) then a 3x3/1
     depthwise conv, so it sees raw pixel rows 2i-2 .. 2i+4 and nothing else."""
     model = efficientnet_xla
-    top = top_activated_channels(model.logits_fn, model.params, photo, "blocks_0", k=1)
+    top = top_activated_channels(model.logits_fn, model.params, photo, layer="blocks_0", k=1)
     i, j = 40, 57
 
     @jax.jit
     def rec(params, x):
         channel = top.channels[:, 0]
         return [
-            layer_reconstruction(model.logits_fn, params, x, "blocks_0", channel, neuron=(i, j), rule=r).signals
+            layer_reconstruction(model.logits_fn, params, x, channel, layer="blocks_0", neuron=(i, j), rule=r).signals
             for r in RULES
         ]
 
@@ -351,13 +351,13 @@ def test_efficientnet_early_neuron_reconstruction_in_raw_pixels(efficientnet_xla
 @pytest.mark.slow
 def test_efficientnet_deep_reconstructions(efficientnet_xla, photo):
     model = efficientnet_xla
-    top = top_activated_channels(model.logits_fn, model.params, photo, "blocks_14", k=2)
+    top = top_activated_channels(model.logits_fn, model.params, photo, layer="blocks_14", k=2)
     assert top.channels.shape == (1, 2) and bool(jnp.all(top.activations > 0))
 
     @jax.jit
     def rec(params, x, channels):
         return [
-            layer_reconstructions(model.logits_fn, params, x, "blocks_14", channels, rule=r).signals for r in RULES
+            layer_reconstructions(model.logits_fn, params, x, channels, layer="blocks_14", rule=r).signals for r in RULES
         ]
 
     signals = dict(zip(RULES, rec(model.params, photo, top.channels)))
@@ -388,8 +388,8 @@ def test_figure_experiment_draws(small_cnn, images, tmp_path):
     maps = {r: np.abs(np.asarray(images[:2, ..., 0])) for r in RULES}
     reconstructions = {}
     for layer in config.layers:
-        top = top_activated_channels(logits_fn, params, images[:2], layer, k=2)
-        signals = layer_reconstructions(logits_fn, params, images[:2], layer, top.channels).signals
+        top = top_activated_channels(logits_fn, params, images[:2], layer=layer, k=2)
+        signals = layer_reconstructions(logits_fn, params, images[:2], top.channels, layer=layer).signals
         reconstructions[layer] = (top, {r: np.asarray(signals) for r in RULES})
     experiment.draw(config, str(tmp_path), x, np.array([1, 2]), maps, reconstructions)
     assert sorted(p.name for p in tmp_path.iterdir()) == [

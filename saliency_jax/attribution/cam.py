@@ -52,7 +52,7 @@ def _check_layer(logits_fn: LogitsFn, params: Any, images: jax.Array, layer) -> 
             "(see list_layers, or a Classifier's feature_layer)"
         )
     path = _layer_path(layer)
-    shape = jax.eval_shape(lambda p, x: layer_activations(logits_fn, p, x, path), params, images[:1]).shape
+    shape = jax.eval_shape(lambda p, x: layer_activations(logits_fn, p, x, layer=path), params, images[:1]).shape
     if len(shape) != 4:
         raise ValueError(f"layer {'/'.join(path)!r} must output [B, h, w, channels] feature maps, got shape {shape}")
     return path, shape
