@@ -392,7 +392,7 @@ def _class_models(logits_fn, params, k, model, image_size, config, objective):
     @jax.jit
     def run(params, key):
         ascent_key, noise_key = jax.random.split(key)
-        state = ascent.init(params, jnp.arange(k), ascent_key)
+        state = ascent.init(params, jnp.arange(k), key=ascent_key)
         noise = jax.random.normal(noise_key, state.variables.shape)
         state = state._replace(variables=noise * config.class_model_init_noise / model.pixel_scale)
         state, history = ascent.run(params, state, config.class_model_steps)

@@ -83,7 +83,7 @@ def sweep(mode: str, config: Config, settings_grid=None, checkpoints=None) -> li
         ascent = class_model_ascent(classifier.logits_fn, mode=mode, learning_rate=lr, l2_weight=l2, **settings)
         run = jax.jit(ascent.run, static_argnums=2)
         finish = jax.jit(ascent.finish)
-        state = ascent.init(classifier.params, classes, key)
+        state = ascent.init(classifier.params, classes, key=key)
         done, start = 0, time.perf_counter()
         for checkpoint in checkpoints or config.checkpoints[mode]:
             state, history = run(classifier.params, state, checkpoint - done)

@@ -182,7 +182,7 @@ class ClassModelAscent(NamedTuple):
     """The pure pieces of one configured ascent (like an optax transformation).
 
     Attributes:
-      init: ``(params, classes, key) -> ClassModelState``: zero images for int
+      init: ``(params, classes, *, key) -> ClassModelState``: zero images for int
         ``[K]`` (or scalar) ``classes``; checks the classes when concrete.
       step: ``(params, state) -> (state, (scores [K], objectives [K]))``: one update.
       run: ``(params, state, num_steps) -> (state, ClassModelHistory)``: ``num_steps``
@@ -306,7 +306,7 @@ def class_model_ascent(
         # Examples are independent, so the gradient of the sum is each image's own.
         return -jnp.sum(value), (scores, value)
 
-    def init(params, classes, key) -> ClassModelState:
+    def init(params, classes, *, key) -> ClassModelState:
         classes = jnp.asarray(classes)
         if classes.ndim > 1 or classes.size == 0:
             raise ValueError(f"classes must be an int scalar or a non-empty [K] array, got shape {classes.shape}")
@@ -392,7 +392,7 @@ def class_models(
     steps = mode_defaults(mode).steps if steps is None else steps
     check_steps(steps)
     ascent = class_model_ascent(logits_fn, mode=mode, **kwargs)
-    state = ascent.init(params, classes, key)
+    state = ascent.init(params, classes, key=key)
     state, history = ascent.run(params, state, steps)
     return ascent.finish(params, state, history)
 
@@ -520,7 +520,7 @@ def classifier_class_models(
     finish = jax.jit(ascent.finish)
     results = []
     for start in range(0, classes.shape[0], batch_size):
-        state = ascent.init(classifier.params, classes[start : start + batch_size], key)
+        state = ascent.init(classifier.params, classes[start : start + batch_size], key=key)
         state, history = run_in_chunks(ascent, classifier.params, state, steps, chunk=chunk, on_chunk=on_chunk)
         results.append(finish(classifier.params, state, history))
     if len(results) == 1:

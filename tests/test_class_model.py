@@ -165,7 +165,7 @@ def test_chunks_of_steps_equal_one_run(tiny_cnn):
     ascent = class_model_ascent(logits_fn, **MODES["regularised"], **TINY)
     key, classes = jax.random.key(1), jnp.array([1, 3])
     run = jax.jit(ascent.run, static_argnums=2)
-    state = ascent.init(params, classes, key)
+    state = ascent.init(params, classes, key=key)
     state, first = run(params, state, 3)
     state, second = run(params, state, 3)
     chunked = ascent.finish(params, state, first)
