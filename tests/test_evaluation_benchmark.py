@@ -110,3 +110,99 @@ def test_map_rows_and_table(small):
     assert "| graphcut | simulated |" in table and "| whole image | - |" in table
     with pytest.raises(ValueError, match="saliency_maps must have shape"):
         bench.map_rows(small, maps[:3], "x")
+
+
+# ----------------------------------------------------------------------------- multi-object scenes
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return bench.make_scenes(6, size=112, seed=3)
+
+
+def test_scenes_have_exact_boxes_distinct_classes_and_sizes_in_range(scenes):
+    count = len(scenes.classes)
+    assert scenes.images.shape == (count, 112, 112, 3) and scenes.masks.shape == (count, 112, 112)
+    assert 12 <= count <= 18  # 6 scenes of 2 or 3 objects
+    for mask, box in zip(scenes.masks, scenes.boxes):
+        assert mask.any()
+        np.testing.assert_array_equal(bounding_box(mask), box)
+        assert max(box[2] - box[0], box[3] - box[1]) <= 0.6 * 112 + 1
+    for s in np.unique(scenes.scenes):
+        members = np.flatnonzero(scenes.scenes == s)
+        assert len(members) >= 2
+        assert len(set(scenes.classes[members])) == len(members)  # different classes
+        assert all(np.array_equal(scenes.images[members[0]], scenes.images[m]) for m in members)
+        # Visible masks of one scene never overlap: each pixel shows at most one object at >= 50%.
+        assert scenes.masks[members].sum(axis=0).max() <= 1
+    for name, c in zip(scenes.objects, scenes.classes):
+        assert c == bench.SCENE_OBJECTS[name].label
+    again = bench.make_scenes(6, size=112, seed=3)
+    np.testing.assert_array_equal(again.images, scenes.images)
+    np.testing.assert_array_equal(again.masks, scenes.masks)
+    assert not np.array_equal(bench.make_scenes(6, size=112, seed=4).boxes[:4], scenes.boxes[:4])
+
+
+def test_scene_mask_is_the_blended_objects_visible_half():
+    rng = np.random.default_rng
+    kwargs = dict(size=96, scales=[0.5], positions=[(0.5, 0.5)], wobble=0.0)
+    image, masks = bench.scene(["cat"], "gravel", rng=rng(0), **kwargs)
+    background, moved = bench.scene(["cat"], "gravel", rng=rng(0), **dict(kwargs, positions=[(0.0, 0.0)]))
+    # Far from the edge the object replaces the background, outside it leaves it alone.
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(masks[0], iterations=3)
+    outer = ~ndimage.binary_dilation(masks[0], iterations=3)
+    other = ~ndimage.binary_dilation(moved[0], iterations=3)
+    assert not np.array_equal(image[inner], background[inner])
+    np.testing.assert_array_equal(image[outer & other], background[outer & other])
+    # The unwobbled mask is the object's ellipse, scaled: 48 px longer side, centred.
+    x0, y0, x1, y1 = bounding_box(masks[0])
+    assert abs((x1 - x0) - 48) <= 2 and abs((x0 + x1) / 2 - 48) <= 1.5
+    # A second object in front hides part of the first: its visible mask shrinks by exactly that.
+    both, two = bench.scene(["cat", "espresso"], "gravel", size=96, scales=[0.5, 0.5],
+                            positions=[(0.5, 0.5), (0.5, 0.9)], wobble=0.0, rng=rng(0))
+    alone = bench.scene(["espresso"], "gravel", size=96, scales=[0.5], positions=[(0.5, 0.9)],
+                        wobble=0.0, rng=rng(0))[1][0]
+    np.testing.assert_array_equal(two[1], alone)
+    assert (two[0] <= masks[0]).all() and not (two[0] & two[1]).any() and two[0].sum() < masks[0].sum()
+
+
+def test_bad_scene_settings_raise():
+    with pytest.raises(ValueError, match="object must be one of"):
+        bench.scene(["unicorn"], "brick", scales=[0.5], positions=[(0, 0)])
+    with pytest.raises(ValueError, match="background must be one of"):
+        bench.scene(["cat"], "lava", scales=[0.5], positions=[(0, 0)])
+    with pytest.raises(ValueError, match="same length"):
+        bench.scene(["cat", "espresso"], "brick", scales=[0.5], positions=[(0, 0)])
+    with pytest.raises(ValueError, match="objects_per_scene"):
+        bench.make_scenes(2, objects_per_scene=(0, 2))
+    with pytest.raises(ValueError, match="num_scenes"):
+        bench.make_scenes(0)
+
+
+def test_graphcut_beats_the_centre_box_on_scenes_with_a_simulated_map():
+    data = bench.make_scenes(8, size=112, seed=5)
+    maps = bench.simulated_saliency(data.masks, seed=5, coverage=0.6, distractors=1)
+    found = localise_many(data.images, maps, GraphCutConfig(), processes=1)
+    graphcut = bench.score("graphcut", "simulated", np.stack([f.box for f in found]), data)
+    centre = bench.baseline_rows(data)[0]
+    assert graphcut.box_iou > centre.box_iou + 0.2
+    assert graphcut.accuracy > centre.accuracy
+
+
+@pytest.mark.slow
+def test_scene_objects_get_their_label_from_the_embedded_model_alone():
+    import jax
+
+    from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
+
+    model = load_efficientnet_lite0()
+    alone = np.stack([bench.object_alone(name) for name in bench.SCENE_OBJECT_NAMES]).astype(np.float32)
+    logits = np.asarray(jax.jit(model.logits_fn)(model.params, alone))
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    for name, row in zip(bench.SCENE_OBJECT_NAMES, probabilities):
+        obj = bench.SCENE_OBJECTS[name]
+        assert int(np.argmax(row)) == obj.label, name
+        assert row[obj.label] == pytest.approx(obj.probability, abs=0.02), name

@@ -53,3 +53,20 @@ def test_box_of_an_empty_mask_raises():
 def test_masks_must_be_two_dimensional():
     with pytest.raises(ValueError, match=r"mask must have shape \[H, W\]"):
         largest_component(np.zeros((2, 3, 3), bool))
+
+
+def test_most_salient_component_is_the_one_with_the_largest_saliency_sum():
+    from saliency_jax.localisation import most_salient_component
+
+    mask = np.zeros((8, 8), bool)
+    mask[0:4, 0:4] = True  # 16 pixels, low saliency
+    mask[6:8, 6:8] = True  # 4 pixels, high saliency
+    saliency = np.full((8, 8), -1.0)
+    saliency[0:4, 0:4] = 0.0
+    saliency[6:8, 6:8] = 5.0
+    kept = most_salient_component(mask, saliency)
+    np.testing.assert_array_equal(kept, np.pad(np.ones((2, 2), bool), ((6, 0), (6, 0))))
+    # Saliency is shifted to a minimum of 0: the big one wins when it sums more.
+    saliency[0:4, 0:4] = 1.0
+    np.testing.assert_array_equal(most_salient_component(mask, saliency), largest_component(mask))
+    assert not most_salient_component(np.zeros((3, 3), bool), np.eye(3)).any()

@@ -17,6 +17,7 @@ def test_defaults_are_the_papers_and_grabcuts():
     assert config.hard_seeds == "none"
     assert config.iterations == 1
     assert config.saliency_weight == 0.0
+    assert config.component == "largest"
 
 
 def test_config_is_frozen_and_hashable():
@@ -48,6 +49,7 @@ def test_config_is_frozen_and_hashable():
         (dict(iterations=0), "iterations"),
         (dict(saliency_weight=-1.0), "saliency_weight"),
         (dict(max_side=1), "max_side"),
+        (dict(component="biggest"), "component"),
     ],
 )
 def test_bad_settings_raise_naming_the_field(kwargs, field):

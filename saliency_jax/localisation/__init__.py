@@ -5,8 +5,8 @@ GraphCut of the image (PyMaxflow) and the largest connected foreground component
 with its box. Numpy in, numpy out; this package does not import JAX.
 """
 
-from saliency_jax.localisation.components import bounding_box, largest_component
-from saliency_jax.localisation.config import HARD_SEEDS, GraphCutConfig
+from saliency_jax.localisation.components import bounding_box, largest_component, most_salient_component
+from saliency_jax.localisation.config import COMPONENTS, HARD_SEEDS, GraphCutConfig
 from saliency_jax.localisation.gmm import (
     ColourModels,
     colour_costs,
@@ -29,6 +29,7 @@ from saliency_jax.localisation.pipeline import (
 from saliency_jax.localisation.seeds import Seeds, quantile_seeds
 
 __all__ = [
+    "COMPONENTS",
     "ClassBoxes",
     "ColourModels",
     "GraphCutConfig",
@@ -52,6 +53,7 @@ __all__ = [
     "saliency_prior",
     "working_shape",
     "log_likelihood",
+    "most_salient_component",
     "quantile_seeds",
     "solve",
 ]

@@ -32,6 +32,34 @@ def largest_component(mask: np.ndarray, connectivity: int = 2) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def most_salient_component(mask: np.ndarray, saliency: np.ndarray, connectivity: int = 2) -> np.ndarray:
+    """Keeps the connected component of a mask with the largest total saliency.
+
+    The saliency is shifted so its minimum is 0. Ties go to the component whose
+    first pixel comes first in row-major order.
+
+    Args:
+      mask: bool ``[H, W]``.
+      saliency: ``[H, W]`` finite map.
+      connectivity: 1 (4-neighbours) or 2 (8-neighbours).
+
+    Returns:
+      bool ``[H, W]``; all False when ``mask`` is empty.
+    """
+    mask = as_mask(mask)
+    saliency = np.asarray(saliency, np.float64)
+    if saliency.shape != mask.shape:
+        raise ValueError(f"saliency must have the mask's shape {mask.shape}, got {saliency.shape}")
+    if connectivity not in (1, 2):
+        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    labels = label(mask, connectivity=connectivity)
+    if labels.max() == 0:
+        return np.zeros_like(mask)
+    totals = np.bincount(labels.ravel(), weights=(saliency - saliency.min()).ravel())
+    totals[0] = -1.0
+    return labels == int(np.argmax(totals))
+
+
 def bounding_box(mask: np.ndarray) -> np.ndarray:
     """The tightest box around a mask's pixels.
 

@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 HARD_SEEDS = ("none", "foreground", "both")
+COMPONENTS = ("largest", "salient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,10 @@ class GraphCutConfig:
         maximum, labelling a pixel foreground costs ``w * (1 - s)`` more and
         background ``w * s`` more (in the same nats as the colour
         log-likelihoods).
+      component: which connected foreground component is the object:
+        ``"largest"`` (the paper) or ``"salient"``, the one with the largest sum
+        of saliency (the map minus its minimum), which in a scene of several
+        objects is the one the map points at rather than the biggest.
       max_side: :func:`~saliency_jax.localisation.localise_photo` runs the cut on
         the photo with its longer side reduced to at most this many pixels
         (0 = never reduced); :func:`~saliency_jax.localisation.localise` ignores it.
@@ -79,6 +84,7 @@ class GraphCutConfig:
     iterations: int = 1
     saliency_weight: float = 0.0
     max_side: int = 512
+    component: str = "largest"
 
     def __post_init__(self):
         for name in ("foreground_quantile", "background_quantile"):
@@ -112,6 +118,8 @@ class GraphCutConfig:
         if not (isinstance(self.saliency_weight, (int, float)) and not isinstance(self.saliency_weight, bool)
                 and math.isfinite(self.saliency_weight) and self.saliency_weight >= 0):
             raise ValueError(f"saliency_weight must be a finite number >= 0, got {self.saliency_weight!r}")
+        if self.component not in COMPONENTS:
+            raise ValueError(f"component must be one of {COMPONENTS}, got {self.component!r}")
         if 0 < self.max_side < 2:
             raise ValueError(f"max_side must be 0 (no limit) or >= 2, got {self.max_side}")
         if self.connectivity not in (1, 2):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from saliency_jax.localisation._inputs import as_image, as_saliency
-from saliency_jax.localisation.components import bounding_box, largest_component
+from saliency_jax.localisation.components import bounding_box, largest_component, most_salient_component
 from saliency_jax.localisation.config import GraphCutConfig
 from saliency_jax.localisation.gmm import colour_costs, fit_colour_models
 from saliency_jax.localisation.graphcut import build_graph, solve
@@ -156,7 +156,10 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
         fit_on = Seeds(cut, ~cut, seeds.foreground_threshold, seeds.background_threshold)
 
     tick = time.perf_counter()
-    mask = largest_component(segmentation, config.connectivity)
+    if config.component == "salient":
+        mask = most_salient_component(segmentation, saliency, config.connectivity)
+    else:
+        mask = largest_component(segmentation, config.connectivity)
     if not mask.any():  # the cut kept no foreground: fall back to the seeds themselves
         mask = largest_component(seeds.foreground, config.connectivity)
     box = bounding_box(mask)
