@@ -352,9 +352,10 @@ def test_noise_wrappers_closed_forms_on_the_linear_model(linear_model, getkey):
     np.testing.assert_allclose(
         A.squaregrad(logits_fn, params, images, 1, key=key, num_samples=4), w**2, rtol=1e-5
     )
-    absolute = np.asarray(A.smoothgrad(logits_fn, params, images, 1, **settings, absolute=True))
-    assert (absolute >= np.abs(np.asarray(smooth)) - 1e-3).all()  # mean |a| >= |mean a|
-    assert (absolute > np.abs(np.asarray(smooth)) + 1.0).any()
+    maps = np.asarray(A.smoothgrad(logits_fn, params, images, 1, **settings, reduction="max_abs"))
+    assert maps.shape == images.shape[:3]
+    assert (maps >= np.abs(np.asarray(smooth)).max(-1) - 1e-3).all()  # mean max |a| >= max |mean a|
+    assert (maps > np.abs(np.asarray(smooth)).max(-1) + 1.0).any()
 
 
 def test_smoothgrad_noise_is_as_documented(tiny_cnn, getkey):
@@ -365,18 +366,16 @@ def test_smoothgrad_noise_is_as_documented(tiny_cnn, getkey):
     ours = A.smoothgrad(logits_fn, params, images, 1, key=key, num_samples=samples, noise_scale=scale)
     noise_key = jax.random.split(key)[0]
     span = images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3))
-    expected = np.mean(
-        [
-            sj.input_gradients(
-                logits_fn, params,
-                images + scale * span[:, None, None, None] * jax.random.normal(jax.random.fold_in(noise_key, n), (1, 8, 8, 3)),
-                1,
-            ).gradients
-            for n in range(samples)
-        ],
-        axis=0,
+    noise = [jax.random.normal(jax.random.fold_in(noise_key, n), (1, 8, 8, 3)) for n in range(samples)]
+    noisy = [images + scale * span[:, None, None, None] * e for e in noise]
+    gradients = [sj.input_gradients(logits_fn, params, x, 1).gradients for x in noisy]
+    np.testing.assert_allclose(ours, np.mean(gradients, axis=0), rtol=1e-4, atol=1e-7)
+    # With a reduction, the paper's map of each noisy copy is averaged.
+    maps = A.smoothgrad(
+        logits_fn, params, images, 1, key=key, num_samples=samples, noise_scale=scale, reduction="max_abs"
     )
-    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-7)
+    expected = np.mean([sj.saliency_from_gradients(g) for g in gradients], axis=0)
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-7)
 
 
 # --- flip-shift average -------------------------------------------------------------------
@@ -395,6 +394,9 @@ def test_flip_shift_moves_each_copy_back(linear_model, getkey):
             g = np.roll(w, (-s, -s), axis=(0, 1))
             copies.append(g[:, ::-1] if flip else g)
     np.testing.assert_allclose(ours, np.broadcast_to(np.mean(copies, axis=0), images.shape), rtol=1e-5)
+    maps = A.flip_shift_average(logits_fn, params, images, 2, shifts=(0, 1, 3), reduction="max_abs")
+    expected = np.mean([np.abs(c).max(-1) for c in copies], axis=0)
+    np.testing.assert_allclose(maps, np.broadcast_to(expected, images.shape[:3]), rtol=1e-5)
 
 
 def test_flip_shift_of_a_symmetric_model_is_the_plain_map(getkey):

@@ -35,6 +35,7 @@ def flip_shift_average(
     method: Callable = gradient,
     shifts: Sequence[int] = (0, 4),
     flips: bool = True,
+    reduction: str | None = None,
     **settings,
 ) -> jax.Array:
     """``method`` averaged over flipped and shifted copies, each moved back into the image's frame.
@@ -49,10 +50,14 @@ def flip_shift_average(
       method: any attribution method of the package.
       shifts: diagonal circular shifts in pixels (0: the image itself), at least one.
       flips: also use the horizontally mirrored copies.
+      reduction: ``None`` to average the attributions; or a reduction of
+        :func:`attribution_map` (e.g. ``"max_abs"``) applied to each copy first,
+        averaging ``[B, H, W]`` maps.
       **settings: passed to ``method``.
 
     Returns:
-      ``method``'s output shape, averaged over ``len(shifts) * (2 if flips else 1)`` copies.
+      ``method``'s output shape (``[B, H, W]`` with a ``reduction``), averaged over
+      ``len(shifts) * (2 if flips else 1)`` copies.
     """
     if not callable(method):
         raise ValueError(f"method must be an attribution method (a function), got {method!r}")
@@ -66,7 +71,8 @@ def flip_shift_average(
     height, width = images.shape[1:3]
 
     def call(x, k):
-        return method(logits_fn, params, x, classes, key=k, batch_size=batch_size, **settings)
+        out = method(logits_fn, params, x, classes, key=k, batch_size=batch_size, **settings)
+        return out if reduction is None else _common.attribution_map(out, reduction=reduction)
 
     out_shape = jax.eval_shape(call, images, key).shape
     if len(out_shape) < 3:

@@ -35,7 +35,7 @@ def noise_std(images: jax.Array, noise_scale: float) -> jax.Array:
 
 
 def _noise_moments(
-    logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, absolute, settings, name
+    logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, reduction, settings, name
 ):
     """``(mean, mean of squares)`` of ``method``'s output over noisy copies, ``[B, ...]`` each."""
     if not callable(method):
@@ -56,7 +56,7 @@ def _noise_moments(
             logits_fn, params, noisy, classes[b],
             key=jax.random.fold_in(method_key, b[0] * num_samples + n[0]), batch_size=batch_size, **settings,
         )
-        out = jnp.abs(out) if absolute else out
+        out = out if reduction is None else _common.attribution_map(out, reduction=reduction)
         return out, jnp.square(out)
 
     total, total_sq = _common.sum_over_expansions(row, images.shape[0], num_samples, batch_size)
@@ -74,7 +74,7 @@ def smoothgrad(
     method: Callable = gradient,
     num_samples: int = 16,
     noise_scale: float = 0.15,
-    absolute: bool = False,
+    reduction: str | None = None,
     **settings,
 ) -> jax.Array:
     """SmoothGrad: ``method`` averaged over ``num_samples`` noisy copies of each image.
@@ -90,14 +90,18 @@ def smoothgrad(
       num_samples: noisy copies per image, ``>= 1``.
       noise_scale: the noise's standard deviation as a fraction of each image's
         value range, ``>= 0`` (Smilkov et al.: 10-20%).
-      absolute: average ``|attributions|`` instead of the signed values.
+      reduction: ``None`` to average the attributions themselves (Smilkov et al.);
+        or a reduction of :func:`attribution_map` (e.g. ``"max_abs"``) applied to each
+        copy's attributions first, averaging ``[B, H, W]`` maps (the paper's map of
+        each noisy copy, averaged).
       **settings: passed to ``method`` (e.g. ``rule=``, ``steps=``, ``layer=``).
 
     Returns:
-      ``method``'s output shape: ``[B, H, W, C]``, or ``[B, h, w]`` for a layer method.
+      ``method``'s output shape: ``[B, H, W, C]``, or ``[B, h, w]`` for a layer method
+      or with a ``reduction``.
     """
     mean, _ = _noise_moments(
-        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, absolute, settings,
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, reduction, settings,
         "smoothgrad",
     )
     return mean
@@ -121,7 +125,7 @@ def squaregrad(
     Arguments as :func:`smoothgrad`. Returns ``method``'s output shape, non-negative.
     """
     _, mean_sq = _noise_moments(
-        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, False, settings,
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, None, settings,
         "squaregrad",
     )
     return mean_sq
@@ -145,7 +149,7 @@ def vargrad(
     Arguments as :func:`smoothgrad`. Returns ``method``'s output shape, non-negative.
     """
     mean, mean_sq = _noise_moments(
-        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, False, settings,
+        logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, None, settings,
         "vargrad",
     )
     return jnp.maximum(mean_sq - jnp.square(mean), 0.0)
