@@ -560,7 +560,7 @@ class _Unpickler:
             p.FRAME: frame,
             p.MARK: mark,
             p.POP: pop,
-            p.POP_MARK: lambda: self._pop_mark() and None,
+            p.POP_MARK: self._pop_mark,
             p.DUP: lambda: push(self._top()),
             p.NONE: lambda: push(None),
             p.NEWTRUE: lambda: push(True),
