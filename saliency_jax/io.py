@@ -12,11 +12,13 @@ import json
 import os
 import socket
 import tempfile
+import threading
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 # Photos that ship with scikit-image and scikit-learn (no download needed).
 SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
@@ -24,20 +26,48 @@ SKLEARN_PHOTOS = ("china", "flower")
 BUNDLED_PHOTOS = SKIMAGE_PHOTOS + SKLEARN_PHOTOS
 
 
+def _float_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """Float pixels to uint8: values all within [0, 1] are on the 0-1 scale, others on 0-255 (clipped)."""
+    array = np.asarray(array, np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite pixels")
+    if array.size and array.min() >= 0.0 and array.max() <= 1.0:
+        array = array * 255.0
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
+
+
+def _scale_to_uint8(array: np.ndarray, top: int) -> np.ndarray:
+    """Integer pixels on ``[0, top]`` to uint8 (``value * 255 / top``, rounded); outside the range clipped."""
+    array = np.clip(np.asarray(array, np.float64), 0, top)
+    return np.round(array * (255.0 / top)).astype(np.uint8)
+
+
 def _to_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """An image array as uint8 ``[H, W, 3]``.
+
+    uint8 is taken as is, bool as black/white, uint16 on its full range
+    (``value / 257``), other integers as 0-255 (clipped) and floats by the rule of
+    :func:`load_image`. A fourth channel (alpha) is dropped.
+    """
     array = np.asarray(array)
     if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
+        array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{name} must be an image of shape [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
     if array.shape[-1] == 4:
         array = array[..., :3]
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
-            array = array * 255.0
-        array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = _scale_to_uint8(array, 65535)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = _float_to_uint8(array, name)
+    elif array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array)
 
 
@@ -60,26 +90,190 @@ def bundled_photo(name: str) -> np.ndarray:
     raise ValueError(f"name must be one of {BUNDLED_PHOTOS}, got {name!r}")
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as uint8 RGB ``[H, W, 3]`` (grey and RGBA are converted).
+# Pillow's pixel limit is a module global that its readers consult while opening and
+# decoding; load_image sets it for the duration of one read. The lock keeps
+# concurrent reads from restoring each other's value.
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+class _TooManyPixels(Exception):
+    def __init__(self, size: tuple[int, int]):
+        super().__init__(size)
+        self.size = size
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit() -> Iterator[Callable[[int | None], None]]:
+    """Yields a setter of Pillow's pixel limit; inside the block Pillow refuses, rather than warns."""
+
+    def set_limit(limit: int | None) -> None:
+        Image.MAX_IMAGE_PIXELS = limit
+
+    with _PIXEL_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        try:
+            yield set_limit
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_pixels(img: Image.Image, limit: int | None) -> None:
+    width, height = img.size
+    if limit is not None and width * height > limit:
+        raise _TooManyPixels((width, height))
+
+
+class _Frame(NamedTuple):
+    image: Image.Image  # decoded and turned as its EXIF orientation says
+    frames: int  # in the file
+    integer_top: int  # the largest value of a mode-I image, from the file's header
+
+
+def _read_first_frame(path: str, limit: int | None) -> _Frame:
+    """The first frame of the image file ``path``."""
+    with _pillow_pixel_limit() as set_limit:
+        # Opening reads only the header; the size it declares is checked here, so the
+        # message can give it, and Pillow's own checks while decoding use the limit.
+        set_limit(None)
+        with Image.open(path) as img:
+            _check_pixels(img, limit)
+            set_limit(limit)
+            # An MPO (a camera's JPEG with previews or a stereo pair) holds the photo in
+            # its first frame; only animations and multi-page files are worth a warning.
+            frames = 1 if img.format == "MPO" else int(getattr(img, "n_frames", 1))
+            if frames > 1:
+                img.seek(0)
+            img.load()
+            _check_pixels(img, limit)  # a GIF frame may extend the canvas
+            # exif_transpose returns a copy (kept after the file closes), without the TIFF tags
+            return _Frame(ImageOps.exif_transpose(img), frames, _integer_top(img))
+
+
+def _integer_top(img: Image.Image) -> int:
+    """The largest value of a mode-I image: a TIFF's declared bit depth, otherwise the 16-bit range.
+
+    Pillow opens 16-bit PGM/PPM files as mode I already scaled to 0-65535.
+    """
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return 65535
+    bits = tags.get(258, (16,))
+    sample_format = tags.get(339, (1,))
+    bits = int(bits[0] if isinstance(bits, tuple) else bits)
+    signed = (sample_format[0] if isinstance(sample_format, tuple) else sample_format) == 2
+    return 2 ** (bits - signed) - 1 if bits in (8, 16, 24, 32) else 65535
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    """An alpha band, a transparent colour or palette entry, or a palette with alpha."""
+    palette_alpha = img.mode == "P" and img.palette is not None and img.palette.mode.endswith("A")
+    return "A" in img.getbands() or "transparency" in img.info or palette_alpha
+
+
+def _pillow_to_rgb_uint8(img: Image.Image, name: str, integer_top: int = 65535) -> np.ndarray:
+    """A decoded Pillow image of any mode as uint8 ``[H, W, 3]`` (see :func:`load_image` for the rule).
+
+    ``integer_top`` is the largest value of a mode-I image (see :func:`_integer_top`).
+    """
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        array = np.asarray(img)
+        if mode == "F":
+            grey = _float_to_uint8(array, name)
+        else:
+            top = 65535 if mode.startswith("I;16") else integer_top
+            if top == 2**32 - 1:  # unsigned 32-bit: Pillow stores the bits as int32
+                array = array.view(np.uint32)
+            grey = _scale_to_uint8(array, top)
+            key = img.info.get("transparency")
+            if isinstance(key, int) and not isinstance(key, bool):
+                grey[array == key] = 255  # a colour-key transparent pixel, shown on white
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=-1))
+    if mode in ("La", "RGBa"):  # premultiplied alpha: over white is colour + (255 - alpha)
+        array = np.asarray(img).astype(np.int32)
+        colour, alpha = array[..., :-1], array[..., -1:]
+        rgb = np.clip(colour + 255 - alpha, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.broadcast_to(rgb, rgb.shape[:2] + (3,)))
+    if _has_transparency(img):
+        rgba = np.asarray(img.convert("RGBA")).astype(np.float64)
+        alpha = rgba[..., 3:] / 255.0
+        return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Reads an image file as uint8 RGB ``[H, W, 3]``, as an image viewer shows it.
 
     A path of the form ``bundled:NAME`` names a photo from :data:`BUNDLED_PHOTOS`.
 
+    The reading rule, for every Pillow mode:
+
+    * Pixel values keep their real range. 8-bit images are read as stored; 1-bit
+      images as black and white; palette images through their palette; CMYK,
+      YCbCr, LAB and HSV through Pillow's conversion to RGB (an embedded ICC colour
+      profile is not applied). 16-bit images are scaled to 0-255 (``value / 257``,
+      rounded); 32-bit integer TIFFs by their declared range (``value * 255 /
+      (2**32 - 1)``, or ``/ (2**31 - 1)`` when signed, negatives clipped to 0); other
+      32-bit integer images (e.g. 16-bit PGM) as 16-bit. Float images are taken on
+      the 0-1 scale when every value lies within [0, 1] and on the 0-255 scale
+      otherwise, clipped to [0, 255]; a NaN or infinite pixel is refused.
+    * Transparency (an alpha channel, a transparent palette entry or colour key) is
+      composited over white. Greyscale becomes three equal channels.
+    * The EXIF orientation is applied, so a photo is read the way up it is shown.
+    * An animated or multi-page file (GIF, APNG, TIFF, ...) is read at its first
+      frame, with a ``UserWarning`` that says so. The extra frames of a camera's MPO
+      file (previews, the second view of a stereo pair) pass without a warning.
+    * An image of more than ``max_pixels`` pixels is refused before it is decoded,
+      so that a small file cannot declare a huge image and fill the memory (a
+      "decompression bomb"). Unlike Pillow, which only warns up to twice its
+      limit, the limit is hard.
+
+    Args:
+      path: an image file, or ``bundled:NAME``.
+      max_pixels: the largest width x height to read; None (the default) uses
+        Pillow's limit, ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 pixels unless
+        changed; setting that to None lifts the default limit).
+
+    Returns:
+      uint8 ``[H, W, 3]``.
+
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file is not an image that Pillow can read.
+      ValueError: the file is not an image that Pillow can read (unknown format,
+        truncated or corrupt), holds NaN or infinite pixels, or has more than
+        ``max_pixels`` pixels; the message names the file.
     """
+    if max_pixels is None:
+        limit = Image.MAX_IMAGE_PIXELS
+    else:
+        from saliency_jax._checks import check_int  # imports jax: only when needed
+
+        limit = check_int(max_pixels, "max_pixels", 1)
     text = os.fspath(path)
     if text.startswith("bundled:"):
         return bundled_photo(text.split(":", 1)[1])
     if not os.path.isfile(text):
         raise FileNotFoundError(f"image: no such file {text!r}")
     try:
-        with Image.open(text) as img:
-            img.load()
-            return _to_rgb_uint8(np.asarray(img.convert("RGB")), "image")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image: {text!r} is not a readable image file ({e})") from None
+        frame = _read_first_frame(text, limit)
+    except (_TooManyPixels, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(e, _TooManyPixels):
+            width, height = e.size
+            size = f"has {width}x{height} = {width * height} pixels, more than"
+        else:
+            size = "has more pixels than"
+        raise ValueError(
+            f"image: {text!r} {size} the limit of {limit} pixels (max_pixels); refused as a possible "
+            "decompression bomb"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's readers fail in many ways on truncated or corrupt files
+        raise ValueError(f"image: {text!r} is not a readable image file ({type(e).__name__}: {e})") from None
+    if frame.frames > 1:
+        warnings.warn(f"image: {text!r} has {frame.frames} frames; reading the first only", UserWarning, stacklevel=2)
+    return _pillow_to_rgb_uint8(frame.image, f"image: {text!r}", frame.integer_top)
 
 
 def image_stem(path: str | os.PathLike) -> str:

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from saliency_jax._checks import check_images
 from saliency_jax.backprop_rules import relu6
 from saliency_jax.models.depthwise import depthwise_conv2d
 from saliency_jax.models.imagenet import imagenet_class_names
@@ -259,10 +260,14 @@ def preprocess(images: jax.Array) -> jax.Array:
 def make_logits_fn(module: EfficientNetLite):
     """``logits_fn(variables, images)`` on raw 0-255 images ``[B, R, R, 3]`` (``R`` the variant's resolution).
 
-    Preprocessing happens inside, so gradients are w.r.t. the raw pixels.
+    Preprocessing happens inside, so gradients are w.r.t. the raw pixels. ``images``
+    that are not an RGB batch (e.g. one grey channel) raise ``ValueError`` while
+    tracing, so a jitted call pays nothing for the check; an eager call with
+    concrete images also refuses NaN or infinite pixels.
     """
 
     def logits_fn(variables: Any, images: jax.Array) -> jax.Array:
+        check_images(images, channels=(3,))
         return module.apply(variables, preprocess(images), train=False)
 
     return logits_fn
