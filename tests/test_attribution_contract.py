@@ -187,3 +187,16 @@ def test_companion_rejects_bad_classes(setup):
         companion(logits_fn, params, images, jnp.array([[0, 7]] * 3))  # class 7 of 5
     with pytest.raises(ValueError, match="classes"):
         companion(logits_fn, params, images, np.array([1.5, 2.0]))
+
+
+@pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
+def test_jitted_invalid_requests_give_nan_not_a_plausible_map(setup, name, method, settings):
+    logits_fn, params, images, key = setup
+    run = jax.jit(functools.partial(method, logits_fn, batch_size=BATCH_SIZE, **settings))
+    out = np.asarray(run(params, images, jnp.array([1, 5, -1]), key=key))
+    assert np.isfinite(out[0]).all()
+    assert np.isnan(out[1]).all() and np.isnan(out[2]).all()
+    bad = np.asarray(images).copy()
+    bad[2, 1, 1, 0] = np.nan
+    out = np.asarray(run(params, bad, jnp.array([1, 1, 1]), key=key))
+    assert np.isfinite(out[:2]).all() and np.isnan(out[2]).all()

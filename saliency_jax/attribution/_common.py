@@ -32,32 +32,9 @@ REDUCTIONS = ("max_abs", "sum_abs", "sum", "l2")
 # --- argument checks -------------------------------------------------------------------
 
 
-def check_int(value, name: str, minimum: int) -> int:
-    """Returns ``value`` as an ``int`` if it is an integer ``>= minimum``, else raises ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_number(value, name: str, *, low: float | None = None, high: float | None = None, open_low=False) -> float:
-    """Returns ``value`` as a ``float`` if it is a real number in range, else raises ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    below = low is not None and (value <= low if open_low else value < low)
-    above = high is not None and value > high
-    if not np.isfinite(value) or below or above:
-        lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
-        hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"{name} must be a finite number {' and '.join(s for s in (lo, hi) if s)}, got {value}")
-    return value
-
-
 def check_batch_size(batch_size) -> int | None:
     """``None`` (every row in one chunk) or an integer ``>= 1``."""
-    return None if batch_size is None else check_int(batch_size, "batch_size", 1)
+    return None if batch_size is None else _checks.check_int(batch_size, "batch_size", 1)
 
 
 def check_key(key, method: str) -> jax.Array:
@@ -111,6 +88,26 @@ def resolve_classes(logits_fn: LogitsFn, params: Any, images: jax.Array, classes
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     _checks.check_classes(classes, num_classes(logits_fn, params, images), images.shape[0])
     return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+
+
+def nan_for_invalid_requests(method: Callable) -> Callable:
+    """Makes ``method`` return NaN for the images whose request is invalid, under ``jit`` too.
+
+    Eager calls refuse a class out of range or a non-finite image with a
+    ``ValueError``; under ``jit`` those values are unknown while tracing, so the
+    method's output for such an image is replaced by NaN rather than returned as
+    a plausible map (a one-hot of class 1000 is all zeros: its gradient would be
+    a zero map).
+    """
+
+    @functools.wraps(method)
+    def guarded(logits_fn: LogitsFn, params: Any, images, classes=None, **settings):
+        out = method(logits_fn, params, images, classes, **settings)
+        images = jnp.asarray(images)
+        chosen = jnp.zeros(images.shape[:1], jnp.int32) if classes is None else classes
+        return _checks.nan_where_invalid(out, images, chosen, num_classes(logits_fn, params, images))
+
+    return guarded
 
 
 # --- expansions in chunks ---------------------------------------------------------------
@@ -251,8 +248,8 @@ def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size
         raise ValueError(f"attributions must have shape [B, H, W, C] or [B, h, w], got shape {attributions.shape}")
     if size is not None:
         height, width = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-        check_int(height, "size", 1)
-        check_int(width, "size", 1)
+        _checks.check_int(height, "size", 1)
+        _checks.check_int(width, "size", 1)
         if (height, width) != maps.shape[1:]:
             maps = jax.image.resize(maps, (maps.shape[0], height, width), method="bilinear")
     return maps.astype(jnp.float32)

@@ -19,11 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.gradients import gradient
 from saliency_jax.types import LogitsFn
 
 
+@_common.nan_for_invalid_requests
 def flip_shift_average(
     logits_fn: LogitsFn,
     params: Any,
@@ -65,7 +67,7 @@ def flip_shift_average(
     shifts = tuple(shifts) if isinstance(shifts, Sequence) and not isinstance(shifts, str) else shifts
     if not isinstance(shifts, tuple) or not shifts:
         raise ValueError(f"shifts must be a non-empty sequence of integers (0 for none), got {shifts!r}")
-    shifts = tuple(_common.check_int(s, "shifts", 0) for s in shifts)
+    shifts = tuple(_checks.check_int(s, "shifts", 0) for s in shifts)
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     height, width = images.shape[1:3]

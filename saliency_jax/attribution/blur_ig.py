@@ -86,7 +86,7 @@ def gaussian_blur(images: jax.Array, sigma, *, mode: str = "constant", max_sigma
         if not _checks.is_concrete(sigma):
             raise ValueError("max_sigma must be given when sigma is traced (it sets the kernel's size)")
         max_sigma = float(np.max(np.asarray(sigma)))
-    max_sigma = _common.check_number(max_sigma, "max_sigma", low=0.0)
+    max_sigma = _checks.check_number(max_sigma, "max_sigma", low=0.0)
     if _checks.is_concrete(sigma):
         values = np.asarray(sigma, np.float64)
         if values.shape not in ((), images.shape[:1]) or not np.isfinite(values).all() or (values < 0).any():
@@ -106,6 +106,7 @@ def blur_sigmas(steps: int, max_sigma: float, sqrt: bool) -> tuple[np.ndarray, n
     return sigmas[:-1].astype(np.float32), np.diff(sigmas).astype(np.float32)
 
 
+@_common.nan_for_invalid_requests
 def blur_integrated_gradients(
     logits_fn: LogitsFn,
     params: Any,
@@ -142,9 +143,9 @@ def blur_integrated_gradients(
     del key
     images = _common.as_images(images)
     check_rule(rule)
-    steps = _common.check_int(steps, "steps", 2)
-    max_sigma = _common.check_number(max_sigma, "max_sigma", low=0.0, open_low=True)
-    grad_step = _common.check_number(grad_step, "grad_step", low=0.0, open_low=True)
+    steps = _checks.check_int(steps, "steps", 2)
+    max_sigma = _checks.check_number(max_sigma, "max_sigma", low=0.0, open_low=True)
+    grad_step = _checks.check_number(grad_step, "grad_step", low=0.0, open_low=True)
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     sigmas, step_sizes = (jnp.asarray(a) for a in blur_sigmas(steps, max_sigma, bool(sqrt)))

@@ -111,6 +111,7 @@ def _gradcam_plus_plus_weights(features, grads):
     return jnp.sum(a * jax.nn.relu(grads), axis=(1, 2))
 
 
+@_common.nan_for_invalid_requests
 def gradcam(
     logits_fn: LogitsFn,
     params: Any,
@@ -141,6 +142,7 @@ def gradcam(
     return _cam(logits_fn, params, images, classes, layer, batch_size, _gradcam_weights)
 
 
+@_common.nan_for_invalid_requests
 def gradcam_plus_plus(
     logits_fn: LogitsFn,
     params: Any,

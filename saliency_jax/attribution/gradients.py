@@ -24,6 +24,7 @@ def row_gradients(logits_fn: LogitsFn, params: Any, images: jax.Array, classes: 
     return input_gradients(logits_fn, params, images, classes, rule=rule).gradients
 
 
+@_common.nan_for_invalid_requests
 def gradient(
     logits_fn: LogitsFn,
     params: Any,
@@ -61,6 +62,7 @@ def gradient(
     )
 
 
+@_common.nan_for_invalid_requests
 def gradient_x_input(
     logits_fn: LogitsFn,
     params: Any,

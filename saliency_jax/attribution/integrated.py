@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.gradients import row_gradients
 from saliency_jax.backprop_rules import check_rule
@@ -28,13 +29,14 @@ from saliency_jax.types import LogitsFn
 
 def trapezoid_weights(steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``(alphas, weights)``, each ``[steps]``: the trapezoid rule on ``[0, 1]``; weights sum to 1."""
-    steps = _common.check_int(steps, "steps", 2)
+    steps = _checks.check_int(steps, "steps", 2)
     alphas = np.linspace(0.0, 1.0, steps)
     weights = np.full(steps, 1.0 / (steps - 1))
     weights[[0, -1]] /= 2
     return alphas.astype(np.float32), weights.astype(np.float32)
 
 
+@_common.nan_for_invalid_requests
 def integrated_gradients(
     logits_fn: LogitsFn,
     params: Any,

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.gradients import gradient
 from saliency_jax.types import LogitsFn
@@ -42,8 +43,8 @@ def _noise_moments(
         raise ValueError(f"method must be an attribution method (a function), got {method!r}")
     key = _common.check_key(key, name)
     images = _common.as_images(images)
-    num_samples = _common.check_int(num_samples, "num_samples", 1)
-    noise_scale = _common.check_number(noise_scale, "noise_scale", low=0.0)
+    num_samples = _checks.check_int(num_samples, "num_samples", 1)
+    noise_scale = _checks.check_number(noise_scale, "noise_scale", low=0.0)
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     sigma = noise_std(images, noise_scale)
@@ -63,6 +64,7 @@ def _noise_moments(
     return total / num_samples, total_sq / num_samples
 
 
+@_common.nan_for_invalid_requests
 def smoothgrad(
     logits_fn: LogitsFn,
     params: Any,
@@ -107,6 +109,7 @@ def smoothgrad(
     return mean
 
 
+@_common.nan_for_invalid_requests
 def squaregrad(
     logits_fn: LogitsFn,
     params: Any,
@@ -131,6 +134,7 @@ def squaregrad(
     return mean_sq
 
 
+@_common.nan_for_invalid_requests
 def vargrad(
     logits_fn: LogitsFn,
     params: Any,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.scores import select_scores
 from saliency_jax.types import LogitsFn
@@ -30,7 +31,7 @@ def _pair(value, name: str) -> tuple[int, int]:
         value = (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be an integer or a pair of integers (height, width), got {value!r}")
-    return _common.check_int(value[0], name, 1), _common.check_int(value[1], name, 1)
+    return _checks.check_int(value[0], name, 1), _checks.check_int(value[1], name, 1)
 
 
 def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarray:
@@ -48,6 +49,7 @@ def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarr
     return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int32)
 
 
+@_common.nan_for_invalid_requests
 def occlusion(
     logits_fn: LogitsFn,
     params: Any,
@@ -81,7 +83,7 @@ def occlusion(
     batch, height, width, channels = images.shape
     positions = occlusion_positions((height, width), patch, stride)
     (ph, pw) = _pair(patch, "patch")
-    baseline = _common.check_number(baseline, "baseline")
+    baseline = _checks.check_number(baseline, "baseline")
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
 

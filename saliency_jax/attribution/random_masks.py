@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.types import LogitsFn
 
@@ -47,12 +48,13 @@ def rise_mask(key: jax.Array, image_shape: tuple[int, int], *, grid: int = 7, p:
 
 def rise_masks(key: jax.Array, num_masks: int, image_shape: tuple[int, int], *, grid: int = 7, p: float = 0.5):
     """The masks :func:`rise` uses with this ``key``: float32 ``[N, H, W]``, mask ``n`` from ``fold_in(key, n)``."""
-    num_masks = _common.check_int(num_masks, "num_masks", 1)
+    num_masks = _checks.check_int(num_masks, "num_masks", 1)
     return jax.vmap(lambda n: rise_mask(jax.random.fold_in(key, n), image_shape, grid=grid, p=p))(
         jnp.arange(num_masks)
     )
 
 
+@_common.nan_for_invalid_requests
 def rise(
     logits_fn: LogitsFn,
     params: Any,
@@ -87,12 +89,12 @@ def rise(
     key = _common.check_key(key, "rise")
     images = _common.as_images(images)
     batch, height, width, _ = images.shape
-    num_masks = _common.check_int(num_masks, "num_masks", 1)
-    grid = _common.check_int(grid, "grid", 1)
+    num_masks = _checks.check_int(num_masks, "num_masks", 1)
+    grid = _checks.check_int(grid, "grid", 1)
     if grid > min(height, width):
         raise ValueError(f"grid must be at most the image's smaller side {min(height, width)}, got {grid}")
-    p = _common.check_number(p, "p", low=0.0, high=1.0, open_low=True)
-    baseline = _common.check_number(baseline, "baseline")
+    p = _checks.check_number(p, "p", low=0.0, high=1.0, open_low=True)
+    baseline = _checks.check_number(baseline, "baseline")
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
 

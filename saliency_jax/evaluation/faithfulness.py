@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.blur_ig import gaussian_blur
 from saliency_jax.types import LogitsFn
@@ -57,7 +58,7 @@ def curve_baseline(images: jax.Array, baseline: Any = "blur", *, blur_sigma: flo
     """
     if isinstance(baseline, str):
         if baseline == "blur":
-            sigma = _common.check_number(blur_sigma, "blur_sigma", low=0.0, open_low=True)
+            sigma = _checks.check_number(blur_sigma, "blur_sigma", low=0.0, open_low=True)
             return gaussian_blur(images, sigma, mode="constant")
         if baseline == "mean":
             return jnp.broadcast_to(jnp.mean(images, axis=(1, 2), keepdims=True), images.shape)
@@ -83,7 +84,7 @@ def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_s
             f"saliency must be maps of shape [B, H, W] = {(batch, height, width)} (reduce attributions with "
             f"attribution_map, resizing layer maps with size=), got shape {saliency.shape}"
         )
-    steps = _common.check_int(steps, "steps", 1)
+    steps = _checks.check_int(steps, "steps", 1)
     batch_size = _common.check_batch_size(batch_size)
     canvas = curve_baseline(images, baseline, blur_sigma=blur_sigma)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
