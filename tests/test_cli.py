@@ -329,3 +329,23 @@ def test_localise_on_the_embedded_model(tmp_path):
     assert mask.shape == (300, 451) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
     box = json.loads((out / "chelsea_box.json").read_text())
     assert box["class"] == 285
+
+
+def test_a_decompression_bomb_is_refused_by_name_before_the_model_loads(tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "big.png")
+    # no classifier given: a refusal after the model loaded would take seconds and print more
+    assert cli.main(["saliency", str(tmp_path / "big.png"), "--max-pixels", "1000", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "big.png" in err and "2000 pixels, more than the limit of 1000" in err and "Traceback" not in err
+
+
+def test_an_animated_gif_warns_in_one_line_and_uses_its_first_frame(tmp_path, capsys, red_model):
+    from PIL import Image as PILImage
+
+    frames = [PILImage.fromarray(np.full((30, 30, 3), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert _run(["saliency", str(tmp_path / "anim.gif"), "--out", str(tmp_path / "o")], red_model) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warning == [f"saliency-jax: warning: image: {str(tmp_path / 'anim.gif')!r} has 3 frames; reading the first only"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from saliency_jax.cli import _common
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"saliency-jax: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None, *, classifier=None) -> int:
     """Runs the command line; returns the exit status.
 
@@ -44,7 +49,10 @@ def main(argv: Sequence[str] | None = None, *, classifier=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args, classifier)
+        with warnings.catch_warnings():
+            # a library warning (e.g. "reading the first frame only") is one line on stderr
+            warnings.showwarning = _one_line_warning
+            return args.run(args, classifier)
     except KeyboardInterrupt:
         print(f"saliency-jax {args.command}: interrupted", file=sys.stderr)
         return 130

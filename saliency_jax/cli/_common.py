@@ -55,6 +55,13 @@ def add_common_options(parser: argparse.ArgumentParser, *, batch_size: int, batc
                         help="embedded ImageNet classifier: EfficientNet-Lite0/1/2 (default: lite0)")
 
 
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of commands that read images (``--max-pixels``)."""
+    parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                        help="refuse input images of more than N pixels, a guard against decompression bombs "
+                             "(default: Pillow's limit, 89,478,485)")
+
+
 def progress_enabled(args: argparse.Namespace) -> bool | None:
     """``tqdm``'s ``disable``: ``None`` lets tqdm decide (off when not a terminal)."""
     return None if args.progress is None else not args.progress

@@ -56,6 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pairwise-weight", type=float, default=None, help="GraphCut smoothness weight")
     p.add_argument("--processes", type=_common.positive_int, default=1, help="GraphCut worker processes")
     _common.add_common_options(p, batch_size=8, batch_help="images per compiled batch")
+    _common.add_image_options(p)
     p.set_defaults(run=run)
     return p
 
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         config = dataclasses.replace(config, pairwise_weight=args.pairwise_weight)
     stems = _common.input_stems(args.images)
     out = _common.prepare_out_dir(args.out)
+    # Read every input before loading the model: a bad file fails before any work.
+    read = {p: io.load_image(p, max_pixels=args.max_pixels) for p in args.images}
     if classifier is None:
         classifier = _common.load_classifier(args.model)
     forced = None if args.class_ is None else _common.resolve_class(args.class_, classifier.class_names)
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         record = _common.claim_outputs(files.box, COMMAND, _common.source_name(path))
         if not (args.resume and _common.up_to_date(record, settings, [files.mask, files.figure])):
             todo.append((path, stem))
-    photos = [io.load_image(p) for p, _ in todo]
+    photos = [read[p] for p, _ in todo]
     failed = []
     if todo:
         explain = seed_map_explainer(classifier, args.seed_map, batch_size=args.batch_size, seed=args.seed)

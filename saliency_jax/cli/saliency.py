@@ -97,6 +97,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_common.positive_int, default=8, metavar="S",
                    help="occlusion stride in pixels (default: 8)")
     _common.add_common_options(p, batch_size=8, batch_help="images per compiled batch")
+    _common.add_image_options(p)
     p.set_defaults(run=run)
     return p
 
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
 
     stems = _common.input_stems(args.images)
     out = _common.prepare_out_dir(args.out)
+    # Read every input before loading the model: a bad file fails before any work.
+    photos = {p: io.load_image(p, max_pixels=args.max_pixels) for p in args.images}
     if classifier is None:
         classifier = _common.load_classifier(args.model)
     forced = None if args.class_ is None else _common.resolve_class(args.class_, classifier.class_names)
@@ -130,8 +133,6 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         record = _common.claim_outputs(files[2], COMMAND, _common.source_name(path))
         if not (args.resume and _common.up_to_date(record, record_settings, files[:2])):
             todo.append((path, stem))
-    # Read every input first: a bad file fails before any work is done.
-    photos = {p: io.load_image(p) for p, _ in todo}
     size = classifier.image_size
     key = jax.random.key(args.seed)
 
