@@ -40,7 +40,7 @@ _EXPORTS = {
     "saliency_jax.backprop_rules": ("RULES", "backprop_rule", "check_rule", "current_rule", "relu", "relu6"),
     "saliency_jax.reconstruction": (
         "Layer", "Reconstruction", "TopChannels", "WEIGHTINGS", "layer_activations", "layer_reconstruction",
-        "layer_reconstructions", "layer_vjp", "list_layers", "top_activated_channels",
+        "layer_gradients", "layer_reconstructions", "layer_vjp", "list_layers", "top_activated_channels",
     ),
     "saliency_jax.evaluation.sanity": (
         "RandomizationResult", "cascade_order", "cascading_randomization", "randomize_layers",

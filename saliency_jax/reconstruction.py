@@ -247,6 +247,50 @@ def layer_vjp(
     return features, reconstruct
 
 
+def layer_gradients(
+    logits_fn: LogitsFn, params: Any, images: jax.Array, classes: jax.Array, *, layer: str | Sequence[str]
+) -> tuple[jax.Array, jax.Array]:
+    """A layer's output ``A`` and the class score's gradient at it, ``dS_c/dA`` (e.g. for Grad-CAM).
+
+    The gradient is taken by adding a zero offset to the layer's output inside
+    the forward pass and differentiating the scores w.r.t. the offset; one
+    pullback of the per-image scores gives every image's gradient, exact because
+    the examples are independent.
+
+    Args:
+      logits_fn: the model, built on Flax Linen.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, the class of each image.
+      layer: the module path (see :func:`list_layers`).
+
+    Returns:
+      ``(features, gradients)``, both of the layer's output shape ``[B, ..., c]``.
+    """
+    path = _layer_path(layer)
+    images = jnp.asarray(images, jnp.float32)
+    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+
+    def scores_from(offset):
+        captured = []
+
+        def interceptor(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if _module_path(context) == path and not captured:
+                captured.append(out)
+                out = out + offset
+            return out
+
+        with nn.intercept_methods(interceptor):
+            logits = logits_fn(params, images)
+        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], captured[0]
+
+    shape = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images).shape
+    scores, pullback, features = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
+    (gradients,) = pullback(jnp.ones_like(scores))
+    return features, gradients
+
+
 def top_activated_channels(
     logits_fn: LogitsFn, params: Any, images: jax.Array, *, layer: str | Sequence[str], k: int = 3
 ) -> TopChannels:

@@ -395,3 +395,20 @@ def test_figure_experiment_draws(small_cnn, images, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "channels.json", "reconstructions_a.png", "reconstructions_b.png", "saliency_rules.png"
     ]
+
+
+def test_layer_gradients_are_the_gradient_of_the_score_through_the_layer(small_cnn, images):
+    """dS_c/dA at conv2, against the network split by hand at that layer."""
+    from saliency_jax.reconstruction import layer_gradients
+
+    logits_fn, params = small_cnn
+    classes = jnp.array([1, 4, 0])
+    features, grads = layer_gradients(logits_fn, params, images, classes, layer="conv2")
+    np.testing.assert_allclose(features, layer_activations(logits_fn, params, images, layer="conv2"), rtol=1e-6)
+    p = params["params"]
+
+    def head(a):  # relu - mean - fc, the network above conv2
+        return jnp.mean(jax.nn.relu(a), axis=(1, 2)) @ p["fc"]["kernel"] + p["fc"]["bias"][None, :]
+
+    expected = jax.vmap(lambda a, c: jax.grad(lambda x: head(x[None])[0, c])(a))(features, classes)
+    np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)

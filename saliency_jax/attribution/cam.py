@@ -24,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from saliency_jax.attribution import _common
-from saliency_jax.reconstruction import _layer_path, _module_path, layer_activations
+from saliency_jax.reconstruction import _layer_path, layer_activations, layer_gradients
 from saliency_jax.types import Classifier, LogitsFn
 
 
@@ -58,32 +57,6 @@ def _check_layer(logits_fn: LogitsFn, params: Any, images: jax.Array, layer) -> 
     return path, shape
 
 
-def layer_gradients(
-    logits_fn: LogitsFn, params: Any, images: jax.Array, classes: jax.Array, path: tuple[str, ...]
-) -> tuple[jax.Array, jax.Array]:
-    """``(A, dS_c/dA)``, both ``[R, h, w, k]``: a layer's output and the class score's gradient at it."""
-
-    def scores_from(offset):
-        captured = []
-
-        def interceptor(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            if _module_path(context) == path and not captured:
-                captured.append(out)
-                out = out + offset
-            return out
-
-        with nn.intercept_methods(interceptor):
-            logits = logits_fn(params, images)
-        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], captured[0]
-
-    shape = jax.eval_shape(lambda: scores_from(0.0)[1]).shape
-    scores, pullback, features = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
-    # One pullback of the per-row scores: exact because rows are independent.
-    (grads,) = pullback(jnp.ones_like(scores))
-    return features, grads
-
-
 def _cam(logits_fn, params, images, classes, layer, batch_size, weights_fn) -> jax.Array:
     images = _common.as_images(images)
     path, shape = _check_layer(logits_fn, params, images, layer)
@@ -91,7 +64,7 @@ def _cam(logits_fn, params, images, classes, layer, batch_size, weights_fn) -> j
     classes = _common.resolve_classes(logits_fn, params, images, classes)
 
     def row(b, n):
-        features, grads = layer_gradients(logits_fn, params, images[b], classes[b], path)
+        features, grads = layer_gradients(logits_fn, params, images[b], classes[b], layer=path)
         alpha = weights_fn(features, grads)  # [R, k]
         return jax.nn.relu(jnp.einsum("rhwk,rk->rhw", features, alpha))
 
