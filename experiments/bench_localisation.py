@@ -8,11 +8,13 @@ whole pipeline over a process pool. When OpenCV is importable it runs
 same images, side by side: time ratio, and mask IoU of both against the truth and
 against each other.
 
-The seed maps are EfficientNet-Lite0's (``--maps paper|flip-shift|smoothgrad``,
-shared with ``eval_localisation.py`` through its map cache) or, with no model,
-simulated speckled maps (``--maps simulated``).
+The seed maps are simulated speckled maps (``--maps simulated``, no model) or
+EfficientNet-Lite0's maps of the top-1 class (``--maps gradient``, or any seed
+map of ``saliency_jax.evaluation.localisation_variants``). With ``--size 512``
+images and maps are enlarged to 512x512 first (the photo-resolution path's
+default cap).
 
-    python experiments/bench_localisation.py [--images 42] [--processes 2] [--maps smoothgrad]
+    python experiments/bench_localisation.py [--images 42] [--processes 2] [--maps gradient] [--size 512]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 class Config:
     """Attributes:
       num_images: benchmark images (42 = every object on every texture once).
-      image_size: their side.
+      image_size: their side (the benchmark is generated at 224 and enlarged).
       repeats: timed passes per image on one core; the median is kept.
       processes: pool size (``None``: one per CPU).
       grabcut_iterations: ``cv2.grabCut`` iterations (GrabCut's usual 5).
@@ -43,7 +45,7 @@ class Config:
     repeats: int = 3
     processes: int | None = None
     grabcut_iterations: int = 5
-    maps: str = "smoothgrad"
+    maps: str = "simulated"
     seed: int = 0
 
 
@@ -66,11 +68,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=Config.num_images)
     parser.add_argument("--repeats", type=int, default=Config.repeats)
     parser.add_argument("--processes", type=int, default=None)
-    parser.add_argument("--maps", choices=("paper", "flip-shift", "smoothgrad", "simulated"), default=Config.maps)
-    parser.add_argument("--maps-cache", default="outputs/localisation_maps.npz")
+    parser.add_argument("--maps", default=Config.maps, help="simulated, or a seed map name (e.g. gradient)")
+    parser.add_argument("--size", type=int, default=Config.image_size, help="image side (224 or e.g. 512)")
     parser.add_argument("--out", default="outputs/bench_localisation.json")
     args = parser.parse_args(argv)
-    config = Config(num_images=args.images, repeats=args.repeats, processes=args.processes, maps=args.maps)
+    config = Config(num_images=args.images, repeats=args.repeats, processes=args.processes, maps=args.maps,
+                    image_size=args.size)
 
     from threadpoolctl import threadpool_limits
 
@@ -78,16 +81,33 @@ def main(argv=None) -> dict:
     from saliency_jax.evaluation import metrics
     from saliency_jax.localisation import GraphCutConfig, StageTimes, bounding_box, localise, localise_many
 
-    data = bench.make_benchmark(config.num_images, size=config.image_size, seed=config.seed)
+    data = bench.make_benchmark(config.num_images, size=224, seed=config.seed)
     if config.maps == "simulated":
         maps = bench.simulated_saliency(data.masks, seed=config.seed)
     else:
-        from eval_localisation import Config as EvalConfig
-        from eval_localisation import compute_maps
+        from saliency_jax.evaluation.localisation_variants import seed_maps
+        from saliency_jax.evaluation.model_maps import top_classes
+        from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
 
-        eval_config = EvalConfig(num_images=config.num_images, image_size=config.image_size, seed=config.seed,
-                                 seed_maps=(config.maps,))
-        maps = compute_maps(eval_config, data.images, args.maps_cache)[config.maps]
+        model = load_efficientnet_lite0()
+        classes = top_classes(model, data.images.astype(np.float32), 1)[:, 0]
+        maps = seed_maps(model, data.images, classes, config.maps)
+    if config.image_size != 224:
+        from PIL import Image
+
+        side = config.image_size
+
+        def enlarge(a, mode):
+            return np.asarray(Image.fromarray(a).resize((side, side), mode))
+
+        data = data._replace(
+            images=np.stack([enlarge(i, Image.BICUBIC) for i in data.images]),
+            masks=np.stack([enlarge(m, Image.NEAREST) for m in data.masks]),
+        )
+        data = data._replace(boxes=np.stack([bounding_box(m) for m in data.masks]))
+        maps = np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((side, side),
+                                                                                           Image.BILINEAR))
+                         for m in maps])
     try:
         import cv2
 

@@ -62,8 +62,15 @@ VARIANTS: dict[str, Variant] = {
     "smoothgrad": Variant("smoothgrad", GraphCutConfig(), "SmoothGrad map (16 noisy copies), paper segmentation"),
     "gradcam": Variant("gradcam", GraphCutConfig(), "Grad-CAM map at the last feature layer, paper segmentation"),
     "ig": Variant("ig", GraphCutConfig(), "Integrated Gradients map (black baseline, 16 steps), paper segmentation"),
+    "gradcam-smoothgrad": Variant(
+        "gradcam*smoothgrad",
+        GraphCutConfig(background_quantile=0.8, component="salient"),
+        "Grad-CAM x SmoothGrad map; background model from the least salient 80%; the most salient "
+        "component (best mean box IoU on the multi-object scenes)",
+    ),
 }
-DEFAULT_VARIANT = "paper"
+# The best mean box IoU on the generated multi-object scenes (tuning seed 1).
+DEFAULT_VARIANT = "gradcam-smoothgrad"
 
 
 def _normalise(maps: np.ndarray) -> np.ndarray:
@@ -92,7 +99,8 @@ def _jitted(name: str, logits_fn, layer, size: int, batch_size: int):
     if name == "gradient":
         fn = functools.partial(attr.gradient, logits_fn, batch_size=batch_size)
     elif name == "smoothgrad":
-        fn = functools.partial(attr.smoothgrad, logits_fn, batch_size=batch_size, num_samples=16, absolute=True)
+        fn = functools.partial(attr.smoothgrad, logits_fn, batch_size=batch_size, num_samples=16,
+                               reduction="max_abs")
     elif name == "ig":
         fn = functools.partial(attr.integrated_gradients, logits_fn, batch_size=batch_size, steps=16, baseline=0.0)
     elif name == "gradcam":
