@@ -317,10 +317,18 @@ def score_targets(config: Config, model, data, maps: np.ndarray) -> dict[str, np
     if config.graphcut:
         from saliency_jax.localisation import GraphCutConfig, localise_many
 
-        found = localise_many(data.images, maps, config=GraphCutConfig(), processes=1)
-        gc_boxes = np.stack([f.box for f in found])
+        # A constant map (a rectified map that is zero everywhere) seeds nothing: it gets the whole image.
+        size = maps.shape[1:]
+        flat = maps.reshape(len(maps), -1)
+        informative = np.flatnonzero(flat.max(axis=1) > flat.min(axis=1))
+        gc_boxes = np.tile(np.array([0, 0, size[1], size[0]]), (len(maps), 1))
+        gc_masks = np.ones(maps.shape, bool)
+        found = localise_many(data.images[informative], maps[informative], config=GraphCutConfig(), processes=1)
+        for t, f in zip(informative, found):
+            gc_boxes[t], gc_masks[t] = f.box, f.mask
         scores["graphcut_box_iou"] = np.diagonal(metrics.box_iou(gc_boxes[:, None], data.boxes[None]))
-        scores["graphcut_mask_iou"] = np.array([metrics.mask_iou(f.mask, m) for f, m in zip(found, data.masks)])
+        scores["graphcut_mask_iou"] = np.array([metrics.mask_iou(f, m) for f, m in zip(gc_masks, data.masks)])
+    scores["constant_map"] = (maps.reshape(len(maps), -1).max(axis=1) == maps.reshape(len(maps), -1).min(axis=1))
     return scores
 
 
@@ -365,8 +373,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(config: Config, model=None, data=None) -> dict:
-    """Runs every method on the benchmark; returns the result (rows, per-target scores, settings)."""
+def evaluate(config: Config, model=None, data=None, *, cache: str | None = None) -> dict:
+    """Runs every method on the benchmark; returns the result (rows, per-target scores, settings, maps).
+
+    ``cache``: an ``.npz`` the maps and their timings are kept in (written once all
+    maps are computed, read instead of computing them when its settings match).
+    """
     import jax
 
     from saliency_jax.evaluation import benchmark as bench
@@ -384,14 +396,17 @@ def evaluate(config: Config, model=None, data=None) -> dict:
         parse_name(name)
     groups = scene_targets(data)
     explainer = Explainer(config, model, max(len(g) for g in groups))
-    maps = {name: np.zeros(data.masks.shape, np.float32) for name in model_methods}
-    root = jax.random.key(config.seed)
-    for s, targets in enumerate(groups):
-        found = explainer.maps(model_methods, data.images[targets[0]], [int(c) for c in data.classes[targets]],
-                               jax.random.fold_in(root, s))
-        for name, m in found.items():
-            maps[name][targets] = m
-        print(f"scene {s + 1}/{len(groups)}: maps at {time.perf_counter() - start:.0f} s", flush=True)
+    maps = load_maps(cache, config, model_methods, explainer)
+    if maps is None:
+        maps = {name: np.zeros(data.masks.shape, np.float32) for name in model_methods}
+        root = jax.random.key(config.seed)
+        for s, targets in enumerate(groups):
+            found = explainer.maps(model_methods, data.images[targets[0]], [int(c) for c in data.classes[targets]],
+                                   jax.random.fold_in(root, s))
+            for name, m in found.items():
+                maps[name][targets] = m
+            print(f"scene {s + 1}/{len(groups)}: maps at {time.perf_counter() - start:.0f} s", flush=True)
+        save_maps(cache, config, maps, explainer)
     for name in config.methods:
         if name in BASELINES:
             maps[name] = baseline_maps(name, len(data.images), data.images.shape[1], config.seed)
@@ -405,6 +420,8 @@ def evaluate(config: Config, model=None, data=None) -> dict:
                "seconds": seconds, "compile_seconds": compile_seconds}
         rows.append(row)
         per_target[name] = {k: [round(float(x), 5) for x in v] for k, v in scores.items()}
+        row.pop("constant_map")
+        row["constant_maps"] = int(np.sum(scores["constant_map"]))
         print(format_table([row]).splitlines()[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
     best = max((r for r in rows if r["method"] not in BASELINES), key=lambda r: r["pointing_mask"])
     return {
@@ -427,6 +444,43 @@ def evaluate(config: Config, model=None, data=None) -> dict:
         "cpus": os.cpu_count(),
         "maps": maps,
     }
+
+
+def _cache_tag(config: Config) -> str:
+    fields = dataclasses.asdict(config)
+    for unused in ("methods", "curve_steps", "blur_sigma", "graphcut", "figure"):  # do not change the maps
+        fields.pop(unused)
+    return repr(sorted(fields.items()))
+
+
+def save_maps(cache: str | None, config: Config, maps: dict, explainer: Explainer) -> None:
+    if not cache:
+        return
+    from saliency_jax import io
+
+    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    seconds = {f"{name}|{int(contrast)}": np.asarray(t) for (name, contrast), t in explainer.seconds.items()}
+    with io.atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, tag=np.asarray(_cache_tag(config)), names=np.asarray(list(maps)),
+                                maps=np.stack(list(maps.values())), **{f"seconds|{k}": v for k, v in seconds.items()})
+
+
+def load_maps(cache: str | None, config: Config, names, explainer: Explainer) -> dict | None:
+    """The cached maps of ``names`` if ``cache`` holds them for these settings, else ``None``."""
+    if not cache or not os.path.exists(cache):
+        return None
+    with np.load(cache) as stored:
+        if str(stored["tag"]) != _cache_tag(config) or not set(names) <= set(stored["names"].tolist()):
+            return None
+        index = {n: i for i, n in enumerate(stored["names"].tolist())}
+        maps = {name: stored["maps"][index[name]] for name in names}
+        for key in stored.files:
+            if key.startswith("seconds|"):
+                _, name, contrast = key.split("|")
+                explainer.seconds[name, bool(int(contrast))] = stored[key].tolist()
+    print(f"maps read from {cache}", flush=True)
+    return maps
 
 
 def clean_probabilities(model, data) -> np.ndarray:
@@ -524,6 +578,9 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--figure-only", action="store_true", help="draw the figure only")
     parser.add_argument("--out", default="outputs/eval_attribution.json")
     parser.add_argument("--figure-out", default="docs/figures/attribution_methods.jpg")
+    parser.add_argument("--maps-cache", default=None,
+                        help="where the maps are kept for a rerun of the scoring ('' for none; default "
+                             "outputs/attribution_maps.npz, none with --quick)")
     args = parser.parse_args(argv)
     changes = dict(QUICK) if args.quick else {}
     for field, value in (("num_scenes", args.scenes), ("seed", args.seed), ("ig_steps", args.ig_steps),
@@ -541,6 +598,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     if args.no_figure:
         changes["figure"] = False
     config = dataclasses.replace(defaults, **changes)
+    if args.maps_cache is None:
+        args.maps_cache = "" if args.quick else "outputs/attribution_maps.npz"
     for name in config.methods:
         if name not in BASELINES:
             parse_name(name)
@@ -558,7 +617,7 @@ def main(argv=None) -> dict:
                              size=model.image_size, seed=config.seed)
     result = {}
     if not args.figure_only:
-        result = evaluate(config, model, data)
+        result = evaluate(config, model, data, cache=args.maps_cache)
         result.pop("maps")
         command = "python experiments/eval_attribution.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result["command"] = command.strip()
