@@ -497,6 +497,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pause", type=float, default=Config.pause, help="seconds of rest before each switch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(Config.batch_sizes))
     parser.add_argument("--num-classes", type=int, default=Config.num_classes)
+    parser.add_argument("--ig-images", type=int, default=Config.ig_images)
+    parser.add_argument("--ig-steps", type=int, default=Config.ig_steps)
+    parser.add_argument("--occlusion-images", type=int, default=Config.occlusion_images)
     parser.add_argument("--cases", nargs="+", help="only these case ids (e.g. forward/1 saliency/16 classes ig occlusion)")
     parser.add_argument("--depthwise-impl", choices=("auto", "shifted", "xla"), default="auto")
     parser.add_argument("--micro", action="store_true", help="also time the depthwise convolution alone")
@@ -509,12 +512,15 @@ def main(argv=None) -> None:
     if args.torch_worker:
         torch_worker(json.loads(args.torch_worker))
         return
-    if min(args.repeats, args.heavy_repeats, args.num_classes) < 1 or min(args.batch_sizes) < 1:
-        parser.error("--repeats, --heavy-repeats, --num-classes and --batch-sizes must be positive")
+    if min(args.repeats, args.heavy_repeats, args.num_classes, args.ig_images, args.occlusion_images) < 1 or \
+            min(args.batch_sizes) < 1 or args.ig_steps < 2:
+        parser.error("--repeats, --heavy-repeats, --num-classes, --batch-sizes and the images must be positive, "
+                     "--ig-steps at least 2")
     config = Config(
         batch_sizes=tuple(args.batch_sizes), num_classes=args.num_classes, repeats=args.repeats,
         heavy_repeats=args.heavy_repeats, warmup=max(1, args.warmup), pause=args.pause,
-        depthwise_impls=(args.depthwise_impl,), micro_repeats=args.micro_repeats,
+        depthwise_impls=(args.depthwise_impl,), micro_repeats=args.micro_repeats, ig_images=args.ig_images,
+        ig_steps=args.ig_steps, occlusion_images=args.occlusion_images,
     )
     cases = make_cases(config)
     if args.cases:

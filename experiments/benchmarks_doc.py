@@ -1,0 +1,158 @@
+"""Writes ``docs/benchmarks.md`` from the JSON files of ``bench_saliency.py`` and ``bench_class_model.py``.
+
+Each benchmark is run twice; a goal counts as met only if its ratio meets it in both runs, and
+the table shows both runs side by side, so a figure that does not reproduce is visible as such.
+
+    python experiments/benchmarks_doc.py --saliency run1.json run2.json \\
+        --class-model cm1.json cm2.json --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _load(paths: list[str]) -> list[dict]:
+    out = []
+    for path in paths:
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+def _machine_lines(runs: list[dict], name: str) -> list[str]:
+    lines = []
+    for i, run in enumerate(runs, 1):
+        m = run["machine"]
+        torch = run.get("torch") or {}
+        versions = f"JAX {run['jax']}"
+        if torch:
+            versions += f", PyTorch {torch.get('torch')}" + (f", Captum {torch['captum']}" if "captum" in torch else "")
+            versions += f" ({torch.get('threads')} threads)"
+        lines.append(f"- {name} run {i}: {m['cpu']}, `nproc` = {m['nproc']}; load average (1 min) "
+                     f"{m['load_average'][0]:.2f} before, {m['load_average_after'][0]:.2f} after; {versions}")
+    return lines
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    return f"{row['median_ms']:.1f} [{row['q1_ms']:.1f}, {row['q3_ms']:.1f}]"
+
+
+def saliency_tables(runs: list[dict]) -> list[str]:
+    cases = []
+    for row in runs[0]["rows"]:
+        key = (row["case"], row["what"], row["batch"])
+        if key not in cases:
+            cases.append(key)
+    frameworks = ("jax", "pytorch", "captum")
+    lines = ["| case | batch | run | saliency_jax ms | PyTorch ms | Captum ms |", "|---|---|---|---|---|---|"]
+    for case, what, batch in cases:
+        for i, run in enumerate(runs, 1):
+            by = {r["framework"]: r for r in run["rows"] if r["case"] == case}
+            cells = " | ".join(_cell(by.get(f)) for f in frameworks)
+            lines.append(f"| {what if i == 1 else ''} | {batch if i == 1 else ''} | {i} | {cells} |")
+    lines += ["", "Ratios of times (saliency_jax / the other; below 1 is faster), from the samples of one run: "
+              "the ratio of the medians, and in brackets the interquartile range of the per-round ratios.", "",
+              "| case | batch | vs | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1)) + " | goal | met |",
+              "|---|---|---|" + "---|" * len(runs) + "---|---|"]
+    for r0 in runs[0]["ratios"]:
+        cells, met = [], []
+        for run in runs:
+            r = next((r for r in run["ratios"] if (r["case"], r["other"]) == (r0["case"], r0["other"])), None)
+            if r is None:
+                cells.append("")
+                continue
+            cells.append(f"{r['ratio']:.2f} [{r['round_q1']:.2f}, {r['round_q3']:.2f}]")
+            met.append(r["met"])
+        goal = "" if r0["goal"] is None else f"<= {r0['goal']}"
+        verdict = "" if r0["goal"] is None else ("yes" if all(met) and len(met) == len(runs) else
+                                                 "no" if not any(met) else "not reproduced")
+        lines.append(f"| {r0['what']} | {r0['batch']} | {r0['other']} | " + " | ".join(cells) + f" | {goal} | {verdict} |")
+    return lines
+
+
+def class_model_tables(runs: list[dict]) -> list[str]:
+    lines = ["| implementation | classes | run | ms per step, median [IQR] | steps/s | speed-up over PyTorch, per round [IQR] |",
+             "|---|---|---|---|---|---|"]
+    for i, run in enumerate(runs, 1):
+        for r in run["rows"]:
+            label = f"{r['impl']} {r['what']}" + (f" ({r['mode']})" if r["mode"] != "-" else "")
+            s = r["seconds_per_step"]
+            speed = ""
+            if "speedup" in r:
+                q1, med, q3 = r["speedup_rounds"]
+                speed = f"{r['speedup']:.2f}x ({med:.2f} [{q1:.2f}, {q3:.2f}])"
+            lines.append(f"| {label} | {r['batch']} | {i} | {1000 * s:.1f} [{1000 * r['q1']:.1f}, "
+                         f"{1000 * r['q3']:.1f}] | {1 / s:.1f} | {speed} |")
+    speedups = [r["speedup"] for run in runs for r in run["rows"]
+                if "speedup" in r and r["batch"] == 1 and r["mode"] == "paper"]
+    if speedups:
+        verdict = "yes" if all(s >= 2 for s in speedups) else "no" if all(s < 2 for s in speedups) else "not reproduced"
+        lines += ["", f"Goal: the paper-mode ascent for 1 class at least 2x PyTorch's steps per second. "
+                      f"Measured: {', '.join(f'{s:.2f}x' for s in speedups)}; met: {verdict}."]
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saliency", nargs="+", required=True, help="bench_saliency.py JSON files, one per run")
+    parser.add_argument("--class-model", nargs="+", required=True, help="bench_class_model.py JSON files")
+    parser.add_argument("--notes", help="a Markdown file appended as the notes section")
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    sal, cm = _load(args.saliency), _load(args.class_model)
+    cfg = sal[0]["config"]
+    lines = [
+        "# Benchmarks on CPU",
+        "",
+        "Generated by `experiments/benchmarks_doc.py` from the JSON files of `experiments/bench_saliency.py` and "
+        "`experiments/bench_class_model.py`; every benchmark was run twice.",
+        "",
+        "Machine: a 2-core CPU shared with other jobs (the load average says how busy it was).",
+        "",
+        *_machine_lines(sal, "saliency"),
+        *_machine_lines(cm, "class model"),
+        "",
+        "Method: the frameworks take turns on the same weights (EfficientNet-Lite0) and images (uniform noise "
+        "in 0..255); one computes at a time, with a pause of "
+        f"{cfg['pause']} s before each switch so that the other's thread pool has gone idle. Each cell is the "
+        "median of the samples with the interquartile range in brackets (a sample repeats a short call for about "
+        f"{cfg['sample_seconds']} s); {cfg['repeats']} samples per framework ({cfg['heavy_repeats']} for batch 64, "
+        "IG and occlusion), after warm-up calls (compilation).",
+        "",
+        f"- saliency map: `max_c |dS_c/dI|`; PyTorch: one forward and one backward pass (autograd); Captum: "
+        "`Saliency(abs=True)`.",
+        f"- {cfg['num_classes']} classes of one image: `class_saliency_maps` (one forward pass, the pullback "
+        f"vmapped over {cfg['num_classes']} cotangents); PyTorch: 1 forward + {cfg['num_classes']} backward passes; "
+        f"Captum: `Saliency` on {cfg['num_classes']} copies of the image.",
+        f"- IG: `integrated_gradients(steps={cfg['ig_steps']}, batch_size={cfg['ig_internal_batch']})` on "
+        f"{cfg['ig_images']} images; Captum: `IntegratedGradients.attribute(n_steps={cfg['ig_steps']}, "
+        f"internal_batch_size={cfg['ig_internal_batch']})` (its default Gauss-Legendre points; the cost is the same).",
+        f"- occlusion: patch {cfg['occlusion_patch']}, stride {cfg['occlusion_stride']}, black baseline, on "
+        f"{cfg['occlusion_images']} images; Captum: `Occlusion` with `perturbations_per_eval="
+        f"{cfg['occlusion_per_eval']}`; saliency_jax runs the same {cfg['occlusion_per_eval']} x "
+        f"{cfg['occlusion_images']} occluded copies per model call.",
+        "",
+        "## Saliency maps, attribution methods (milliseconds per call)",
+        "",
+        *saliency_tables(sal),
+        "",
+        "## Class model ascent (paper mode, Adam, "
+        f"{cm[0]['config']['steps']} steps per sample)",
+        "",
+        *class_model_tables(cm),
+        "",
+    ]
+    if args.notes:
+        with open(args.notes) as f:
+            lines += ["## Notes", "", f.read().strip(), ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
