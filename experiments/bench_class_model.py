@@ -106,6 +106,7 @@ def torch_worker(spec: dict) -> None:
             ready=True,
             torch=torch.__version__,
             threads=torch.get_num_threads(),
+            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
             where=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             zero_image_scores=[float(zero[0, c]) for c in spec["classes"]],
         )

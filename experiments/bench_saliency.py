@@ -228,7 +228,8 @@ def torch_worker(spec: dict) -> None:
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the model may print
         fns, arrays = _torch_cases(spec, device)
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        ready = dict(ready=True, torch=torch.__version__, threads=torch.get_num_threads(), where=where)
+        ready = dict(ready=True, torch=torch.__version__, threads=torch.get_num_threads(), where=where,
+                     omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
         try:
             import captum
 

@@ -29,7 +29,8 @@ def _machine_lines(runs: list[dict], name: str) -> list[str]:
         versions = f"JAX {run['jax']}"
         if torch:
             versions += f", PyTorch {torch.get('torch')}" + (f", Captum {torch['captum']}" if "captum" in torch else "")
-            versions += f" ({torch.get('threads')} threads)"
+            versions += f" ({torch.get('threads')} threads"
+            versions += f", OMP_WAIT_POLICY={torch['omp_wait_policy']})" if torch.get("omp_wait_policy") else ")"
         lines.append(f"- {name} run {i}: {m['cpu']}, `nproc` = {m['nproc']}; load average (1 min) "
                      f"{m['load_average'][0]:.2f} before, {m['load_average_after'][0]:.2f} after; {versions}")
     return lines
