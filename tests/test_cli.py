@@ -5,6 +5,7 @@ names (its map is the redness of the image), so they test the command, not the
 model; the end-to-end tests with EfficientNet-Lite0 are marked slow.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -48,6 +49,8 @@ def _write_photo(path, height, width, box):
 
 
 def _run(argv, model, capsys=None):
+    if argv[0] == "localise" and "--seed-map" not in argv:
+        argv = argv + ["--seed-map", "paper"]  # the stand-in model has no feature layer for Grad-CAM
     return cli.main(argv + ["--no-progress"], classifier=model)
 
 
@@ -266,17 +269,6 @@ def test_localise_rejects_bad_settings(tmp_path, capsys, red_model):
     assert "pairwise_weight" in capsys.readouterr().err
 
 
-def test_resize_mask_is_nearest_neighbour():
-    from saliency_jax.cli.localise import resize_mask
-
-    mask = np.zeros((4, 4), bool)
-    mask[1:3, 1:3] = True
-    big = resize_mask(mask, 8, 12)
-    assert big.shape == (8, 12)
-    np.testing.assert_array_equal(np.nonzero(big.any(axis=1))[0], np.arange(2, 6))
-    np.testing.assert_array_equal(np.nonzero(big.any(axis=0))[0], np.arange(3, 9))
-
-
 # --- the embedded model, end to end ------------------------------------------------------------
 
 
@@ -312,7 +304,8 @@ def test_gradcam_on_the_embedded_model_is_the_resized_layer_map(tmp_path, effici
     assert cli.main(["saliency", "bundled:chelsea", "--method", "gradcam", "--out", str(out), "--no-progress"]) == 0
     written = np.load(out / "chelsea_saliency.npy")
     image = io.resize_image(io.bundled_photo("chelsea"), 224)[None]
-    cam = gradcam(efficientnet.logits_fn, efficientnet.params, image, 285, layer=efficientnet.feature_layer)
+    cam = jax.jit(functools.partial(gradcam, efficientnet.logits_fn, layer=efficientnet.feature_layer))(
+        efficientnet.params, image, 285)
     assert cam.shape == (1, 7, 7)
     expected = jax.image.resize(cam, (1, 224, 224), "bilinear")[0]
     np.testing.assert_allclose(written, expected, rtol=1e-3, atol=1e-4 * float(expected.max()))
@@ -328,7 +321,12 @@ def test_localise_on_the_embedded_model(tmp_path):
     mask = np.asarray(Image.open(out / "chelsea_mask.png"))
     assert mask.shape == (300, 451) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
     box = json.loads((out / "chelsea_box.json").read_text())
-    assert box["class"] == 285
+    from saliency_jax.evaluation.localisation_variants import DEFAULT_VARIANT
+
+    assert box["class"] == 285 and box["method"] == DEFAULT_VARIANT
+    x0, y0, x1, y1 = box["box"]
+    ys, xs = np.nonzero(mask)
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [x0, y0, x1, y1]
 
 
 def test_a_decompression_bomb_is_refused_by_name_before_the_model_loads(tmp_path, capsys):
@@ -349,3 +347,20 @@ def test_an_animated_gif_warns_in_one_line_and_uses_its_first_frame(tmp_path, ca
     assert _run(["saliency", str(tmp_path / "anim.gif"), "--out", str(tmp_path / "o")], red_model) == 0
     warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warning == [f"saliency-jax: warning: image: {str(tmp_path / 'anim.gif')!r} has 3 frames; reading the first only"]
+
+
+def test_help_documents_every_seed_map_and_method(capsys):
+    from saliency_jax.attribution import METHODS
+    from saliency_jax.evaluation.localisation_variants import DEFAULT_VARIANT, VARIANTS
+
+    with pytest.raises(SystemExit):
+        cli.main(["localise", "--help"])
+    text = capsys.readouterr().out
+    for name, variant in VARIANTS.items():
+        assert f"  {name}: {variant.description}" in text
+    assert f"default:{DEFAULT_VARIANT}," in "".join(text.split())
+    with pytest.raises(SystemExit):
+        cli.main(["saliency", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in METHODS:
+        assert f"{name} = " in text, name

@@ -18,13 +18,17 @@ def _linear_classifier(seed=0):
     return Classifier(logits_fn, {"w": jnp.asarray(w)}, SIZE, tuple(f"c{i}" for i in range(CLASSES))), w
 
 
-def test_saliency_fn_is_the_weight_column_of_the_class():
+def test_the_paper_variant_is_the_weight_column_of_the_class_and_the_papers_graphcut():
+    from saliency_jax.evaluation.localisation_variants import variant_maps
+    from saliency_jax.localisation import GraphCutConfig
+
     classifier, w = _linear_classifier()
     images = np.random.default_rng(1).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
     classes = np.array([0, 5, 2, 2, 1])
-    maps = model_maps.saliency_fn(classifier, batch_size=2)(images, classes)
+    maps, config = variant_maps(classifier, images, classes, "paper", batch_size=2)
     expected = np.abs(w.T[classes].reshape(5, SIZE, SIZE, 3)).max(-1)
     np.testing.assert_allclose(maps, expected, rtol=1e-5)
+    assert config == GraphCutConfig()
 
 
 def test_top_classes_are_sorted_scores():

@@ -24,5 +24,5 @@ def test_top_k_orders_and_normalises(linear_model, getkey):
     assert result.classes.shape == (2, 4)
     assert bool(jnp.all(jnp.diff(result.scores, axis=1) <= 0))
     np.testing.assert_allclose(result.probabilities.sum(1), 1.0, rtol=1e-5)  # k == K
-    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 4\]"):
         sj.top_k(logits_fn, params, images, k=5)

@@ -1,5 +1,10 @@
 """``saliency-jax localise IMAGE... [--class C] [--seed-map NAME] [--out DIR]`` (paper §3.2).
 
+``--seed-map`` names a variant (:data:`saliency_jax.evaluation.localisation_variants.VARIANTS`):
+the map that seeds the GraphCut and the GraphCut's settings. ``paper`` is exactly
+the paper; the default is the variant with the best mean box IoU on the
+generated multi-object scenes. The map is computed at the model's input size
+and the GraphCut runs on the photo itself (longest side at most ``--max-side``).
 For each input ``<stem>`` it writes, atomically:
 
 * ``<stem>_mask.png``: the object mask, 0/255 uint8 at the input's size;
@@ -22,7 +27,6 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from saliency_jax.cli import _common
 
@@ -44,16 +48,22 @@ def outputs(out: str, stem: str) -> LocalisationOutputs:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from saliency_jax.evaluation.model_maps import SEED_MAPS
+    from saliency_jax.evaluation.localisation_variants import DEFAULT_VARIANT, VARIANTS
 
-    p = subparsers.add_parser(COMMAND, help="weakly supervised localisation with GraphCut (paper §3.2)")
+    p = subparsers.add_parser(COMMAND, help="weakly supervised localisation with GraphCut (paper §3.2)",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="seed maps (--seed-map):\n" + "\n".join(
+                                  f"  {name}: {v.description}" for name, v in VARIANTS.items()))
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or bundled:NAME")
     p.add_argument("--class", dest="class_", metavar="C", default=None,
                    help="ImageNet class id, WordNet id or name to localise (default: each image's top-1)")
-    p.add_argument("--seed-map", choices=SEED_MAPS, default="paper",
-                   help="the map that seeds GraphCut: paper = the plain gradient map (§3.1); flip-shift = "
-                        "averaged over flips and shifts; smoothgrad = SmoothGrad (16 samples, 15%% noise)")
+    p.add_argument("--seed-map", choices=tuple(VARIANTS), default=DEFAULT_VARIANT, metavar="NAME",
+                   help=f"the map that seeds GraphCut and the segmentation settings, one of {', '.join(VARIANTS)} "
+                        f"(default: {DEFAULT_VARIANT}, the best on the generated multi-object scenes; "
+                        "paper = exactly the paper; see below)")
     p.add_argument("--pairwise-weight", type=float, default=None, help="GraphCut smoothness weight")
+    p.add_argument("--max-side", type=_common.plain_int, default=512, metavar="PX",
+                   help="the GraphCut runs on the photo reduced to this longest side (default: 512; 0: never reduce)")
     p.add_argument("--processes", type=_common.positive_int, default=1, help="GraphCut worker processes")
     _common.add_common_options(p, batch_size=8, batch_help="images per compiled batch")
     _common.add_image_options(p)
@@ -61,41 +71,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A bool mask resized to ``[height, width]`` by nearest-neighbour sampling."""
-    mask = np.asarray(mask, bool)
-    if mask.shape == (height, width):
-        return mask.copy()
-    small = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(small.resize((width, height), Image.NEAREST)) > 127
+def _localise_each(photos, maps, config, processes):
+    """One result (or the ``ValueError`` that refused it) per photo, at the photo's resolution."""
+    from saliency_jax.localisation import localise_photo
 
-
-def _localise_each(work, maps, config, processes, progress):
-    """One result (or the ``ValueError`` that refused it) per image."""
-    from saliency_jax.localisation import localise, localise_many
+    def one(job):
+        photo, saliency = job
+        try:
+            return localise_photo(photo, saliency, config)
+        except ValueError as error:
+            return error
 
     if processes > 1:
-        try:
-            return localise_many(work, maps, config, processes=processes, progress=progress)
-        except ValueError:
-            pass  # find which images failed, one at a time
-    found = []
-    for image, saliency in zip(work, maps):
-        try:
-            found.append(localise(image, saliency, config))
-        except ValueError as error:
-            found.append(error)
-    return found
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(processes) as pool:  # max-flow and numpy release the GIL
+            return list(pool.map(one, zip(photos, maps)))
+    return [one(job) for job in zip(photos, maps)]
 
 
 def run(args: argparse.Namespace, classifier=None) -> int:
-    from saliency_jax import figures, io
-    from saliency_jax.evaluation.model_maps import seed_map_explainer
-    from saliency_jax.localisation import GraphCutConfig, bounding_box
+    import jax
 
-    config = GraphCutConfig()
-    if args.pairwise_weight is not None:
-        config = dataclasses.replace(config, pairwise_weight=args.pairwise_weight)
+    from saliency_jax import figures, io
+    from saliency_jax.evaluation.localisation_variants import VARIANTS, variant_maps
+    from saliency_jax.evaluation.model_maps import top_classes
+
+    config = VARIANTS[args.seed_map].config
+    try:
+        changes = {"max_side": args.max_side}
+        if args.pairwise_weight is not None:
+            changes["pairwise_weight"] = args.pairwise_weight
+        config = dataclasses.replace(config, **changes)
+    except ValueError as e:
+        raise _common.CommandError(f"--pairwise-weight/--max-side: {e}") from None
     stems = _common.input_stems(args.images)
     out = _common.prepare_out_dir(args.out)
     # Read every input before loading the model: a bad file fails before any work.
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     if classifier is None:
         classifier = _common.load_classifier(args.model)
     forced = None if args.class_ is None else _common.resolve_class(args.class_, classifier.class_names)
-    settings = {"model": args.model, "method": args.seed_map, "class": forced,
+    settings = {"model": args.model, "method": args.seed_map, "class": forced, "seed": args.seed,
                 "graphcut": dataclasses.asdict(config)}
     todo = []
     for path, stem in zip(args.images, stems):
@@ -114,29 +123,27 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     photos = [read[p] for p, _ in todo]
     failed = []
     if todo:
-        explain = seed_map_explainer(classifier, args.seed_map, batch_size=args.batch_size, seed=args.seed)
         work = np.stack([io.resize_image(photo, classifier.image_size) for photo in photos])
-        classes = None if forced is None else np.full(len(work), forced, np.int64)
-        maps, classes = explain(work, classes)
-        maps = np.asarray(maps, np.float32)
-        progress = _common.progress_enabled(args) is not True
-        found = _localise_each(work, maps, config, args.processes, progress and args.processes > 1)
-        for (path, stem), photo, image, saliency, result, c in zip(todo, photos, work, maps, found, classes):
+        if forced is None:
+            classes = top_classes(classifier, work, 1, batch_size=args.batch_size)[:, 0]
+        else:
+            classes = np.full(len(work), forced, np.int64)
+        maps, _ = variant_maps(classifier, work, classes, args.seed_map, key=jax.random.key(args.seed),
+                               batch_size=args.batch_size)
+        found = _localise_each(photos, maps, config, args.processes)
+        for (path, stem), photo, saliency, result, c in zip(todo, photos, maps, found, classes):
             if isinstance(result, Exception):
                 failed.append(path)
                 print(f"saliency-jax {COMMAND}: {path}: cannot localise: {result}", file=sys.stderr)
                 continue
             files = outputs(out, stem)
-            height, width = photo.shape[:2]
-            mask = resize_mask(result.mask, height, width)
-            box = bounding_box(mask)
-            panels = figures.localisation_panels(image, saliency, result)
-            panels[-1] = figures.box_panel(photo, box)  # the box in the input's own pixels
+            panels = figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), result)
             figure = figures.image_grid(panels, list(figures.PANEL_TITLES), columns=len(panels))
-            figure.suptitle(f"{stem}: class {int(c)} ({classifier.class_names[int(c)]})", fontsize=9)
-            io.save_png(files.mask, mask.astype(np.uint8) * 255)
+            figure.suptitle(f"{stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}",
+                            fontsize=9)
+            io.save_png(files.mask, result.mask.astype(np.uint8) * 255)
             io.save_figure(files.figure, figure)
-            io.save_json(files.box, {"box": [int(v) for v in box], "class": int(c), "method": args.seed_map,
+            io.save_json(files.box, {"box": [int(v) for v in result.box], "class": int(c), "method": args.seed_map,
                                      "command": COMMAND, "input": _common.source_name(path),
                                      "settings": settings})
     written = len(todo) - len(failed)
