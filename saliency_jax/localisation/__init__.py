@@ -24,6 +24,7 @@ from saliency_jax.localisation.pipeline import (
     localise_many,
     localise_photo,
     saliency_prior,
+    support_mask,
     working_shape,
 )
 from saliency_jax.localisation.seeds import Seeds, quantile_seeds
@@ -51,6 +52,7 @@ __all__ = [
     "localise_many",
     "localise_photo",
     "saliency_prior",
+    "support_mask",
     "working_shape",
     "log_likelihood",
     "most_salient_component",

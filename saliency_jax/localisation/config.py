@@ -64,6 +64,11 @@ class GraphCutConfig:
         ``"largest"`` (the paper) or ``"salient"``, the one with the largest sum
         of saliency (the map minus its minimum), which in a scene of several
         objects is the one the map points at rather than the biggest.
+      support: pixels whose saliency, scaled to ``[0, 1]`` by the map's minimum
+        and maximum, is below this fraction may not be foreground (a hard
+        background constraint); 0 (the paper) allows every pixel. With a smooth
+        class-specific map this keeps the cut off neighbouring objects the map
+        does not point at.
       max_side: :func:`~saliency_jax.localisation.localise_photo` runs the cut on
         the photo with its longer side reduced to at most this many pixels
         (0 = never reduced); :func:`~saliency_jax.localisation.localise` ignores it.
@@ -86,6 +91,7 @@ class GraphCutConfig:
     saliency_weight: float = 0.0
     max_side: int = 512
     component: str = "largest"
+    support: float = 0.0
 
     def __post_init__(self):
         for name in ("foreground_quantile", "background_quantile"):
@@ -119,6 +125,9 @@ class GraphCutConfig:
         if not (isinstance(self.saliency_weight, (int, float)) and not isinstance(self.saliency_weight, bool)
                 and math.isfinite(self.saliency_weight) and self.saliency_weight >= 0):
             raise ValueError(f"saliency_weight must be a finite number >= 0, got {self.saliency_weight!r}")
+        if not (isinstance(self.support, (int, float)) and not isinstance(self.support, bool)
+                and 0.0 <= self.support < 1.0):
+            raise ValueError(f"support must be a number in [0, 1), got {self.support!r}")
         if self.component not in COMPONENTS:
             raise ValueError(f"component must be one of {COMPONENTS}, got {self.component!r}")
         if 0 < self.max_side < 2:

@@ -82,6 +82,29 @@ def saliency_prior(saliency: np.ndarray, weight: float) -> tuple[np.ndarray, np.
     return weight * (1.0 - scaled), weight * scaled
 
 
+# Added to the foreground cost of a pixel outside the support: it exceeds any
+# colour cost (negative log-likelihoods of a few tens of nats) plus the pixel's
+# pairwise edges (at most 8 * pairwise_weight), so the cut never keeps it.
+_HARD_COST = 1e6
+
+
+def support_mask(saliency: np.ndarray, support: float) -> np.ndarray:
+    """bool ``[H, W]``: the pixels outside the support, where the map scaled to ``[0, 1]`` is below ``support``.
+
+    Args:
+      saliency: ``[H, W]`` finite map.
+      support: fraction in ``[0, 1)``; 0 gives no pixel.
+
+    Returns:
+      bool ``[H, W]``; no pixel for a constant map.
+    """
+    saliency = as_saliency(saliency)
+    low, high = saliency.min(), saliency.max()
+    if not high > low:
+        return np.zeros(saliency.shape, bool)
+    return (saliency - low) / (high - low) < support
+
+
 def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = GraphCutConfig()) -> Localisation:
     """Localises the object a saliency map points at (paper §3.2).
 
@@ -91,7 +114,8 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
     likelihoods and the contrast-sensitive Potts term (no pixel is fixed); the
     largest connected foreground component is the object and its bounding box
     the answer. The variants of :class:`GraphCutConfig` (hard seeds, iterated
-    colour re-estimation, a saliency prior) change only the cut's energy.
+    colour re-estimation, a saliency prior, a support outside which no pixel is
+    foreground) change only the cut's energy.
 
     Should the cut label no pixel foreground (possible without hard seeds when
     the foreground colours are also common in the background), the mask is the
@@ -124,6 +148,7 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
     start = time.perf_counter()
     seeds = quantile_seeds(saliency, config.foreground_quantile, config.background_quantile)
     prior = saliency_prior(saliency, config.saliency_weight) if config.saliency_weight > 0 else None
+    outside = support_mask(saliency, config.support) if config.support > 0 else None
     after_seeds = time.perf_counter()
     gmm_seconds = graph_seconds = flow_seconds = 0.0
     fit_on = seeds
@@ -135,6 +160,9 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
         if prior is not None:
             foreground_cost = foreground_cost + prior[0]
             background_cost = background_cost + prior[1]
+        if outside is not None:
+            # A hard constraint: far more than any colour cost or cut of the pixel's edges.
+            foreground_cost = np.where(outside, foreground_cost + _HARD_COST, foreground_cost)
         tock = time.perf_counter()
         graph = build_graph(
             pixels, foreground_cost, background_cost, seeds,
