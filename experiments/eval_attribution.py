@@ -499,11 +499,13 @@ def markdown(result: dict, command: str) -> str:
     config, targets = result["config"], result["targets"]
     best = result["best_pointing"]
     load = f" (load average {result['load_average'][0]:.1f})" if result.get("load_average") else ""
+    low, high = config["objects_per_scene"]
+    objects = str(low) if low == high else f"{low}-{high}"
     return "\n".join([
         f"Command: `{command}`",
         "",
-        f"{targets['count']} targets in {targets['scenes']} scenes of {config['objects_per_scene'][0]}-"
-        f"{config['objects_per_scene'][1]} objects (seed {config['seed']}), each explained for its class; "
+        f"{targets['count']} targets in {targets['scenes']} {objects}-object scenes (seed {config['seed']}), "
+        f"each explained for its class; "
         f"mean probability of the target's class in its scene {np.mean(targets['clean_probability']):.3f}. "
         f"IG and blur IG {config['ig_steps']} steps, SmoothGrad {config['samples']} samples "
         f"(noise {config['noise_scale']}), RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
@@ -522,7 +524,10 @@ def markdown(result: dict, command: str) -> str:
 
 
 def draw_figure(config: Config, model, data, path: str, methods) -> None:
-    """Rows: the bundled photos (top-1 class) and both targets of the first scene; columns: the methods."""
+    """Rows: the bundled photos (top-1 class) and both targets of the first scene; columns: the methods.
+
+    The ``+contrast`` variants are left out (they lose on the benchmark and need their own compilation).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -531,10 +536,10 @@ def draw_figure(config: Config, model, data, path: str, methods) -> None:
     from saliency_jax.models.imagenet import short_name
 
     size = model.image_size
-    methods = [m for m in methods if m not in BASELINES]
+    methods = [m for m in methods if m not in BASELINES and not m.endswith("+contrast")]
     images = [io.resize_image(io.bundled_photo(p), size) for p in PHOTOS]
     top1 = jax.jit(lambda p, x: jnp.argmax(model.logits_fn(p, x), axis=-1))
-    rows = [(name, image, [int(top1(model.params, jnp.asarray(image[None])))[0]])
+    rows = [(name, image, [int(top1(model.params, jnp.asarray(image[None]))[0])])
             for name, image in zip(PHOTOS, images)]
     first = scene_targets(data)[0]
     scene_image = data.images[first[0]].astype(np.float32)
