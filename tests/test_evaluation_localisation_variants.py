@@ -1,0 +1,85 @@
+"""Named localisation variants: the crop map against a plain loop, what variant_maps returns."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax import attribution as attr
+from saliency_jax.evaluation import localisation_variants as lv
+from saliency_jax.localisation import GraphCutConfig
+from saliency_jax.types import Classifier
+from conftest import TinyCNN
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    module = TinyCNN()
+    params = module.init(jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
+    return Classifier(functools.partial(module.apply, train=False), params, 8, tuple("abcde"),
+                      feature_layer="conv2")
+
+
+def test_crop_boxes_are_evenly_spaced_squares():
+    boxes = lv.crop_boxes(10, ((0.5, 3), (1.0, 1)))
+    # side 5 at positions linspace(0, 5, 3) = 0, 2.5 -> 2 (round half to even), 5
+    expected = [(y, x, 5) for y in (0, 2, 5) for x in (0, 2, 5)] + [(0, 0, 10)]
+    np.testing.assert_array_equal(boxes, expected)
+    assert len(lv.crop_boxes(224)) == 25 + 16 + 9 + 1
+
+
+def test_crop_map_equals_a_plain_loop(tiny):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    classes = np.array([1, 4])
+    grid = ((0.5, 3), (1.0, 1))
+    got = lv.crop_gradcam_maps(tiny, images, classes, grid=grid, batch_size=4)
+
+    expected = np.zeros((2, 8, 8))
+    for i in range(2):
+        for y, x, side in lv.crop_boxes(8, grid):
+            crop = jax.image.resize(jnp.asarray(images[i, y : y + side, x : x + side]), (8, 8, 3), "bilinear")[None]
+            p = float(jax.nn.softmax(tiny.logits_fn(tiny.params, crop))[0, classes[i]])
+            cam = np.asarray(attr.gradcam(tiny.logits_fn, tiny.params, crop, int(classes[i]), layer="conv2"))[0]
+            if cam.max() <= 0:
+                continue
+            piece = p * np.asarray(jax.image.resize(jnp.asarray(cam / cam.max()), (side, side), "bilinear"))
+            expected[i, y : y + side, x : x + side] = np.maximum(expected[i, y : y + side, x : x + side], piece)
+    assert got.shape == (2, 8, 8) and got.dtype == np.float32
+    assert expected.max() > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_variant_maps_returns_the_named_map_and_config(tiny):
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    classes = np.array([0, 2])
+    maps, config = lv.variant_maps(tiny, images, classes, "crops")
+    assert config == lv.VARIANTS["crops"].config and config.support > 0
+    np.testing.assert_allclose(maps, lv.crop_gradcam_maps(tiny, images, classes), rtol=1e-6)
+    maps, config = lv.variant_maps(tiny, images, classes, "paper")
+    assert config == GraphCutConfig()
+    gradient = np.asarray(attr.attribution_map(attr.gradient(tiny.logits_fn, tiny.params, images, classes)))
+    np.testing.assert_allclose(maps, gradient, rtol=1e-5, atol=1e-7)
+
+
+def test_every_variant_is_valid_and_the_default_is_one_of_them():
+    assert lv.DEFAULT_VARIANT in lv.VARIANTS
+    assert lv.VARIANTS["paper"] == lv.Variant("gradient", GraphCutConfig(), lv.VARIANTS["paper"].description)
+    for name, variant in lv.VARIANTS.items():
+        assert variant.seed_map.partition("+")[0] in lv.BASE_MAPS, name
+    assert all(name in lv.variant_help() for name in lv.VARIANTS)
+
+
+def test_bad_requests_raise_naming_the_argument(tiny):
+    images = np.zeros((1, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="variant"):
+        lv.variant_maps(tiny, images, [0], "nonsense")
+    with pytest.raises(ValueError, match="seed_map"):
+        lv.seed_maps(tiny, images, [0], "crops+contrast")
+    with pytest.raises(ValueError, match="feature_layer"):
+        lv.crop_gradcam_maps(tiny._replace(feature_layer=None), images, [0])
+    with pytest.raises(ValueError, match="images"):
+        lv.crop_gradcam_maps(tiny, np.zeros((1, 8, 6, 3), np.float32), [0])
