@@ -22,15 +22,21 @@ def _load(name, monkeypatch):
 
 def test_eval_table_with_simulated_maps(tmp_path, monkeypatch):
     eval_localisation = _load("eval_localisation", monkeypatch)
-    out = tmp_path / "eval.md"
-    text = eval_localisation.main(["--simulated", "--images", "7", "--processes", "1", "--out", str(out)])
-    assert out.read_text() == text
-    for method in ("| graphcut | simulated |", "| graphcut, soft background | simulated |",
-                   "| threshold box | simulated |", "| centre box | - |", "| whole image | - |"):
-        assert method in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    box_ious = [float(line.split("|")[3]) for line in rows]
-    assert box_ious == sorted(box_ious, reverse=True)  # best first
+    out = tmp_path / "eval.json"
+    result = eval_localisation.main(["--simulated", "--scenes", "3", "--single", "2", "--processes", "1",
+                                     "--out", str(out)])
+    assert json.loads(out.read_text())["tables"].keys() == result["tables"].keys()
+    text = (tmp_path / "eval.md").read_text()
+    for name, rows in result["tables"].items():
+        assert f"## {name}:" in text
+        by_method = {r["method"]: r for r in rows}
+        assert {"paper", "hard", "centre box", "whole image"} <= set(by_method)
+        box_ious = [r["box_iou"] for r in rows]
+        assert box_ious == sorted(box_ious, reverse=True)  # best first
+        # a map that points at the object: the paper's GraphCut beats the image-blind boxes
+        paper = by_method["paper"]
+        assert paper["box_iou"] > max(by_method["centre box"]["box_iou"], by_method["whole image"]["box_iou"])
+        assert paper["pointing"] == 1.0  # simulated maps peak on their object
 
 
 def test_bench_with_simulated_maps(tmp_path, monkeypatch, capsys):
@@ -42,10 +48,10 @@ def test_bench_with_simulated_maps(tmp_path, monkeypatch, capsys):
     assert json.loads(out.read_text())["images"] == 3
     stages = result["one_process_seconds_per_image"]
     assert set(stages) == {"seeds", "gmm", "graph", "maxflow", "components", "total"}
-    assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"))
-    assert 0 <= result["ours_mask_iou"] <= 1
+    assert all(stages[k] > 0 for k in ("gmm", "graph", "maxflow"))  # every timed stage measured
+    assert result["ours_mask_iou"] > 0.5  # simulated maps on single objects: GraphCut finds most of them
     if "grabcut_seconds_per_image" in result:  # OpenCV is optional
-        assert result["time_ratio"] > 0 and 0 <= result["ours_vs_grabcut_mask_iou"] <= 1
+        assert result["time_ratio"] > 0 and result["ours_vs_grabcut_mask_iou"] > 0.3
     assert "| **total** |" in capsys.readouterr().out
 
 
