@@ -245,17 +245,10 @@ def bench(config: Config, torch_loop: TorchLoop | None) -> tuple[list[dict], lis
 
 
 def machine() -> dict:
-    """The CPU model, core count and load average, for the record."""
-    import platform
+    """The CPU model, core count and load average, for the record (as the saliency benchmark's)."""
+    from bench_saliency import machine as saliency_machine  # a sibling script
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    return dict(cpu=model, nproc=os.cpu_count(), load_average=list(os.getloadavg()))
+    return saliency_machine()
 
 
 def print_table(rows: list[dict], torch_info: dict | None, config: Config) -> None:
