@@ -267,6 +267,14 @@ def layer_gradients(
     Returns:
       ``(features, gradients)``, both of the layer's output shape ``[B, ..., c]``.
     """
+    features, gradients, _ = layer_gradients_and_logits(logits_fn, params, images, classes, layer=layer)
+    return features, gradients
+
+
+def layer_gradients_and_logits(
+    logits_fn: LogitsFn, params: Any, images: jax.Array, classes: jax.Array, *, layer: str | Sequence[str]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`layer_gradients` and the logits ``[B, K]`` of the same forward pass."""
     path = _layer_path(layer)
     images = jnp.asarray(images, jnp.float32)
     classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
@@ -283,12 +291,12 @@ def layer_gradients(
 
         with nn.intercept_methods(interceptor):
             logits = logits_fn(params, images)
-        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], captured[0]
+        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], (captured[0], logits)
 
     shape = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images).shape
-    scores, pullback, features = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
+    scores, pullback, (features, logits) = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
     (gradients,) = pullback(jnp.ones_like(scores))
-    return features, gradients
+    return features, gradients, logits
 
 
 def top_activated_channels(

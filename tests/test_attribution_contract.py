@@ -37,6 +37,7 @@ SETTINGS = {
     "blur-ig": {"steps": 4, "max_sigma": 3.0},
     "gradcam": {"layer": LAYER},
     "gradcam++": {"layer": LAYER},
+    "crop-gradcam": {"layer": LAYER, "grid": ((0.5, 2), (1.0, 1))},
     "occlusion": {"patch": 3, "stride": 2},
     "rise": {"num_masks": 12, "grid": 3},
     "smoothgrad": {"num_samples": 3},
@@ -67,6 +68,8 @@ def _close(actual, expected, rtol=2e-4):
 def _expected_shape(name, settings, images):
     if name in ("gradcam", "gradcam++", "flip-shift(gradcam)"):
         return images.shape[:1] + (4, 4)
+    if name == "crop-gradcam":
+        return images.shape[:3]
     return images.shape
 
 
@@ -77,9 +80,17 @@ def setup(tiny_cnn):
     return logits_fn, params, images, jax.random.key(11)
 
 
+def _tempered(name, logits_fn):
+    """TinyCNN's softmax is saturated on 0-255 images; the crop map weighs by it, so soften the logits."""
+    if name != "crop-gradcam":
+        return logits_fn
+    return lambda params, images: 0.02 * logits_fn(params, images)
+
+
 @pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
 def test_contract(setup, name, method, settings):
     logits_fn, params, images, key = setup
+    logits_fn = _tempered(name, logits_fn)
     classes = jnp.array([0, 3, 1])
 
     # Eager, with every argument concrete.
@@ -88,6 +99,8 @@ def test_contract(setup, name, method, settings):
     assert eager.dtype == jnp.float32
     assert bool(jnp.isfinite(eager).all())
     assert float(jnp.abs(eager).max()) > 0
+    if name == "crop-gradcam":  # every image's map is lit (the tempered softmax is not saturated)
+        assert bool((eager.max(axis=(1, 2)) > 0).all())
 
     # jit with the settings bound; params, images, classes and the key traced.
     jitted = jax.jit(functools.partial(method, logits_fn, batch_size=BATCH_SIZE, **settings))
@@ -146,6 +159,12 @@ BAD_SETTINGS = [
     ("gradcam", {"layer": None}, "layer"),
     ("gradcam", {"layer": ""}, "layer"),  # the whole model: no spatial axes
     ("gradcam++", {"layer": "nope"}, "layer"),
+    ("crop-gradcam", {"layer": None}, "layer"),
+    ("crop-gradcam", {"grid": ((0.0, 2),)}, "grid"),
+    ("crop-gradcam", {"grid": ((1.5, 2),)}, "grid"),
+    ("crop-gradcam", {"grid": ((0.5, 0),)}, "grid"),
+    ("crop-gradcam", {"grid": ((0.5, 2.5),)}, "grid"),
+    ("crop-gradcam", {"grid": ()}, "grid"),
     ("occlusion", {"patch": 9}, "patch"),
     ("occlusion", {"patch": (2, 9)}, "patch"),
     ("occlusion", {"stride": 0}, "stride"),

@@ -230,6 +230,29 @@ def test_gradcam_by_hand(getkey):
     np.testing.assert_allclose(plus, expected_plus, rtol=1e-4, atol=1e-6)
 
 
+def test_crop_gradcam_of_the_whole_image_by_hand(getkey):
+    """One crop, the image itself: Grad-CAM divided by its maximum, times the class's softmax probability."""
+    module = PoolNet()
+    images = jax.random.normal(getkey(), (3, 4, 5, 3))
+    params = module.init(getkey(), images)
+    logits_fn = functools.partial(module.apply, train=False)
+    classes = np.array([0, 3, 1])
+    v = np.asarray(params["params"]["v"])
+    a = np.asarray(images, np.float64)
+    cam = np.maximum(np.einsum("bhwk,bk->bhw", a, v[:, classes].T / 20.0), 0)
+    logits = a.mean(axis=(1, 2)) @ v
+    probability = np.exp(logits - logits.max(1, keepdims=True))
+    probability = probability[np.arange(3), classes] / probability.sum(1)
+    expected = cam / cam.max(axis=(1, 2), keepdims=True) * probability[:, None, None]
+    ours = A.crop_gradcam(logits_fn, params, images, classes, layer="features", grid=((1.0, 1),))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+    # More crops can only raise a pixel (the maximum over the crops covering it).
+    more = A.crop_gradcam(logits_fn, params, images, classes, layer="features", grid=((0.5, 3), (1.0, 1)))
+    assert more.shape == (3, 4, 5)
+    assert bool((more >= ours - 1e-6).all()) and float((more - ours).max()) > 1e-3
+
+
 def test_default_layer_comes_from_the_classifier():
     classifier = Classifier(lambda p, x: x, None, 8, ("a",), feature_layer="head_activation")
     assert A.default_layer(classifier) == "head_activation"

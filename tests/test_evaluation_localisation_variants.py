@@ -22,12 +22,15 @@ def tiny():
                       feature_layer="conv2")
 
 
-def test_crop_boxes_are_evenly_spaced_squares():
-    boxes = lv.crop_boxes(10, ((0.5, 3), (1.0, 1)))
+def test_crop_boxes_are_evenly_spaced():
+    boxes = attr.crop_boxes(10, 10, ((0.5, 3), (1.0, 1)))
     # side 5 at positions linspace(0, 5, 3) = 0, 2.5 -> 2 (round half to even), 5
-    expected = [(y, x, 5) for y in (0, 2, 5) for x in (0, 2, 5)] + [(0, 0, 10)]
+    expected = [(y, x, 5, 5) for y in (0, 2, 5) for x in (0, 2, 5)] + [(0, 0, 10, 10)]
     np.testing.assert_array_equal(boxes, expected)
-    assert len(lv.crop_boxes(224)) == 25 + 16 + 9 + 1
+    assert len(attr.crop_boxes(224, 224)) == 25 + 16 + 9 + 1
+    # A rectangle: crops keep its aspect; positions per axis from edge to edge.
+    np.testing.assert_array_equal(attr.crop_boxes(10, 20, ((0.5, 2),)),
+                                  [(0, 0, 5, 10), (0, 10, 5, 10), (5, 0, 5, 10), (5, 10, 5, 10)])
 
 
 def test_crop_map_equals_a_plain_loop(tiny):
@@ -39,7 +42,7 @@ def test_crop_map_equals_a_plain_loop(tiny):
 
     expected = np.zeros((2, 8, 8))
     for i in range(2):
-        for y, x, side in lv.crop_boxes(8, grid):
+        for y, x, side, _ in attr.crop_boxes(8, 8, grid):
             crop = jax.image.resize(jnp.asarray(images[i, y : y + side, x : x + side]), (8, 8, 3), "bilinear")[None]
             p = float(jax.nn.softmax(tiny.logits_fn(tiny.params, crop))[0, classes[i]])
             cam = np.asarray(attr.gradcam(tiny.logits_fn, tiny.params, crop, int(classes[i]), layer="conv2"))[0]

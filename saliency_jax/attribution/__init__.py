@@ -22,7 +22,8 @@ their number. Everything is jit-friendly with the settings bound by
 
 Methods: :func:`gradient` (paper §3), :func:`gradient_x_input`,
 :func:`integrated_gradients`, :func:`blur_integrated_gradients`, :func:`gradcam`,
-:func:`gradcam_plus_plus`, :func:`occlusion`, :func:`rise`. Wrappers of any method
+:func:`gradcam_plus_plus`, :func:`crop_gradcam` (multi-scale crops; a map at the
+input's resolution), :func:`occlusion`, :func:`rise`. Wrappers of any method
 (``method=``): :func:`smoothgrad`, :func:`squaregrad`, :func:`vargrad`,
 :func:`flip_shift_average`. :data:`METHODS` names them all.
 """
@@ -36,6 +37,7 @@ from saliency_jax.attribution._common import DEFAULT_BATCH_SIZE, REDUCTIONS, att
 from saliency_jax.attribution.augment import flip_shift_average
 from saliency_jax.attribution.blur_ig import blur_integrated_gradients, gaussian_blur
 from saliency_jax.attribution.cam import default_layer, gradcam, gradcam_plus_plus
+from saliency_jax.attribution.crops import CROP_GRID, crop_boxes, crop_gradcam
 from saliency_jax.attribution.gradients import gradient, gradient_x_input
 from saliency_jax.attribution.integrated import integrated_gradients
 from saliency_jax.attribution.noise import smoothgrad, squaregrad, vargrad
@@ -48,7 +50,7 @@ class Method(NamedTuple):
 
     Attributes:
       fn: the function, with the common signature.
-      output: ``"pixels"`` (``[B, H, W, C]``) or ``"layer"`` (``[B, h, w]``, needs ``layer=``).
+      output: ``"pixels"`` (``[B, H, W, C]``) or ``"layer"`` (a ``[B, h, w]`` map, needs ``layer=``).
       needs_key: whether ``key=`` is required.
       uses_rule: whether it takes ``rule=`` (the §4 ReLU rules).
       wraps: whether it wraps another method (``method=``).
@@ -68,6 +70,7 @@ METHODS: dict[str, Method] = {
     "blur-ig": Method(blur_integrated_gradients, "pixels", uses_rule=True),
     "gradcam": Method(gradcam, "layer"),
     "gradcam++": Method(gradcam_plus_plus, "layer"),
+    "crop-gradcam": Method(crop_gradcam, "layer"),
     "occlusion": Method(occlusion, "pixels"),
     "rise": Method(rise, "pixels", needs_key=True),
     "smoothgrad": Method(smoothgrad, "pixels", needs_key=True, wraps=True),
@@ -79,12 +82,15 @@ METHODS: dict[str, Method] = {
 is that of its default ``method=`` (the gradient)."""
 
 __all__ = [
+    "CROP_GRID",
     "DEFAULT_BATCH_SIZE",
     "METHODS",
     "REDUCTIONS",
     "Method",
     "attribution_map",
     "blur_integrated_gradients",
+    "crop_boxes",
+    "crop_gradcam",
     "default_layer",
     "flip_shift_average",
     "for_classes",

@@ -118,6 +118,8 @@ def sum_over_expansions(
     batch: int,
     count: int,
     batch_size: int | None,
+    *,
+    combine: str = "sum",
 ) -> Any:
     """``out[b] = sum_n row_fn(b, n)`` over ``count`` expansions of each of ``batch`` images.
 
@@ -127,17 +129,21 @@ def sum_over_expansions(
       batch: ``B``.
       count: ``N``, expansions per image.
       batch_size: rows per chunk (``None``: all ``B * N`` rows at once).
+      combine: ``"sum"``, or ``"max"`` for the largest over ``n`` (element-wise).
 
     Returns:
-      The pytree of ``row_fn``'s output with ``[B, ...]`` leaves: sums over ``n``.
+      The pytree of ``row_fn``'s output with ``[B, ...]`` leaves: sums (or maxima) over ``n``.
     """
+    if combine not in ("sum", "max"):
+        raise ValueError(f"combine must be 'sum' or 'max', got {combine!r}")
     total = batch * count
     rows = total if batch_size is None else min(batch_size, total)
     chunks = -(-total // rows)
     if chunks == 1:
         index = np.arange(total)
         out = row_fn(jnp.asarray(index // count, jnp.int32), jnp.asarray(index % count, jnp.int32))
-        return jax.tree.map(lambda o: jnp.sum(o.reshape((batch, count) + o.shape[1:]), axis=1), out)
+        reduce = jnp.sum if combine == "sum" else jnp.max
+        return jax.tree.map(lambda o: reduce(o.reshape((batch, count) + o.shape[1:]), axis=1), out)
 
     def chunk_rows(i):
         r = i * rows + jnp.arange(rows, dtype=jnp.int32)
@@ -147,15 +153,17 @@ def sum_over_expansions(
 
     b0, n0, _ = chunk_rows(jnp.int32(0))
     shapes = jax.eval_shape(row_fn, b0, n0)
-    init = jax.tree.map(lambda s: jnp.zeros((batch,) + s.shape[1:], s.dtype), shapes)
+    # The identity of the combination: padding rows contribute it.
+    empty = (lambda s: jnp.zeros(s.shape, s.dtype)) if combine == "sum" else (lambda s: jnp.full(s.shape, -jnp.inf, s.dtype))
+    init = jax.tree.map(lambda s: empty(jax.ShapeDtypeStruct((batch,) + s.shape[1:], s.dtype)), shapes)
 
     def body(acc, i):
         b, n, valid = chunk_rows(i)
         out = row_fn(b, n)
 
         def add(a, o):
-            o = jnp.where(valid.reshape((rows,) + (1,) * (o.ndim - 1)), o, jnp.zeros_like(o))
-            return a.at[b].add(o)
+            o = jnp.where(valid.reshape((rows,) + (1,) * (o.ndim - 1)), o, empty(o))
+            return a.at[b].add(o) if combine == "sum" else a.at[b].max(o)
 
         return jax.tree.map(add, acc, out), None
 

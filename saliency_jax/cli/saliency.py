@@ -36,6 +36,7 @@ METHOD_NAMES = {
     "blur-ig": "Integrated Gradients along a blur path",
     "gradcam": "Grad-CAM at a layer, resized to the input",
     "gradcam++": "Grad-CAM++ at a layer, resized to the input",
+    "crop-gradcam": "Grad-CAM of 51 zoomed crops, each weighted by the class's probability in it",
     "occlusion": "score drop under a sliding black patch",
     "rise": "RISE: class probability under random masks",
 }
@@ -91,7 +92,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_common.positive_int, default=None, metavar="N",
                    help="noise samples of smoothgrad/squaregrad/vargrad (default: 16) or RISE masks (default: 2000)")
     p.add_argument("--layer", default=None, metavar="NAME",
-                   help="layer of gradcam/gradcam++ (default: the model's last feature map)")
+                   help="layer of gradcam/gradcam++/crop-gradcam (default: the model's last feature map)")
     p.add_argument("--patch", type=_common.positive_int, default=16, metavar="P",
                    help="occlusion patch side in pixels (default: 16)")
     p.add_argument("--stride", type=_common.positive_int, default=8, metavar="S",

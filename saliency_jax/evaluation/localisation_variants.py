@@ -32,11 +32,6 @@ from saliency_jax.localisation import GraphCutConfig
 # class's probability in each.
 BASE_MAPS = ("gradient", "smoothgrad", "gradcam", "ig", "gradcam*smoothgrad", "crops")
 
-# The crops of :func:`crop_gradcam_maps`: (side as a fraction of the image's,
-# positions per axis), evenly spaced from edge to edge.
-CROP_GRID = ((0.4, 5), (0.55, 4), (0.75, 3), (1.0, 1))
-
-
 class Variant(NamedTuple):
     """A named choice of seed map and segmentation.
 
@@ -130,64 +125,38 @@ def _jitted(name: str, logits_fn, layer, size: int, batch_size: int):
     return jax.jit(maps)
 
 
-def crop_boxes(size: int, grid=CROP_GRID) -> np.ndarray:
-    """int64 ``[K, 3]``: ``(y, x, side)`` of the square crops of an ``size x size`` image.
-
-    For each ``(fraction, steps)`` of ``grid``: crops of side ``round(fraction * size)``
-    at ``steps`` evenly spaced positions per axis from edge to edge (duplicates
-    dropped), row-major.
-    """
-    out = []
-    for fraction, steps in grid:
-        side = max(1, min(size, round(fraction * size)))
-        positions = np.unique(np.round(np.linspace(0, size - side, steps)).astype(np.int64))
-        out += [(y, x, side) for y in positions for x in positions]
-    return np.asarray(out, np.int64)
-
-
 @functools.lru_cache(maxsize=8)
-def _jitted_crops(logits_fn, layer, size: int, boxes: tuple, batch_size: int):
-    """``(params, image [S, S, 3], class) -> (probability [K], cam [K, h, w])`` over the crops."""
+def _jitted_crops(logits_fn, layer, grid: tuple, batch_size: int):
     import jax
-    import jax.numpy as jnp
 
     from saliency_jax import attribution as attr
 
-    def fn(params, image, label):
-        crops = jnp.stack([jax.image.resize(image[y : y + side, x : x + side], (size, size, 3), "bilinear")
-                           for y, x, side in boxes])
-        probability = jax.nn.softmax(logits_fn(params, crops), axis=-1)[:, label]
-        cams = attr.gradcam(logits_fn, params, crops, jnp.full((len(boxes),), label, jnp.int32),
-                            layer=layer, batch_size=batch_size)
-        return probability, cams
-
-    return jax.jit(fn)
+    return jax.jit(functools.partial(attr.crop_gradcam, logits_fn, layer=layer, grid=grid, batch_size=batch_size))
 
 
-def crop_gradcam_maps(classifier, images, classes, *, grid=CROP_GRID, batch_size: int = 16) -> np.ndarray:
-    """Multi-scale crop maps: Grad-CAM of zoomed crops, each weighted by the class's probability in it.
+def crop_gradcam_maps(classifier, images, classes, *, grid=None, batch_size: int = 16) -> np.ndarray:
+    """:func:`saliency_jax.attribution.crop_gradcam` of a classifier at its ``feature_layer``, in numpy.
 
-    Every square crop of :func:`crop_boxes` is resized to the model's input and
-    classified; its Grad-CAM of the class (at the classifier's ``feature_layer``),
-    divided by its maximum and multiplied by the class's softmax probability in
-    the crop, is resized back onto the crop's pixels; a pixel's value is the
-    largest over the crops that contain it. A zoomed crop shows an object at the
-    scale the model was trained on, and the softmax makes the classes compete: a
-    crop of a neighbouring object gives the class a low probability, so the
-    neighbour stays dark even where the whole-image map of the class spills onto it.
+    Every crop of :func:`~saliency_jax.attribution.crop_boxes` is resized to the
+    model's input and classified; its Grad-CAM of the class, divided by its
+    maximum and multiplied by the class's softmax probability in the crop, is
+    resized back onto the crop's pixels; a pixel's value is the largest over the
+    crops that contain it. One image per compiled call.
 
     Args:
       classifier: a :class:`~saliency_jax.types.Classifier` with a ``feature_layer``.
       images: float ``[B, S, S, 3]`` raw images at the model's input size.
       classes: int ``[B]``.
-      grid: ``(fraction, steps)`` pairs of :func:`crop_boxes`.
-      batch_size: crops per Grad-CAM call.
+      grid: ``(fraction, steps)`` pairs (default
+        :data:`~saliency_jax.attribution.CROP_GRID`, 51 crops).
+      batch_size: crops per model call.
 
     Returns:
       float32 ``[B, S, S]`` in ``[0, 1]``.
     """
-    import jax
     import jax.numpy as jnp
+
+    from saliency_jax import attribution as attr
 
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
@@ -195,19 +164,12 @@ def crop_gradcam_maps(classifier, images, classes, *, grid=CROP_GRID, batch_size
     layer = getattr(classifier, "feature_layer", None)
     if not layer:
         raise ValueError("classifier must name a feature_layer for the crop maps, got None")
-    size = images.shape[1]
-    boxes = tuple(tuple(int(v) for v in b) for b in crop_boxes(size, grid))
-    compute = _jitted_crops(classifier.logits_fn, layer, size, boxes, batch_size)
-    resize = jax.jit(lambda cam, side: jax.image.resize(cam, (side, side), "bilinear"), static_argnums=1)
+    grid = attr.CROP_GRID if grid is None else tuple(tuple(pair) for pair in grid)
+    compute = _jitted_crops(classifier.logits_fn, layer, grid, batch_size)
+    classes = np.broadcast_to(np.asarray(classes, np.int32).reshape(-1), (len(images),))
     out = np.zeros(images.shape[:3], np.float32)
-    for i, (image, label) in enumerate(zip(images, np.asarray(classes).reshape(-1))):
-        probability, cams = (np.asarray(a) for a in compute(classifier.params, jnp.asarray(image), int(label)))
-        for (y, x, side), p, cam in zip(boxes, probability, cams):
-            peak = cam.max()
-            if not peak > 0:
-                continue
-            piece = np.asarray(resize(jnp.asarray(cam / peak), side)) * p
-            np.maximum(out[i, y : y + side, x : x + side], piece, out=out[i, y : y + side, x : x + side])
+    for i, (image, label) in enumerate(zip(images, classes)):
+        out[i] = np.asarray(compute(classifier.params, jnp.asarray(image[None]), jnp.asarray(label[None])))[0]
     return out
 
 
