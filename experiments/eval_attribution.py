@@ -51,7 +51,7 @@ import numpy as np
 
 BASE_METHODS = (
     "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig",
-    "gradcam", "gradcam++", "occlusion", "rise",
+    "gradcam", "gradcam++", "crop-gradcam", "occlusion", "rise",
 )
 COMBINATIONS = (
     "gradcam*smoothgrad", "gradcam*rise", "gradcam+contrast", "smoothgrad+contrast", "gradcam*smoothgrad+contrast",
@@ -153,6 +153,8 @@ def method_settings(config: Config, name: str, feature_layer: str) -> tuple[obje
         return attr.gradcam, dict(layer=feature_layer), False
     if name == "gradcam++":
         return attr.gradcam_plus_plus, dict(layer=feature_layer), False
+    if name == "crop-gradcam":
+        return attr.crop_gradcam, dict(layer=feature_layer), False
     if name == "occlusion":
         return attr.occlusion, dict(patch=config.patch, stride=config.stride), True
     if name == "rise":
@@ -396,17 +398,21 @@ def evaluate(config: Config, model=None, data=None, *, cache: str | None = None)
         parse_name(name)
     groups = scene_targets(data)
     explainer = Explainer(config, model, max(len(g) for g in groups))
-    maps = load_maps(cache, config, model_methods, explainer)
-    if maps is None:
-        maps = {name: np.zeros(data.masks.shape, np.float32) for name in model_methods}
+    stored = load_maps(cache, config, explainer)
+    missing = [name for name in model_methods if name not in stored]
+    if missing:
+        new = {name: np.zeros(data.masks.shape, np.float32) for name in missing}
         root = jax.random.key(config.seed)
         for s, targets in enumerate(groups):
-            found = explainer.maps(model_methods, data.images[targets[0]], [int(c) for c in data.classes[targets]],
+            found = explainer.maps(missing, data.images[targets[0]], [int(c) for c in data.classes[targets]],
                                    jax.random.fold_in(root, s))
             for name, m in found.items():
-                maps[name][targets] = m
+                new[name][targets] = m
             print(f"scene {s + 1}/{len(groups)}: maps at {time.perf_counter() - start:.0f} s", flush=True)
-        save_maps(cache, config, maps, explainer)
+        stored.update(new)
+        save_maps(cache, config, stored, explainer)
+    maps = {name: stored[name] for name in model_methods}
+    cached = [name for name in model_methods if name not in missing]
     for name in config.methods:
         if name in BASELINES:
             maps[name] = baseline_maps(name, len(data.images), data.images.shape[1], config.seed)
@@ -440,6 +446,7 @@ def evaluate(config: Config, model=None, data=None, *, cache: str | None = None)
                           "standard_error": float(np.sqrt(best["pointing_mask"] * (1 - best["pointing_mask"])
                                                           / len(data.images)))},
         "seconds_total": time.perf_counter() - start,
+        "maps_from_cache": cached,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "cpus": os.cpu_count(),
         "maps": maps,
@@ -466,20 +473,19 @@ def save_maps(cache: str | None, config: Config, maps: dict, explainer: Explaine
                                 maps=np.stack(list(maps.values())), **{f"seconds|{k}": v for k, v in seconds.items()})
 
 
-def load_maps(cache: str | None, config: Config, names, explainer: Explainer) -> dict | None:
-    """The cached maps of ``names`` if ``cache`` holds them for these settings, else ``None``."""
+def load_maps(cache: str | None, config: Config, explainer: Explainer) -> dict:
+    """Every map ``cache`` holds for these settings (and their timings, into ``explainer``); ``{}`` if none."""
     if not cache or not os.path.exists(cache):
-        return None
+        return {}
     with np.load(cache) as stored:
-        if str(stored["tag"]) != _cache_tag(config) or not set(names) <= set(stored["names"].tolist()):
-            return None
-        index = {n: i for i, n in enumerate(stored["names"].tolist())}
-        maps = {name: stored["maps"][index[name]] for name in names}
+        if str(stored["tag"]) != _cache_tag(config):
+            return {}
+        maps = {name: stored["maps"][i] for i, name in enumerate(stored["names"].tolist())}
         for key in stored.files:
             if key.startswith("seconds|"):
                 _, name, contrast = key.split("|")
-                explainer.seconds[name, bool(int(contrast))] = stored[key].tolist()
-    print(f"maps read from {cache}", flush=True)
+                explainer.seconds.setdefault((name, bool(int(contrast))), stored[key].tolist())
+    print(f"maps of {len(maps)} methods read from {cache}", flush=True)
     return maps
 
 
@@ -511,6 +517,9 @@ def markdown(result: dict, command: str) -> str:
         f"(noise {config['noise_scale']}), RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
         f"stride {config['stride']}, deletion / insertion {config['curve_steps']} steps on a blur of sigma "
         f"{config['blur_sigma']} px. {result['seconds_total'] / 60:.1f} min on {result['cpus']} cores{load}.",
+        *([f"The maps (and seconds per map) of {len(result['maps_from_cache'])} methods were read from the cache "
+           "of an earlier run with the same settings: "
+           + ", ".join(result["maps_from_cache"]) + "."] if result.get("maps_from_cache") else []),
         "",
         format_table(result["rows"]),
         "",

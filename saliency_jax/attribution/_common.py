@@ -154,7 +154,11 @@ def sum_over_expansions(
     b0, n0, _ = chunk_rows(jnp.int32(0))
     shapes = jax.eval_shape(row_fn, b0, n0)
     # The identity of the combination: padding rows contribute it.
-    empty = (lambda s: jnp.zeros(s.shape, s.dtype)) if combine == "sum" else (lambda s: jnp.full(s.shape, -jnp.inf, s.dtype))
+    identity = 0.0 if combine == "sum" else -jnp.inf
+
+    def empty(like):
+        return jnp.full(like.shape, identity, like.dtype)
+
     init = jax.tree.map(lambda s: empty(jax.ShapeDtypeStruct((batch,) + s.shape[1:], s.dtype)), shapes)
 
     def body(acc, i):

@@ -51,8 +51,9 @@ def check_grid(grid) -> tuple[tuple[float, int], ...]:
     if not pairs or any(len(pair) != 2 for pair in pairs):
         raise ValueError(f"grid must be a non-empty sequence of (fraction, steps) pairs, got {grid!r}")
     return tuple(
-        (_checks.check_number(f, "grid fraction", low=0.0, high=1.0, open_low=True), _checks.check_int(s, "grid steps", 1))
-        for f, s in pairs
+        (_checks.check_number(fraction, "grid fraction", low=0.0, high=1.0, open_low=True),
+         _checks.check_int(steps, "grid steps", 1))
+        for fraction, steps in pairs
     )
 
 
@@ -77,14 +78,14 @@ def crop_boxes(height: int, width: int, grid=CROP_GRID) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """float32 ``[n_out, n_in]``: ``jax.image.resize``'s bilinear resize of a length-``n_in`` axis, as a matrix."""
+    """float32 ``[n_out, n_in]``: ``jax.image.resize``'s bilinear resize of an axis, as a matrix."""
     with jax.ensure_compile_time_eval():
         eye = jnp.eye(n_in, dtype=jnp.float32)
         return np.asarray(jax.image.resize(eye, (n_out, n_in), method="bilinear"))
 
 
 def _crop_matrices(size: int, starts, lengths) -> np.ndarray:
-    """``[K, size, size]``: row ``k`` takes pixels ``starts[k] : starts[k] + lengths[k]`` and resizes them to ``size``."""
+    """``[K, size, size]``: row ``k`` resizes pixels ``starts[k] : starts[k] + lengths[k]`` to ``size``."""
     out = np.zeros((len(starts), size, size), np.float32)
     for k, (start, length) in enumerate(zip(starts, lengths)):
         out[k, :, start : start + length] = _resize_matrix(int(length), size)
