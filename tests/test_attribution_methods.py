@@ -204,15 +204,19 @@ class PoolNet(nn.Module):
         return jnp.mean(features, axis=(1, 2)) @ v
 
 
-def test_gradcam_by_hand(getkey):
-    """dS_c/dA_kij = V[k, c] / (h w), so Grad-CAM = ReLU(sum_k V[k, c] A_k / (h w))."""
+def _pool_net(getkey):
+    """PoolNet on three 4x5 images: ``(logits_fn, params, images, classes, V, images as float64)``."""
     module = PoolNet()
     images = jax.random.normal(getkey(), (3, 4, 5, 3))
     params = module.init(getkey(), images)
-    logits_fn = functools.partial(module.apply, train=False)
     classes = np.array([0, 3, 1])
-    v = np.asarray(params["params"]["v"])
-    a = np.asarray(images, np.float64)
+    return (functools.partial(module.apply, train=False), params, images, classes,
+            np.asarray(params["params"]["v"]), np.asarray(images, np.float64))
+
+
+def test_gradcam_by_hand(getkey):
+    """dS_c/dA_kij = V[k, c] / (h w), so Grad-CAM = ReLU(sum_k V[k, c] A_k / (h w))."""
+    logits_fn, params, images, classes, v, a = _pool_net(getkey)
     cam = A.gradcam(logits_fn, params, images, classes, layer="features")
     alpha = v[:, classes].T / 20.0  # [B, k]
     expected = np.maximum(np.einsum("bhwk,bk->bhw", a, alpha), 0)
@@ -232,13 +236,7 @@ def test_gradcam_by_hand(getkey):
 
 def test_crop_gradcam_of_the_whole_image_by_hand(getkey):
     """One crop, the image itself: Grad-CAM divided by its maximum, times the class's softmax probability."""
-    module = PoolNet()
-    images = jax.random.normal(getkey(), (3, 4, 5, 3))
-    params = module.init(getkey(), images)
-    logits_fn = functools.partial(module.apply, train=False)
-    classes = np.array([0, 3, 1])
-    v = np.asarray(params["params"]["v"])
-    a = np.asarray(images, np.float64)
+    logits_fn, params, images, classes, v, a = _pool_net(getkey)
     cam = np.maximum(np.einsum("bhwk,bk->bhw", a, v[:, classes].T / 20.0), 0)
     logits = a.mean(axis=(1, 2)) @ v
     probability = np.exp(logits - logits.max(1, keepdims=True))
