@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from saliency_jax.models.depthwise import depthwise_conv2d, resolve_impl
+from saliency_jax.models.depthwise import PAD_BELOW_BYTES, depthwise_conv2d, resolve_impl
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -27,12 +27,17 @@ def grouped_conv(x, kernel, strides, padding):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("strides", "padding"))
-def forward_and_vjps(x, kernel, cotangent, strides, padding):
+# ``pad_below_bytes`` of the two forms of the shifted path: every input split into an interior and
+# border strips, or every input padded first.
+SPLIT, PADDED = 0, 2**40
+
+
+@functools.partial(jax.jit, static_argnames=("strides", "padding", "pad_below_bytes"))
+def forward_and_vjps(x, kernel, cotangent, strides, padding, pad_below_bytes):
     """Output, input gradient and kernel gradient of both paths, in one compiled program."""
 
     def shifted(x, kernel):
-        return depthwise_conv2d(x, kernel, strides, padding, impl="shifted")
+        return depthwise_conv2d(x, kernel, strides, padding, impl="shifted", pad_below_bytes=pad_below_bytes)
 
     def reference(x, kernel):
         return grouped_conv(x, kernel, strides, padding)
@@ -44,14 +49,14 @@ def forward_and_vjps(x, kernel, cotangent, strides, padding):
     return results
 
 
-def assert_matches_grouped_conv(batch, height, width, channels, ksize, strides, padding, seed):
+def assert_matches_grouped_conv(batch, height, width, channels, ksize, strides, padding, seed, pad_below_bytes):
     keys = jax.random.split(jax.random.key(seed), 3)
     x = jax.random.normal(keys[0], (batch, height, width, channels))
     kernel = jax.random.normal(keys[1], (ksize[0], ksize[1], 1, channels))
     out_shape = jax.eval_shape(functools.partial(grouped_conv, strides=strides, padding=padding), x, kernel)
     cotangent = jax.random.normal(keys[2], out_shape.shape)
     padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
-    (y, dx, dk), (y_ref, dx_ref, dk_ref) = forward_and_vjps(x, kernel, cotangent, strides, padding)
+    (y, dx, dk), (y_ref, dx_ref, dk_ref) = forward_and_vjps(x, kernel, cotangent, strides, padding, pad_below_bytes)
     assert y.shape == y_ref.shape and dx.shape == x.shape and dk.shape == kernel.shape
     np.testing.assert_allclose(y, y_ref, **TOL, err_msg="forward")
     np.testing.assert_allclose(dx, dx_ref, **TOL, err_msg="input gradient")
@@ -62,13 +67,16 @@ def assert_matches_grouped_conv(batch, height, width, channels, ksize, strides, 
 
 # The grid the fast path must cover: strides 1 and 2, kernels 3 and 5, odd and even sizes,
 # SAME and VALID padding (the EfficientNet-Lite0 cases and their neighbours).
+@pytest.mark.parametrize("form", [SPLIT, PADDED], ids=["split", "padded"])
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("ksize", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_matches_grouped_conv_on_grid(stride, ksize, padding):
+def test_matches_grouped_conv_on_grid(stride, ksize, padding, form):
     # Odd height, even width, so both parities are exercised in one compilation; a batch of 3,
     # since the kernel gradient is accumulated example by example.
-    assert_matches_grouped_conv(3, 9, 8, 3, (ksize, ksize), (stride, stride), padding, seed=ksize + stride)
+    assert_matches_grouped_conv(
+        3, 9, 8, 3, (ksize, ksize), (stride, stride), padding, seed=ksize + stride, pad_below_bytes=form
+    )
 
 
 @st.composite
@@ -95,6 +103,7 @@ def conv_cases(draw):
         "strides": strides,
         "padding": padding,
         "seed": draw(st.integers(0, 2**16)),
+        "pad_below_bytes": draw(st.sampled_from([SPLIT, PADDED])),
     }
 
 
@@ -130,6 +139,23 @@ def test_the_shifted_path_has_no_convolution_in_either_direction(impl, expects_c
     assert ("conv_general_dilated" in _primitives(jaxpr.jaxpr)) == expects_conv
 
 
+def test_the_default_pads_small_inputs_and_splits_large_ones():
+    kernel = jnp.ones((3, 3, 1, 8))
+
+    def strips(shape, **kwargs):
+        """Whether the forward and backward passes write border strips into the output."""
+
+        def loss(x):
+            return jnp.sum(depthwise_conv2d(x, kernel, 2, "SAME", impl="shifted", **kwargs) ** 2)
+
+        return "dynamic_update_slice" in _primitives(jax.make_jaxpr(jax.grad(loss))(jnp.ones(shape)).jaxpr)
+
+    small = (1, 16, 16, 8)  # 8 KiB
+    large = (1, 16, 16 * (PAD_BELOW_BYTES // 8192 + 1), 8)  # just over PAD_BELOW_BYTES
+    assert not strips(small) and strips(large)
+    assert strips(small, pad_below_bytes=0) and not strips(large, pad_below_bytes=2**40)
+
+
 def test_auto_picks_the_path_by_backend(monkeypatch):
     assert resolve_impl("shifted") == "shifted" and resolve_impl("xla") == "xla"
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
@@ -141,11 +167,14 @@ def test_auto_picks_the_path_by_backend(monkeypatch):
         assert "conv_general_dilated" in _primitives(jaxpr.jaxpr)
 
 
-def test_transformations_match_the_grouped_conv(getkey):
+@pytest.mark.parametrize("form", [SPLIT, PADDED], ids=["split", "padded"])
+def test_transformations_match_the_grouped_conv(getkey, form):
     """jit == eager, vmap == per-example, a pullback reused and vmapped, gradients of gradients."""
     x = jax.random.normal(getkey(), (3, 2, 7, 6, 3))  # a leading axis to vmap over
     kernel = jax.random.normal(getkey(), (3, 3, 1, 3))
-    shifted = functools.partial(depthwise_conv2d, strides=2, padding="SAME", impl="shifted")
+    shifted = functools.partial(
+        depthwise_conv2d, strides=2, padding="SAME", impl="shifted", pad_below_bytes=form
+    )
     reference = functools.partial(grouped_conv, strides=(2, 2), padding="SAME")
 
     np.testing.assert_allclose(jax.jit(shifted)(x[0], kernel), shifted(x[0], kernel), **TOL)
@@ -199,6 +228,9 @@ def test_follows_dtype_promotion():
         ((1, 4, 4, 2), (3, 3, 1, 2), {"padding": 5}, "padding"),
         ((1, 2, 4, 2), (3, 3, 1, 2), {"padding": "VALID"}, "output would be empty"),
         ((1, 4, 4, 2), (3, 3, 1, 2), {"impl": "cuda"}, "impl"),
+        ((1, 4, 4, 2), (3, 3, 1, 2), {"pad_below_bytes": -1}, "pad_below_bytes"),
+        ((1, 4, 4, 2), (3, 3, 1, 2), {"pad_below_bytes": 1.5}, "pad_below_bytes"),
+        ((1, 4, 4, 2), (3, 3, 1, 2), {"pad_below_bytes": True}, "pad_below_bytes"),
     ],
 )
 def test_rejects_invalid_arguments(x_shape, k_shape, kwargs, match):
