@@ -96,6 +96,22 @@ def test_many_classes_equal_one_at_a_time(tiny_cnn, getkey):
                                sj.class_gradients(logits_fn, params, images, jnp.stack([classes[0]] * 2)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("rule", ["gradient", "guided"])
+def test_classes_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    classes = jnp.array([[3, 0, 4, 1, 2], [1, 4, 4, 0, 3]])
+    together = sj.class_gradients(logits_fn, params, images, classes, rule=rule, classes_per_pass=5)
+    for per_pass in (1, 2, 3, 9, None):  # 2 and 3 leave a part-filled last pass
+        got = jax.jit(sj.class_gradients, static_argnums=0, static_argnames=("rule", "classes_per_pass"))(
+            logits_fn, params, images, classes, rule=rule, classes_per_pass=per_pass
+        )
+        np.testing.assert_allclose(got, together, rtol=1e-5, atol=1e-7, err_msg=f"classes_per_pass={per_pass}")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="classes_per_pass"):
+            sj.class_saliency_maps(logits_fn, params, images, classes, classes_per_pass=bad)
+
+
 def test_jitted_calls_return_nan_for_invalid_requests(tiny_cnn):
     """Under jit the values are unknown while tracing: an invalid request must not look like a map."""
     logits_fn, params = tiny_cnn
