@@ -5,7 +5,7 @@ One run times, on the same weights and images (uniform noise in 0..255, the same
 * the jitted forward pass and the saliency map ``max_c |dS_c/dI|`` at batch 1, 16 and 64, against
   PyTorch's forward pass, plain autograd and Captum's ``Saliency``;
 * the maps of 8 classes of one image (:func:`saliency_jax.class_saliency_maps`, one forward pass and
-  the pullback vmapped over 8 one-hot cotangents) against PyTorch's 1 forward + 8 backward passes
+  the pullback vmapped over 8 one-hot cotangents, a few per backward pass) against PyTorch's 1 forward + 8 backward passes
   and Captum's ``Saliency`` on 8 copies of the image;
 * Integrated Gradients, 32 steps on 16 images
   (:func:`saliency_jax.attribution.integrated_gradients`, ``batch_size=64``) against Captum's

@@ -127,8 +127,9 @@ def main(argv=None) -> None:
         "",
         f"- saliency map: `max_c |dS_c/dI|`; PyTorch: one forward and one backward pass (autograd); Captum: "
         "`Saliency(abs=True)`.",
-        f"- {cfg['num_classes']} classes of one image: `class_saliency_maps` (one forward pass, the pullback "
-        f"vmapped over {cfg['num_classes']} cotangents); PyTorch: 1 forward + {cfg['num_classes']} backward passes; "
+        f"- {cfg['num_classes']} classes of one image: `class_saliency_maps` (one forward pass, then the pullback "
+        f"vmapped over {cfg['num_classes']} cotangents, a few per backward pass, as "
+        f"`classes_per_pass`'s default chooses); PyTorch: 1 forward + {cfg['num_classes']} backward passes; "
         f"Captum: `Saliency` on {cfg['num_classes']} copies of the image.",
         f"- IG: `integrated_gradients(steps={cfg['ig_steps']}, batch_size={cfg['ig_internal_batch']})` on "
         f"{cfg['ig_images']} images; Captum: `IntegratedGradients.attribute(n_steps={cfg['ig_steps']}, "
