@@ -462,15 +462,27 @@ def print_depthwise(rows: list[dict], config: Config) -> None:
 
 
 def machine() -> dict:
-    """The CPU model, core count and load average, for the record."""
+    """The CPU model, its widest vector instructions, core count and load average, for the record.
+
+    Hosts that report the same model name can differ in their vector units (AVX2 or AVX-512), which
+    changes both frameworks' speed and their ratio, so the record names them.
+    """
     model = platform.processor() or platform.machine()
+    record: dict = {}
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
+            info = {}
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+        model = info.get("model name", model)
+        flags = set(info.get("flags", "").split())
+        record["vector_isa"] = next((isa for isa in ("avx512f", "avx2", "avx", "sse4_2") if isa in flags), "other")
+        if "cpu family" in info and "model" in info:
+            record["cpu_family_model"] = f"{info['cpu family']}/{info['model']}"
     except OSError:
         pass
-    return dict(cpu=model, nproc=os.cpu_count(), load_average=list(os.getloadavg()))
+    return dict(cpu=model, **record, nproc=os.cpu_count(), load_average=list(os.getloadavg()))
 
 
 def print_rows(rows: list[dict]) -> None:

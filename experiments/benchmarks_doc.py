@@ -31,7 +31,12 @@ def _machine_lines(runs: list[dict], name: str) -> list[str]:
             versions += f", PyTorch {torch.get('torch')}" + (f", Captum {torch['captum']}" if "captum" in torch else "")
             versions += f" ({torch.get('threads')} threads"
             versions += f", OMP_WAIT_POLICY={torch['omp_wait_policy']})" if torch.get("omp_wait_policy") else ")"
-        lines.append(f"- {name} run {i}: {m['cpu']}, `nproc` = {m['nproc']}; load average (1 min) "
+        cpu = m["cpu"]
+        if m.get("cpu_family_model"):
+            cpu += f" (family/model {m['cpu_family_model']})"
+        if m.get("vector_isa"):
+            cpu += f", widest vectors {m['vector_isa']}"
+        lines.append(f"- {name} run {i}: {cpu}, `nproc` = {m['nproc']}; load average (1 min) "
                      f"{m['load_average'][0]:.2f} before, {m['load_average_after'][0]:.2f} after; {versions}")
     return lines
 
