@@ -19,7 +19,7 @@ fast path too. On GPU and TPU the grouped convolution is fast and is used unchan
 
 Large inputs are never padded: each output is split into an interior, where every tap reads
 inside the image and the sum is made of plain (strided) slices, and thin border strips, where the
-out-of-image taps are zeroed. (At batch 16, copying a padded 112x112x96 input took several times
+out-of-image taps are zeroed; the pieces are concatenated into the output. (At batch 16, copying a padded 112x112x96 input took several times
 longer than the whole stride-2 convolution.) Small inputs, up to ``pad_below_bytes``
 (:data:`PAD_BELOW_BYTES` by default), are padded once and summed in one region instead: the copy
 costs little there, and the interior and four strips are five separate loops for XLA's CPU runtime
@@ -270,22 +270,22 @@ def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes):
     full_rows, full_cols = (0, out_hw[0]), (0, out_hw[1])
     if r1 <= r0 or c1 <= c0:  # No output sees the whole kernel inside the image.
         return _region_sum(x, kernel, strides, lo, out_hw, full_rows, full_cols)
-    y = _region_sum(x, kernel, strides, lo, out_hw, (r0, r1), (c0, c1))
-    if (r0, r1, c0, c1) == (*full_rows, *full_cols):
-        return y
-    zero = jnp.zeros((), y.dtype)
-    y = lax.pad(y, zero, ((0, 0, 0), (r0, out_hw[0] - r1, 0), (c0, out_hw[1] - c1, 0), (0, 0, 0)))
-    borders = (
-        ((0, r0), full_cols),
-        ((r1, out_hw[0]), full_cols),
-        ((r0, r1), (0, c0)),
-        ((r0, r1), (c1, out_hw[1])),
-    )
-    for rows, cols in borders:
-        if rows[1] > rows[0] and cols[1] > cols[0]:
-            strip = _region_sum(x, kernel, strides, lo, out_hw, rows, cols)
-            y = lax.dynamic_update_slice(y, strip, (0, rows[0], cols[0], 0))
-    return y
+
+    def region(rows, cols):
+        return _region_sum(x, kernel, strides, lo, out_hw, rows, cols)
+
+    # The interior and the strips are concatenated, not written into a padded interior: XLA then
+    # emits one loop that writes every output once, where the four in-place updates of a padded
+    # interior cost a pass over the output each (batch-16 saliency map 0.88-0.94 of the time).
+    middle = [region((r0, r1), cols) for cols in ((0, c0), (c0, c1), (c1, out_hw[1])) if cols[1] > cols[0]]
+    middle = jnp.concatenate(middle, axis=2) if len(middle) > 1 else middle[0]
+    parts = [
+        region((0, r0), full_cols) if r0 > 0 else None,
+        middle,
+        region((r1, out_hw[0]), full_cols) if r1 < out_hw[0] else None,
+    ]
+    parts = [part for part in parts if part is not None]
+    return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
