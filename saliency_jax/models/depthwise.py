@@ -19,13 +19,13 @@ fast path too. On GPU and TPU the grouped convolution is fast and is used unchan
 
 Large inputs are never padded: each output is split into an interior, where every tap reads
 inside the image and the sum is made of plain (strided) slices, and thin border strips, where the
-out-of-image taps are zeroed; the pieces are concatenated into the output. (At batch 16, copying a padded 112x112x96 input took several times
-longer than the whole stride-2 convolution.) Small inputs, up to ``pad_below_bytes``
-(:data:`PAD_BELOW_BYTES` by default), are padded once and summed in one region instead: the copy
-costs little there, and the interior and four strips are five separate loops for XLA's CPU runtime
-to schedule, forward and backward. On EfficientNet-Lite0 at batch 1 (every depthwise input but
-the 112x112x96 one padded) the saliency map took 0.85-0.91 of the time it takes with every input
-split, in interleaved runs; padding that input too made it 1.2 times slower.
+out-of-image taps are zeroed; the pieces are concatenated into the output. (At batch 16, copying a
+padded 112x112x96 input took several times longer than the whole stride-2 convolution.) Small
+inputs, up to ``pad_below_bytes`` (:data:`PAD_BELOW_BYTES` by default), are padded once and summed
+in one region instead: the copy costs little there, and the interior and four strips are separate
+loops for XLA's CPU runtime to schedule, forward and backward. On EfficientNet-Lite0 at batch 1
+(every depthwise input but the 112x112x96 one padded) the saliency map took 0.85-0.91 of the time
+it takes with every input split, in interleaved runs; padding that input too made it 1.2 times slower.
 """
 
 from __future__ import annotations
@@ -274,18 +274,21 @@ def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes):
     def region(rows, cols):
         return _region_sum(x, kernel, strides, lo, out_hw, rows, cols)
 
+    def joined(pieces, axis):
+        return jnp.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
+
     # The interior and the strips are concatenated, not written into a padded interior: XLA then
     # emits one loop that writes every output once, where the four in-place updates of a padded
-    # interior cost a pass over the output each (batch-16 saliency map 0.88-0.94 of the time).
-    middle = [region((r0, r1), cols) for cols in ((0, c0), (c0, c1), (c1, out_hw[1])) if cols[1] > cols[0]]
-    middle = jnp.concatenate(middle, axis=2) if len(middle) > 1 else middle[0]
-    parts = [
-        region((0, r0), full_cols) if r0 > 0 else None,
-        middle,
-        region((r1, out_hw[0]), full_cols) if r1 < out_hw[0] else None,
+    # interior cost a pass over the output each (batch-16 saliency map 0.87-0.94 of the time).
+    middle = joined(
+        [region((r0, r1), cols) for cols in ((0, c0), (c0, c1), (c1, out_hw[1])) if cols[1] > cols[0]], 2
+    )
+    bands = [
+        middle if rows == (r0, r1) else region(rows, full_cols)
+        for rows in ((0, r0), (r0, r1), (r1, out_hw[0]))
+        if rows[1] > rows[0]
     ]
-    parts = [part for part in parts if part is not None]
-    return jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return joined(bands, 1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
