@@ -51,14 +51,24 @@ def test_saliency_maps_match_the_pytorch_reference(efficientnet, reference_outpu
         np.testing.assert_allclose(ours.sum(), ref.sum(), rtol=1e-2)
 
 
-def test_depthwise_paths_agree(efficientnet, reference_outputs):
-    xla = load_efficientnet_lite0(depthwise_impl="xla")
+@pytest.mark.parametrize("impl", [{"depthwise_impl": "xla"}, {"stem_impl": "xla"}], ids=["depthwise", "stem"])
+def test_convolution_paths_agree(efficientnet, reference_outputs, impl):
+    """XLA's convolutions (the GPU/TPU default) and the CPU paths: same logits, same saliency."""
+    xla = load_efficientnet_lite0(**impl)
     images = reference_outputs["images"][:1].astype(np.float32)
     np.testing.assert_allclose(
         jax.jit(xla.logits_fn)(xla.params, images),
         jax.jit(efficientnet.logits_fn)(efficientnet.params, images),
         atol=1e-3,
     )
+    maps = [
+        np.asarray(jax.jit(functools.partial(sj.saliency_map, clf.logits_fn))(clf.params, images))
+        for clf in (xla, efficientnet)
+    ]
+    # Float rounding flips a few ReLU6 masks near their kinks, which moves a few pixels; the
+    # maps as a whole agree.
+    assert np.corrcoef(maps[0].ravel(), maps[1].ravel())[0, 1] > 0.9999
+    assert np.mean(np.abs(maps[0] - maps[1]) > 1e-3 * maps[1].max()) < 1e-3
 
 
 def test_pointwise_conv_equals_a_1x1_conv_with_the_same_kernel(getkey):

