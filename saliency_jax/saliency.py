@@ -53,10 +53,12 @@ def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
 
 
 #: :func:`class_gradients` pulls back ``max(1, ROWS_PER_PASS // B)`` classes of a batch of ``B``
-#: images per backward pass by default. On EfficientNet-Lite0 (CPU, 8 classes), 4 classes per pass
-#: at batch 1 took 0.77-0.81 of the time of all 8 in one vmapped pass, and 1 class per pass at
-#: batch 4 took 0.87: a wide backward pass no longer fits in the caches.
-ROWS_PER_PASS = 4
+#: images per backward pass by default. On EfficientNet-Lite0 (CPU, 8 classes), 2 or 4 classes per
+#: pass at batch 1 took 0.77-0.82 of the time of all 8 in one vmapped pass, and 1 class per pass at
+#: batch 4 took 0.87: a wide backward pass no longer fits in the caches. Since the stem became a
+#: matrix product, 2 per pass at batch 1 takes 0.93-0.97 of the time of 4 (and 1 per pass at batch
+#: 2 the same time as 2).
+ROWS_PER_PASS = 2
 
 
 def _check_logits(logits: jax.Array, batch: int) -> None:
@@ -169,6 +171,15 @@ def class_gradients(
     Returns:
       ``[B, N, H, W, C]``: ``dS_{classes[b, n]}/dI`` at ``images[b]``.
     """
+    return _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, lambda g: g)
+
+
+def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, reduce):
+    """:func:`class_gradients`, with ``reduce`` applied to each pass's ``[n, B, H, W, C]`` gradients.
+
+    ``reduce`` runs inside the pass, so a reduction (a saliency map's ``max_c |w|``) never
+    writes the full gradients out. Returns ``[B, N, *reduced]`` with NaN for invalid rows.
+    """
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
     classes = jnp.asarray(classes)
@@ -190,17 +201,17 @@ def class_gradients(
     cotangents = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)
     passes = -(-count // per_pass)
     if passes == 1:
-        (gradients,) = jax.vmap(pullback)(cotangents)
+        results = reduce(jax.vmap(pullback)(cotangents)[0])
     else:
         # Zero cotangents fill the last pass; their (zero) gradients are cut off.
         filler = jnp.zeros((passes * per_pass - count, *cotangents.shape[1:]), cotangents.dtype)
         stacked = jnp.concatenate([cotangents, filler]).reshape(passes, per_pass, *cotangents.shape[1:])
-        gradients = jax.lax.map(lambda c: jax.vmap(pullback)(c)[0], stacked)
-        gradients = gradients.reshape(passes * per_pass, *images.shape)[:count]
-    gradients = jnp.swapaxes(gradients, 0, 1)
+        results = jax.lax.map(lambda c: reduce(jax.vmap(pullback)(c)[0]), stacked)
+        results = results.reshape(passes * per_pass, *results.shape[2:])[:count]
+    results = jnp.swapaxes(results, 0, 1)
     valid = jax.vmap(lambda c: _checks.nan_where_invalid(jnp.zeros(images.shape[:1]), images, c, logits.shape[-1]),
                      in_axes=1, out_axes=1)(classes)
-    return gradients + valid[..., None, None, None]
+    return results + valid.reshape(valid.shape + (1,) * (results.ndim - 2))
 
 
 def class_saliency_maps(
@@ -225,5 +236,6 @@ def class_saliency_maps(
     Returns:
       ``[B, N, H, W]``.
     """
-    gradients = class_gradients(logits_fn, params, images, classes, rule=rule, classes_per_pass=classes_per_pass)
-    return jnp.max(jnp.abs(gradients), axis=-1)
+    return _class_pullbacks(
+        logits_fn, params, images, classes, rule, classes_per_pass, lambda g: jnp.max(jnp.abs(g), axis=-1)
+    )

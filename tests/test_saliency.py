@@ -107,6 +107,12 @@ def test_classes_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
             logits_fn, params, images, classes, rule=rule, classes_per_pass=per_pass
         )
         np.testing.assert_allclose(got, together, rtol=1e-5, atol=1e-7, err_msg=f"classes_per_pass={per_pass}")
+        # the maps are reduced inside each pass: the same max_c |w| whatever the grouping
+        maps = jax.jit(sj.class_saliency_maps, static_argnums=0, static_argnames=("rule", "classes_per_pass"))(
+            logits_fn, params, images, classes, rule=rule, classes_per_pass=per_pass
+        )
+        assert maps.shape == (2, 5, 8, 8)
+        np.testing.assert_allclose(maps, np.abs(together).max(-1), rtol=1e-5, atol=1e-7)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="classes_per_pass"):
             sj.class_saliency_maps(logits_fn, params, images, classes, classes_per_pass=bad)
