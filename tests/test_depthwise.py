@@ -79,6 +79,19 @@ def test_matches_grouped_conv_on_grid(stride, ksize, padding, form):
     )
 
 
+@pytest.mark.parametrize(
+    "ksize, strides, padding",
+    [
+        ((5, 5), (1, 1), "SAME"),  # two-wide strips, summed over padded copies of the rows they read
+        ((5, 3), (1, 2), ((2, 3), (1, 1))),  # wide strips on one axis only, uneven padding
+        ((1, 1), (1, 1), ((3, 2), (2, 3))),  # strips that read nothing but padding
+        ((3, 3), (2, 2), ((4, 4), (3, 3))),
+    ],
+)
+def test_matches_grouped_conv_with_wide_border_strips(ksize, strides, padding):
+    assert_matches_grouped_conv(2, 11, 10, 3, ksize, strides, padding, seed=7, pad_below_bytes=SPLIT)
+
+
 @st.composite
 def conv_cases(draw):
     ksize = (draw(st.sampled_from([1, 2, 3, 5])), draw(st.sampled_from([1, 3, 5])))
