@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from saliency_jax.models.depthwise import PAD_BELOW_BYTES, depthwise_conv2d, resolve_impl
+from saliency_jax.models.depthwise import GRAD_PAD_BELOW_BYTES, PAD_BELOW_BYTES, depthwise_conv2d, resolve_impl
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -155,31 +155,45 @@ def test_the_shifted_path_has_no_convolution_in_either_direction(impl, expects_c
     assert ("conv_general_dilated" in _primitives(jaxpr.jaxpr)) == expects_conv
 
 
+def _joins_strips(jaxpr):
+    """Whether a jaxpr joins border strips to an interior along the rows.
+
+    (The stride-2 input gradient's phases are interleaved by stacking on new axes 2 and 3 of a
+    rank-5 array; only the strips are joined along axis 1 of an image batch.)
+    """
+    return any(
+        eqn.primitive.name == "concatenate" and eqn.params["dimension"] == 1 and eqn.outvars[0].aval.ndim == 4
+        for eqn in _eqns(jaxpr)
+    )
+
+
 def test_the_default_pads_small_inputs_and_splits_large_ones():
     kernel = jnp.ones((3, 3, 1, 8))
 
+    def conv(x, **kwargs):
+        return depthwise_conv2d(x, kernel, 1, "SAME", impl="shifted", **kwargs)
+
     def strips(shape, **kwargs):
-        """Whether the forward and backward passes join border strips to an interior along the rows.
+        """Whether the forward pass and the backward pass (input gradient) join border strips."""
+        x = jnp.ones(shape)
+        forward = _joins_strips(jax.make_jaxpr(functools.partial(conv, **kwargs))(x).jaxpr)
+        _, pullback = jax.vjp(functools.partial(conv, **kwargs), x)
+        backward = _joins_strips(jax.make_jaxpr(pullback)(x).jaxpr)  # stride 1: the cotangent is x-sized
+        return forward, backward
 
-        (The stride-2 input gradient's phases are interleaved by stacking on new axes 2 and 3 of
-        a rank-5 array; only the strips are joined along axis 1 of an image batch.)
-        """
+    def shape_of(nbytes):
+        return (1, 16, nbytes // (16 * 8 * 4), 8)
 
-        def loss(x):
-            return jnp.sum(depthwise_conv2d(x, kernel, 2, "SAME", impl="shifted", **kwargs) ** 2)
-
-        jaxpr = jax.make_jaxpr(jax.grad(loss))(jnp.ones(shape)).jaxpr
-        return any(
-            eqn.primitive.name == "concatenate"
-            and eqn.params["dimension"] == 1
-            and eqn.outvars[0].aval.ndim == 4
-            for eqn in _eqns(jaxpr)
-        )
-
-    small = (1, 16, 16, 8)  # 8 KiB
-    large = (1, 16, 16 * (PAD_BELOW_BYTES // 8192 + 1), 8)  # just over PAD_BELOW_BYTES
-    assert not strips(small) and strips(large)
-    assert strips(small, pad_below_bytes=0) and not strips(large, pad_below_bytes=2**40)
+    assert GRAD_PAD_BELOW_BYTES > PAD_BELOW_BYTES
+    small = shape_of(PAD_BELOW_BYTES)  # padded both ways
+    middle = shape_of(PAD_BELOW_BYTES + 2 * 16 * 8 * 4)  # split forward, padded backward
+    large = shape_of(GRAD_PAD_BELOW_BYTES + 2 * 16 * 8 * 4)  # split both ways
+    assert strips(small) == (False, False)
+    assert strips(middle) == (True, False)
+    assert strips(large) == (True, True)
+    # an explicit threshold applies to both directions
+    assert strips(small, pad_below_bytes=0) == (True, True)
+    assert strips(large, pad_below_bytes=2**40) == (False, False)
 
 
 def test_auto_picks_the_path_by_backend(monkeypatch):

@@ -24,7 +24,8 @@ longer than the whole stride-2 convolution.) A strip one output wide zeroes its 
 one by one; a wider strip (two rows or columns, from a 5x5 kernel at stride 1) is summed over a
 zero-padded copy of the few input rows or columns it reads, which made the batch-16 28x28x240
 and 14x14x672 convolutions about three times faster than zeroing each tap. Small inputs, up to
-``pad_below_bytes`` (:data:`PAD_BELOW_BYTES` by default), are padded once and summed in one region
+``pad_below_bytes`` (by default :data:`PAD_BELOW_BYTES` forward and :data:`GRAD_PAD_BELOW_BYTES`
+for the cotangents of the backward pass), are padded once and summed in one region
 instead: the copy costs little there, and the interior and four strips are separate loops for
 XLA's CPU runtime to schedule, forward and backward.
 """
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["PAD_BELOW_BYTES", "depthwise_conv2d", "resolve_impl"]
+__all__ = ["GRAD_PAD_BELOW_BYTES", "PAD_BELOW_BYTES", "depthwise_conv2d", "resolve_impl"]
 
 Impl = Literal["auto", "shifted", "xla"]
 Padding = str | Sequence[tuple[int, int]]
@@ -51,8 +52,13 @@ _IMPLS = ("auto", "shifted", "xla")
 #: region; a larger input is split into an interior and border strips. 256 KiB pads only the
 #: 7x7x1152 input of EfficientNet-Lite0 at batch 1: with the wide strips summed over padded copies,
 #: its batch-1 saliency map took 0.87-0.96 of the time it took with a 2 MiB threshold (every input
-#: but the 112x112x96 one padded), its forward pass 1.04.
+#: but the 112x112x96 one padded), its forward pass alone 1.04.
 PAD_BELOW_BYTES = 256 * 2**10
+
+#: The same threshold for the output cotangent of the backward pass (the input gradient). 2 MiB
+#: pads every cotangent of EfficientNet-Lite0 at batch 1: its batch-1 saliency map then took
+#: 0.94-0.95 of the time it took with 256 KiB in both directions (1 MiB: 0.97).
+GRAD_PAD_BELOW_BYTES = 2 * 2**20
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -108,7 +114,7 @@ def depthwise_conv2d(
       pad_below_bytes: the shifted path only: inputs (and, backward, output cotangents) of at most
         this many bytes are padded and summed in one region, larger ones split into an interior
         and border strips; the results are the same up to float rounding. ``None``:
-        :data:`PAD_BELOW_BYTES`.
+        :data:`PAD_BELOW_BYTES` forward and :data:`GRAD_PAD_BELOW_BYTES` backward.
 
     Returns:
       The convolution, shape ``[B, H_out, W_out, C]``, in the promoted dtype of ``x`` and
@@ -133,9 +139,11 @@ def depthwise_conv2d(
         raise ValueError(f"kernel must have positive spatial size; got shape {kernel.shape}.")
     strides = check_strides(strides)
     if pad_below_bytes is None:
-        pad_below_bytes = PAD_BELOW_BYTES
+        pads_below = (PAD_BELOW_BYTES, GRAD_PAD_BELOW_BYTES)
     elif _as_int(pad_below_bytes) is None or pad_below_bytes < 0:
         raise ValueError(f"pad_below_bytes must be a non-negative int or None; got {pad_below_bytes!r}.")
+    else:
+        pads_below = (int(pad_below_bytes),) * 2
     pads = check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     out_hw = tuple(
         (size + lo + hi - k) // s + 1
@@ -158,7 +166,7 @@ def depthwise_conv2d(
             feature_group_count=channels,
         )
     lo = (pads[0][0], pads[1][0])
-    return _depthwise(x, kernel[:, :, 0, :], strides, lo, out_hw, int(pad_below_bytes))
+    return _depthwise(x, kernel[:, :, 0, :], strides, lo, out_hw, pads_below)
 
 
 def _as_int(value) -> int | None:
@@ -276,7 +284,7 @@ def _strip_sum(x, kernel, strides, lo, rows, cols):
     return _region_sum(padded, kernel, strides, (0, 0), size, (0, size[0]), (0, size[1]))
 
 
-def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes):
+def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes: int):
     """The depthwise correlation ``y`` defined above, shape ``[B, *out_hw, C]``."""
     if x.size * x.dtype.itemsize <= pad_below_bytes:
         # Padded once: every tap of every output then reads inside the padded input.
@@ -321,17 +329,18 @@ def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _depthwise(x, kernel, strides, lo, out_hw, pad_below_bytes):
-    return _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes)
+def _depthwise(x, kernel, strides, lo, out_hw, pads_below):
+    # pads_below: (this direction's pad_below_bytes, the transposed direction's)
+    return _tap_sum(x, kernel, strides, lo, out_hw, pads_below[0])
 
 
-def _depthwise_fwd(x, kernel, strides, lo, out_hw, pad_below_bytes):
-    return _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes), (x, kernel)
+def _depthwise_fwd(x, kernel, strides, lo, out_hw, pads_below):
+    return _tap_sum(x, kernel, strides, lo, out_hw, pads_below[0]), (x, kernel)
 
 
-def _depthwise_bwd(strides, lo, out_hw, pad_below_bytes, residuals, g):
+def _depthwise_bwd(strides, lo, out_hw, pads_below, residuals, g):
     x, kernel = residuals
-    dx = _input_grad(g, kernel, strides, lo, x.shape[1:3], pad_below_bytes)
+    dx = _input_grad(g, kernel, strides, lo, x.shape[1:3], pads_below[::-1])
     dkernel = _kernel_grad(x, g, kernel.shape[:2], strides, lo)
     return dx, dkernel
 
@@ -351,7 +360,7 @@ def _phase(stride, lo, ksize, r):
     return first, n_taps, n_taps - 1 - q
 
 
-def _input_grad(g, kernel, strides, lo, in_hw, pad_below_bytes):
+def _input_grad(g, kernel, strides, lo, in_hw, pads_below):
     """The gradient with respect to the input, ``[B, *in_hw, C]``, from the cotangent ``g``."""
     # Every phase is computed on ceil(n / s) positions, then the phases are interleaved and the
     # positions past the image cut off.
@@ -366,7 +375,7 @@ def _input_grad(g, kernel, strides, lo, in_hw, pad_below_bytes):
                 row.append(jnp.zeros((g.shape[0], *phase_hw, g.shape[3]), g.dtype))
                 continue
             sub_kernel = kernel[e0 :: strides[0], e1 :: strides[1]][::-1, ::-1]
-            row.append(_depthwise(g, sub_kernel, (1, 1), (lo0, lo1), phase_hw, pad_below_bytes))
+            row.append(_depthwise(g, sub_kernel, (1, 1), (lo0, lo1), phase_hw, pads_below))
         rows.append(row)
     if strides == (1, 1):
         return rows[0][0]
