@@ -76,10 +76,15 @@ def resolve_impl(impl: Impl = "auto") -> str:
     Raises:
       ValueError: if ``impl`` is not one of ``"auto"``, ``"shifted"``, ``"xla"``.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}; got {impl!r}.")
+    return resolve_by_backend(impl, _IMPLS, "shifted")
+
+
+def resolve_by_backend(impl: str, impls: tuple[str, ...], cpu_impl: str) -> str:
+    """``impl`` checked against ``impls``; ``"auto"`` is ``cpu_impl`` on JAX's CPU backend, else ``"xla"``."""
+    if impl not in impls:
+        raise ValueError(f"impl must be one of {impls}; got {impl!r}.")
     if impl == "auto":
-        return "shifted" if jax.default_backend() == "cpu" else "xla"
+        return cpu_impl if jax.default_backend() == "cpu" else "xla"
     return impl
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from saliency_jax.models.depthwise import check_padding, check_strides
+from saliency_jax.models.depthwise import check_padding, check_strides, resolve_by_backend
 
 __all__ = ["patch_conv2d", "resolve_patch_impl"]
 
@@ -34,24 +34,12 @@ _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
 def resolve_patch_impl(impl: PatchImpl = "auto") -> str:
-    """Returns the implementation ``patch_conv2d`` will use: ``"patches"`` or ``"xla"``.
+    """The implementation ``patch_conv2d`` will use: ``"patches"`` or ``"xla"``.
 
-    Args:
-      impl: ``"patches"`` (a matrix product over gathered patches, fast on CPU), ``"xla"``
-        (``lax.conv_general_dilated``, fast on GPU and TPU) or ``"auto"``: ``"patches"`` when
-        JAX's default backend is the CPU, else ``"xla"``.
-
-    Returns:
-      ``"patches"`` or ``"xla"``.
-
-    Raises:
-      ValueError: if ``impl`` is not one of ``"auto"``, ``"patches"``, ``"xla"``.
+    ``"auto"`` is ``"patches"`` when JAX's default backend is the CPU, else ``"xla"``; any value
+    other than ``"auto"``, ``"patches"`` or ``"xla"`` raises ``ValueError``.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {_IMPLS}; got {impl!r}.")
-    if impl == "auto":
-        return "patches" if jax.default_backend() == "cpu" else "xla"
-    return impl
+    return resolve_by_backend(impl, _IMPLS, "patches")
 
 
 def patch_conv2d(
