@@ -149,16 +149,7 @@ def depthwise_conv2d(
         raise ValueError(f"pad_below_bytes must be a non-negative int or None; got {pad_below_bytes!r}.")
     else:
         pads_below = (int(pad_below_bytes),) * 2
-    pads = check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    out_hw = tuple(
-        (size + lo + hi - k) // s + 1
-        for size, (lo, hi), k, s in zip(x.shape[1:3], pads, kernel.shape[:2], strides)
-    )
-    if min(out_hw) < 1:
-        raise ValueError(
-            f"the output would be empty: input {x.shape[1:3]}, kernel {kernel.shape[:2]}, "
-            f"strides {strides}, padding {pads}."
-        )
+    pads, out_hw = check_window(padding, x.shape[1:3], kernel.shape[:2], strides)
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     if impl == "xla":
@@ -215,6 +206,18 @@ def check_padding(padding, in_hw, kernel_hw, strides) -> tuple[tuple[int, int], 
             f"got {padding!r}."
         )
     return pads
+
+
+def check_window(padding, in_hw, kernel_hw, strides) -> tuple[tuple[tuple[int, int], ...], tuple[int, int]]:
+    """The explicit padding and the output's spatial size; ``ValueError`` if the output is empty."""
+    pads = check_padding(padding, in_hw, kernel_hw, strides)
+    out_hw = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(in_hw, pads, kernel_hw, strides))
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"the output would be empty: input {tuple(in_hw)}, kernel {tuple(kernel_hw)}, "
+            f"strides {strides}, padding {pads}."
+        )
+    return pads, out_hw
 
 
 # ---------------------------------------------------------------------------------------------

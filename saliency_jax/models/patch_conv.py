@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from saliency_jax.models.depthwise import check_padding, check_strides, resolve_by_backend
+from saliency_jax.models.depthwise import check_strides, check_window, resolve_by_backend
 
 __all__ = ["patch_conv2d", "resolve_patch_impl"]
 
@@ -89,16 +89,7 @@ def patch_conv2d(
     if min(kernel.shape) < 1:
         raise ValueError(f"kernel must have a positive size on every axis; got shape {kernel.shape}.")
     strides = check_strides(strides)
-    pads = check_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    out_hw = tuple(
-        (size + lo + hi - k) // s + 1
-        for size, (lo, hi), k, s in zip(x.shape[1:3], pads, kernel.shape[:2], strides)
-    )
-    if min(out_hw) < 1:
-        raise ValueError(
-            f"the output would be empty: an input of spatial size {x.shape[1:3]} with a "
-            f"{kernel.shape[0]}x{kernel.shape[1]} kernel, strides {strides} and padding {pads}."
-        )
+    pads, out_hw = check_window(padding, x.shape[1:3], kernel.shape[:2], strides)
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     if impl == "xla":
