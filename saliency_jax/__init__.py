@@ -53,6 +53,8 @@ _EXPORTS = {
     ),
     # scaling out over devices
     "saliency_jax.parallel": ("data_mesh", "initialize_distributed", "shard_batch", "sharded_map"),
+    # XLA's CPU worker threads, one per CPU (opt-in)
+    "saliency_jax.cpu_threads": ("bind_cpu_threads", "bound_cpu_threads", "unbind_cpu_threads"),
     # models
     "saliency_jax.models": ("load_efficientnet_lite", "load_efficientnet_lite0", "load_torch_state_dict"),
 }
