@@ -2,6 +2,8 @@
 
 Each benchmark is run twice; a goal counts as met only if its ratio meets it in both runs, and
 the table shows both runs side by side, so a figure that does not reproduce is visible as such.
+Runs made with ``--bind-threads`` (both frameworks' worker threads bound one per CPU) are
+labelled "bound" and judged apart from the runs with free threads.
 
     python experiments/benchmarks_doc.py --saliency run1.json run2.json \\
         --class-model cm1.json cm2.json --out docs/benchmarks.md
@@ -21,6 +23,30 @@ def _load(paths: list[str]) -> list[dict]:
     return out
 
 
+def _bound(run: dict) -> bool:
+    return bool(run["config"].get("bind_threads"))
+
+
+def _label(run: dict, i: int) -> str:
+    return f"{i} bound" if _bound(run) else str(i)
+
+
+def _verdict(runs: list[dict], met: list[bool | None]) -> str:
+    """'yes' if every run of a threading setting meets the goal, per setting when runs differ in it."""
+    groups: dict[bool, list[bool | None]] = {}
+    for run, m in zip(runs, met):
+        groups.setdefault(_bound(run), []).append(m)
+
+    def one(ms):
+        if all(m is None for m in ms):
+            return "not measured"
+        return "yes" if all(m is True for m in ms) else "no" if not any(ms) else "not reproduced"
+
+    if len(groups) == 1:
+        return one(next(iter(groups.values())))
+    return "; ".join(f"{'bound' if b else 'free'}: {one(ms)}" for b, ms in sorted(groups.items()))
+
+
 def _machine_lines(runs: list[dict], name: str) -> list[str]:
     lines = []
     for i, run in enumerate(runs, 1):
@@ -31,12 +57,15 @@ def _machine_lines(runs: list[dict], name: str) -> list[str]:
             versions += f", PyTorch {torch.get('torch')}" + (f", Captum {torch['captum']}" if "captum" in torch else "")
             versions += f" ({torch.get('threads')} threads"
             versions += f", OMP_WAIT_POLICY={torch['omp_wait_policy']})" if torch.get("omp_wait_policy") else ")"
+        if _bound(run):
+            versions += ("; threads bound one per CPU (XLA's with `bind_cpu_threads`, PyTorch's with "
+                         "`OMP_PROC_BIND=true OMP_PLACES=threads`)")
         cpu = m["cpu"]
         if m.get("cpu_family_model"):
             cpu += f" (family/model {m['cpu_family_model']})"
         if m.get("vector_isa"):
             cpu += f", widest vectors {m['vector_isa']}"
-        lines.append(f"- {name} run {i}: {cpu}, `nproc` = {m['nproc']}; load average (1 min) "
+        lines.append(f"- {name} run {_label(run, i)}: {cpu}, `nproc` = {m['nproc']}; load average (1 min) "
                      f"{m['load_average'][0]:.2f} before, {m['load_average_after'][0]:.2f} after; {versions}")
     return lines
 
@@ -59,10 +88,11 @@ def saliency_tables(runs: list[dict]) -> list[str]:
         for i, run in enumerate(runs, 1):
             by = {r["framework"]: r for r in run["rows"] if r["case"] == case}
             cells = " | ".join(_cell(by.get(f)) for f in frameworks)
-            lines.append(f"| {what if i == 1 else ''} | {batch if i == 1 else ''} | {i} | {cells} |")
+            lines.append(f"| {what if i == 1 else ''} | {batch if i == 1 else ''} | {_label(run, i)} | {cells} |")
     lines += ["", "Ratios of times (saliency_jax / the other; below 1 is faster), from the samples of one run: "
               "the ratio of the medians, and in brackets the interquartile range of the per-round ratios.", "",
-              "| case | batch | vs | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1)) + " | goal | met |",
+              "| case | batch | vs | " + " | ".join(f"run {_label(run, i)}" for i, run in enumerate(runs, 1))
+              + " | goal | met |",
               "|---|---|---|" + "---|" * len(runs) + "---|---|"]
     for r0 in runs[0]["ratios"]:
         cells, met = [], []
@@ -70,12 +100,12 @@ def saliency_tables(runs: list[dict]) -> list[str]:
             r = next((r for r in run["ratios"] if (r["case"], r["other"]) == (r0["case"], r0["other"])), None)
             if r is None:
                 cells.append("")
+                met.append(None)
                 continue
             cells.append(f"{r['ratio']:.2f} [{r['round_q1']:.2f}, {r['round_q3']:.2f}]")
             met.append(r["met"])
         goal = "" if r0["goal"] is None else f"<= {r0['goal']}"
-        verdict = "" if r0["goal"] is None else ("yes" if all(met) and len(met) == len(runs) else
-                                                 "no" if not any(met) else "not reproduced")
+        verdict = "" if r0["goal"] is None else _verdict(runs, met)
         lines.append(f"| {r0['what']} | {r0['batch']} | {r0['other']} | " + " | ".join(cells) + f" | {goal} | {verdict} |")
     return lines
 
@@ -91,14 +121,15 @@ def class_model_tables(runs: list[dict]) -> list[str]:
             if "speedup" in r:
                 q1, med, q3 = r["speedup_rounds"]
                 speed = f"{r['speedup']:.2f}x ({med:.2f} [{q1:.2f}, {q3:.2f}])"
-            lines.append(f"| {label} | {r['batch']} | {i} | {1000 * s:.1f} [{1000 * r['q1']:.1f}, "
+            lines.append(f"| {label} | {r['batch']} | {_label(run, i)} | {1000 * s:.1f} [{1000 * r['q1']:.1f}, "
                          f"{1000 * r['q3']:.1f}] | {1 / s:.1f} | {speed} |")
-    speedups = [r["speedup"] for run in runs for r in run["rows"]
-                if "speedup" in r and r["batch"] == 1 and r["mode"] == "paper"]
-    if speedups:
-        verdict = "yes" if all(s >= 2 for s in speedups) else "no" if all(s < 2 for s in speedups) else "not reproduced"
+    found = [(run, i, r["speedup"]) for i, run in enumerate(runs, 1) for r in run["rows"]
+             if "speedup" in r and r["batch"] == 1 and r["mode"] == "paper"]
+    if found:
+        verdict = _verdict([run for run, _, _ in found], [s >= 2 for _, _, s in found])
         lines += ["", f"Goal: the paper-mode ascent for 1 class at least 2x PyTorch's steps per second. "
-                      f"Measured: {', '.join(f'{s:.2f}x' for s in speedups)}; met: {verdict}."]
+                      f"Measured: {', '.join(f'{s:.2f}x (run {_label(run, i)})' for run, i, s in found)}; "
+                      f"met: {verdict}."]
     return lines
 
 
@@ -115,7 +146,9 @@ def main(argv=None) -> None:
         "# Benchmarks on CPU",
         "",
         "Generated by `experiments/benchmarks_doc.py` from the JSON files of `experiments/bench_saliency.py` and "
-        "`experiments/bench_class_model.py`; every benchmark was run twice.",
+        "`experiments/bench_class_model.py`; every benchmark was run twice with each threading setting it "
+        "shows: free (the default) and bound (`--bind-threads`: XLA's worker threads bound one per CPU with "
+        "`saliency_jax.bind_cpu_threads`, PyTorch's OpenMP threads with `OMP_PROC_BIND`).",
         "",
         "Machine: a 2-core CPU shared with other jobs (the load average says how busy it was; read the notes at "
         "the end before quoting a ratio). A goal is marked met only if both runs meet it.",
