@@ -1,0 +1,88 @@
+"""The benchmark page's verdicts (free and bound runs judged apart) and the benchmarks' thread binding."""
+
+import copy
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+from saliency_jax import cpu_threads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(ROOT, "experiments")
+RUNS = os.path.join(ROOT, "docs", "benchmarks")
+
+
+def _load(name, monkeypatch):
+    monkeypatch.syspath_prepend(EXPERIMENTS)  # the scripts import each other as siblings
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name):
+    with open(os.path.join(RUNS, name)) as f:
+        return json.load(f)
+
+
+def _met_column(lines, what, other):
+    row = next(line for line in lines if line.startswith(f"| {what} | ") and f"| {other} |" in line)
+    return row.rsplit("|", 2)[-2].strip()
+
+
+def test_verdicts_judge_free_and_bound_runs_apart(monkeypatch):
+    doc = _load("benchmarks_doc", monkeypatch)
+    runs = [_run(f"cpu_saliency_{n}.json") for n in ("1", "2", "bound_1", "bound_2")]
+    lines = doc.saliency_tables(runs)
+    assert "run 3 bound" in lines[next(i for i, line in enumerate(lines) if line.startswith("| case | batch | vs"))]
+    assert _met_column(lines, "8 classes of one image", "pytorch") == "free: no; bound: yes"
+    # run 4 meets 0.5 and run 3 does not
+    assert _met_column(lines, "saliency map", "captum") == "free: no; bound: not reproduced"
+    assert _met_column(lines, "integrated gradients, 32 steps", "captum") == "free: yes; bound: yes"
+    # with one threading setting the verdict is plain
+    free = doc.saliency_tables(runs[:2])
+    assert _met_column(free, "8 classes of one image", "pytorch") == "no"
+    assert _met_column(free, "integrated gradients, 32 steps", "captum") == "yes"
+
+
+def test_a_case_missing_from_every_run_of_a_setting_is_not_measured(monkeypatch):
+    doc = _load("benchmarks_doc", monkeypatch)
+    free = _run("cpu_saliency_1.json")
+    bound = copy.deepcopy(_run("cpu_saliency_bound_1.json"))
+    bound["ratios"] = [r for r in bound["ratios"] if r["case"] != "ig"]
+    lines = doc.saliency_tables([free, bound])
+    assert _met_column(lines, "integrated gradients, 32 steps", "captum") == "free: yes; bound: not measured"
+
+
+def test_class_model_goal_names_each_run(monkeypatch):
+    doc = _load("benchmarks_doc", monkeypatch)
+    runs = [_run(f"cpu_class_model_{n}.json") for n in ("1", "2", "bound_1", "bound_2")]
+    goal = doc.class_model_tables(runs)[-1]
+    assert "(run 3 bound)" in goal and "(run 1)" in goal
+    assert goal.endswith("met: free: no; bound: yes.")
+
+
+def test_the_benchmarks_bind_both_sides_only_when_asked(monkeypatch):
+    bench = _load("bench_saliency", monkeypatch)
+    assert bench.worker_env(False) is None  # the worker inherits this environment as it is
+    env = bench.worker_env(True)
+    assert env["OMP_PROC_BIND"] == "true" and env["OMP_PLACES"] == "threads"
+    assert env["PATH"] == os.environ["PATH"]
+    assert bench.bind_jax_threads(False) is None
+    if not sys.platform.startswith("linux"):
+        pytest.skip("thread binding is Linux only")
+    tids = cpu_threads.worker_threads()
+    before = {tid: os.sched_getaffinity(tid) for tid in tids}
+    try:
+        bound = bench.bind_jax_threads(True)
+        assert sorted(int(t) for t in bound) == tids
+        cpus = bench.thread_cpus()
+        for tid, cpu in bound.items():
+            assert next(v for k, v in cpus.items() if k.endswith(f"/{tid}")) == [cpu]
+    finally:
+        for tid, mask in before.items():
+            os.sched_setaffinity(tid, mask)
