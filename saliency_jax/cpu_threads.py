@@ -18,6 +18,7 @@ and threads started later (other pools) are not touched.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -59,9 +60,10 @@ def _check_cpus(cpus: Iterable[int] | None) -> list[int]:
     if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Iterable):
         raise ValueError(f"cpus must be a sequence of CPU numbers, got {type(cpus).__name__}")
     chosen = list(cpus)
-    bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, int)]
+    bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, numbers.Integral)]
     if bad or not chosen:
         raise ValueError(f"cpus must be a non-empty sequence of ints, got {chosen!r}")
+    chosen = [int(c) for c in chosen]  # numpy integers too
     outside = sorted(set(chosen) - set(allowed))
     if outside:
         raise ValueError(f"cpus must be CPUs this process may use ({allowed}), got {outside} outside them")

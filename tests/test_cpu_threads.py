@@ -56,8 +56,9 @@ def test_binds_each_worker_to_one_cpu_spread_over_the_cpus(restore):
 @linux
 def test_explicit_cpus_and_unbinding(restore):
     allowed = sorted(os.sched_getaffinity(os.getpid()))
-    bound = cpu_threads.bind_cpu_threads([allowed[-1]])
+    bound = cpu_threads.bind_cpu_threads(np.array([allowed[-1]]))  # numpy integers are CPU numbers too
     assert set(bound.values()) == {allowed[-1]}
+    assert all(type(cpu) is int for cpu in bound.values())
     assert all(os.sched_getaffinity(tid) == {allowed[-1]} for tid in bound)
     released = cpu_threads.unbind_cpu_threads()
     assert sorted(released) == sorted(bound)
