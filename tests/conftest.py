@@ -30,6 +30,27 @@ def getkey():
     return _next
 
 
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+
+
+@pytest.fixture
+def experiment(monkeypatch):
+    """Returns a function that imports ``experiments/<name>.py`` as the module ``name``."""
+    import importlib.util
+    import sys
+
+    monkeypatch.syspath_prepend(EXPERIMENTS)  # the scripts import each other as siblings
+
+    def _load(name):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+
+    return _load
+
+
 # --- Models shared by the test modules -------------------------------------------------
 
 import functools  # noqa: E402

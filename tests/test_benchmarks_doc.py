@@ -1,7 +1,6 @@
 """The benchmark page's verdicts (free and bound runs judged apart) and the benchmarks' thread binding."""
 
 import copy
-import importlib.util
 import json
 import os
 import sys
@@ -11,17 +10,7 @@ import pytest
 from saliency_jax import cpu_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = os.path.join(ROOT, "experiments")
 RUNS = os.path.join(ROOT, "docs", "benchmarks")
-
-
-def _load(name, monkeypatch):
-    monkeypatch.syspath_prepend(EXPERIMENTS)  # the scripts import each other as siblings
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(name):
@@ -34,8 +23,8 @@ def _met_column(lines, what, other):
     return row.rsplit("|", 2)[-2].strip()
 
 
-def test_verdicts_judge_free_and_bound_runs_apart(monkeypatch):
-    doc = _load("benchmarks_doc", monkeypatch)
+def test_verdicts_judge_free_and_bound_runs_apart(experiment):
+    doc = experiment("benchmarks_doc")
     runs = [_run(f"cpu_saliency_{n}.json") for n in ("1", "2", "bound_1", "bound_2")]
     lines = doc.saliency_tables(runs)
     assert "run 3 bound" in lines[next(i for i, line in enumerate(lines) if line.startswith("| case | batch | vs"))]
@@ -49,8 +38,8 @@ def test_verdicts_judge_free_and_bound_runs_apart(monkeypatch):
     assert _met_column(free, "integrated gradients, 32 steps", "captum") == "yes"
 
 
-def test_a_case_missing_from_every_run_of_a_setting_is_not_measured(monkeypatch):
-    doc = _load("benchmarks_doc", monkeypatch)
+def test_a_case_missing_from_every_run_of_a_setting_is_not_measured(experiment):
+    doc = experiment("benchmarks_doc")
     free = _run("cpu_saliency_1.json")
     bound = copy.deepcopy(_run("cpu_saliency_bound_1.json"))
     bound["ratios"] = [r for r in bound["ratios"] if r["case"] != "ig"]
@@ -58,16 +47,16 @@ def test_a_case_missing_from_every_run_of_a_setting_is_not_measured(monkeypatch)
     assert _met_column(lines, "integrated gradients, 32 steps", "captum") == "free: yes; bound: not measured"
 
 
-def test_class_model_goal_names_each_run(monkeypatch):
-    doc = _load("benchmarks_doc", monkeypatch)
+def test_class_model_goal_names_each_run(experiment):
+    doc = experiment("benchmarks_doc")
     runs = [_run(f"cpu_class_model_{n}.json") for n in ("1", "2", "bound_1", "bound_2")]
     goal = doc.class_model_tables(runs)[-1]
     assert "(run 3 bound)" in goal and "(run 1)" in goal
     assert goal.endswith("met: free: no; bound: yes.")
 
 
-def test_the_benchmarks_bind_both_sides_only_when_asked(monkeypatch):
-    bench = _load("bench_saliency", monkeypatch)
+def test_the_benchmarks_bind_both_sides_only_when_asked(experiment):
+    bench = experiment("bench_saliency")
     assert bench.worker_env(False) is None  # the worker inherits this environment as it is
     env = bench.worker_env(True)
     assert env["OMP_PROC_BIND"] == "true" and env["OMP_PLACES"] == "threads"

@@ -1,11 +1,7 @@
 """The attribution evaluation: its combinations, its CAM box, and its table on a small model and on Lite0."""
 
 import dataclasses
-import functools
-import importlib.util
 import json
-import os
-import sys
 
 import flax.linen as nn
 import jax
@@ -13,17 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-
 
 @pytest.fixture
-def eval_attribution(monkeypatch):
-    monkeypatch.syspath_prepend(EXPERIMENTS)
-    spec = importlib.util.spec_from_file_location("eval_attribution", os.path.join(EXPERIMENTS, "eval_attribution.py"))
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "eval_attribution", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def eval_attribution(experiment):
+    return experiment("eval_attribution")
 
 
 class SceneNet(nn.Module):

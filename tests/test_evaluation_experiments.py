@@ -1,27 +1,13 @@
 """End-to-end runs of the localisation experiments, small enough for CI."""
 
-import importlib.util
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
-
-def _load(name, monkeypatch):
-    monkeypatch.syspath_prepend(EXPERIMENTS)  # the scripts import each other as siblings
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_eval_table_with_simulated_maps(tmp_path, monkeypatch):
-    eval_localisation = _load("eval_localisation", monkeypatch)
+def test_eval_table_with_simulated_maps(experiment, tmp_path):
+    eval_localisation = experiment("eval_localisation")
     out = tmp_path / "eval.json"
     result = eval_localisation.main(["--simulated", "--scenes", "3", "--single", "2", "--processes", "1",
                                      "--out", str(out)])
@@ -39,8 +25,8 @@ def test_eval_table_with_simulated_maps(tmp_path, monkeypatch):
         assert paper["pointing"] == 1.0  # simulated maps peak on their object
 
 
-def test_bench_with_simulated_maps(tmp_path, monkeypatch, capsys):
-    bench_localisation = _load("bench_localisation", monkeypatch)
+def test_bench_with_simulated_maps(experiment, tmp_path, capsys):
+    bench_localisation = experiment("bench_localisation")
     out = tmp_path / "bench.json"
     result = bench_localisation.main(
         ["--maps", "simulated", "--images", "3", "--repeats", "1", "--processes", "1", "--out", str(out)]
@@ -56,8 +42,8 @@ def test_bench_with_simulated_maps(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_fig3_with_the_real_model(tmp_path, monkeypatch):
-    fig3 = _load("fig3_localisation", monkeypatch)
+def test_fig3_with_the_real_model(experiment, tmp_path):
+    fig3 = experiment("fig3_localisation")
     out = tmp_path / "fig3.png"
     fig3.main(["--photos", "coffee", "--out", str(out)])
     from PIL import Image
