@@ -13,7 +13,8 @@ import importlib
 _EXPORTS = {
     # §3, §3.1: saliency
     "saliency_jax.saliency": (
-        "Attribution", "class_gradients", "class_saliency_maps", "input_gradients", "saliency_from_gradients",
+        "Attribution", "class_gradients", "class_saliency_maps", "default_images_per_pass", "input_gradients",
+        "saliency_from_gradients",
         "saliency_map",
     ),
     # beyond the paper: the attribution family, one signature

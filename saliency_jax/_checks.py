@@ -74,8 +74,11 @@ def check_images(images, name: str = "images", *, channels=(1, 3)) -> None:
             raise ValueError(f"{name} contains NaN or infinite pixels")
 
 
-def check_classes(classes, num_classes: int, batch: int | None, name: str = "classes") -> None:
-    """Raises ``ValueError`` unless ``classes`` holds integer ids in ``[0, num_classes)``."""
+def check_classes(classes, num_classes: int | None, batch: int | None, name: str = "classes") -> None:
+    """Raises ``ValueError`` unless ``classes`` holds integer ids in ``[0, num_classes)``.
+
+    ``num_classes=None`` checks the dtype and shape only; ``batch=None`` skips the shape.
+    """
     if not hasattr(classes, "dtype"):
         classes = np.asarray(classes)
     shape, dtype = tuple(classes.shape), np.dtype(classes.dtype)
@@ -83,7 +86,7 @@ def check_classes(classes, num_classes: int, batch: int | None, name: str = "cla
         raise ValueError(f"{name} must be integer class ids, got dtype {dtype}")
     if batch is not None and shape not in ((), (batch,)):
         raise ValueError(f"{name} must be a scalar or have shape [{batch}] (one per image), got {shape}")
-    if is_concrete(classes):
+    if num_classes is not None and is_concrete(classes):
         values = np.asarray(classes)
         if values.size and (values.min() < 0 or values.max() >= num_classes):
             raise ValueError(

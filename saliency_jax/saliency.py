@@ -52,12 +52,15 @@ def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
         return jax.vjp(lambda x: logits_fn(params, x), images)
 
 
-#: :func:`class_gradients` pulls back ``max(1, ROWS_PER_PASS // B)`` classes of a batch of ``B``
-#: images per backward pass by default. On EfficientNet-Lite0 (CPU, 8 classes), 2 or 4 classes per
-#: pass at batch 1 took 0.77-0.82 of the time of all 8 in one vmapped pass, and 1 class per pass at
-#: batch 4 took 0.87: a wide backward pass no longer fits in the caches. Since the stem became a
-#: matrix product, 2 per pass at batch 1 takes 0.93-0.97 of the time of 4 (and 1 per pass at batch
-#: 2 the same time as 2).
+#: Rows (image x class) per backward pass by default on CPU. :func:`class_gradients` pulls back
+#: ``max(1, ROWS_PER_PASS // B)`` classes of a batch of ``B`` images per pass; on a single CPU device
+#: :func:`input_gradients` runs ``ROWS_PER_PASS`` images per forward and backward pass. On
+#: EfficientNet-Lite0 (CPU, 8 classes), 2 or 4 classes per pass at batch 1 took 0.77-0.82 of the time
+#: of all 8 in one vmapped pass, and 1 class per pass at batch 4 took 0.87: a wide backward pass no
+#: longer fits in the caches. Since the stem became a matrix product, 2 per pass at batch 1 takes
+#: 0.93-0.97 of the time of 4 (and 1 per pass at batch 2 the same time as 2). Saliency maps in passes
+#: of 2 images against the whole batch at once: batch 16 0.74-0.82, batch 64 0.70, batch 3-5
+#: 0.81-0.97 (passes of 4: batch 16 0.75, batch 64 0.71; of 8: 0.83 and 0.86).
 ROWS_PER_PASS = 2
 
 
@@ -75,6 +78,7 @@ def input_gradients(
     classes: jax.Array | int | None = None,
     *,
     rule: str = "gradient",
+    images_per_pass: int | None = None,
 ) -> Attribution:
     """``w = dS_c/dI`` for each image and its class (paper §3).
 
@@ -86,22 +90,71 @@ def input_gradients(
         top-1 class.
       rule: the ReLU backward rule: ``"gradient"`` (the paper's saliency),
         ``"deconvnet"`` or ``"guided"`` (§4).
+      images_per_pass: images per forward and backward pass (an int ``>= 1``; ``B`` or
+        more: all at once). The passes run one after another in a ``lax.map``, and a
+        last pass takes the ``B % images_per_pass`` images left over. ``None``:
+        :func:`default_images_per_pass`, ``ROWS_PER_PASS`` on a single CPU device,
+        else all at once. The results do not depend on it; the peak memory grows
+        with it.
 
     Returns:
       :class:`Attribution` with ``gradients`` ``[B, H, W, C]``.
     """
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
-    logits, pullback = _forward(logits_fn, params, images, rule)
-    _check_logits(logits, images.shape[0])
-    if classes is None:
-        classes = jnp.argmax(logits, axis=-1)
+    batch = images.shape[0]
+    if images_per_pass is None:
+        images_per_pass = default_images_per_pass()
+    per_pass = min(_checks.check_int(images_per_pass, "images_per_pass", 1), batch)
+    given = classes
+    if given is not None:
+        _checks.check_classes(given, None, batch)
+        classes = jnp.broadcast_to(jnp.asarray(given, jnp.int32), (batch,))
+
+    def one_pass(x, c):
+        logits, pullback = _forward(logits_fn, params, x, rule)
+        _check_logits(logits, x.shape[0])
+        if c is None:
+            c = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            _checks.check_classes(given, logits.shape[-1], batch)
+        (gradients,) = pullback(jax.nn.one_hot(c, logits.shape[-1], dtype=logits.dtype))
+        return gradients, c, logits
+
+    passes, left = divmod(batch, per_pass)
+    if passes == 1 and not left:
+        gradients, classes, logits = one_pass(images, classes)
     else:
-        _checks.check_classes(classes, logits.shape[-1], images.shape[0])
-    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), logits.shape[:1])
-    (gradients,) = pullback(jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype))
+        def split(a, start, stop):
+            return None if a is None else a[start:stop]
+
+        full = passes * per_pass
+        parts = [jax.tree.map(
+            lambda a: a.reshape(full, *a.shape[2:]),
+            jax.lax.map(lambda xc: one_pass(*xc), jax.tree.map(
+                lambda a: a.reshape(passes, per_pass, *a.shape[1:]), (images[:full], split(classes, 0, full)))),
+        )]
+        if left:
+            parts.append(one_pass(images[full:], split(classes, full, batch)))
+        gradients, classes, logits = (jnp.concatenate(p) for p in zip(*parts))
     gradients = _checks.nan_where_invalid(gradients, images, classes, logits.shape[-1])
     return Attribution(gradients, classes, logits)
+
+
+def default_images_per_pass() -> int:
+    """:func:`input_gradients`' images per pass when none is given.
+
+    ``ROWS_PER_PASS`` when JAX's default backend is the CPU and there is one device;
+    else ``2**31 - 1`` (all images at once): an accelerator is fastest with the whole
+    batch, and with several devices the batch is usually sharded over them, which
+    passes one after another would undo.
+    """
+    if jax.default_backend() == "cpu" and jax.device_count() == 1:
+        return ROWS_PER_PASS
+    return _ALL
+
+
+_ALL = 2**31 - 1
 
 
 def saliency_from_gradients(gradients: jax.Array) -> jax.Array:
@@ -124,6 +177,7 @@ def saliency_map(
     classes: jax.Array | int | None = None,
     *,
     rule: str = "gradient",
+    images_per_pass: int | None = None,
 ) -> jax.Array:
     """Image-specific class saliency maps (paper §3.1).
 
@@ -133,11 +187,13 @@ def saliency_map(
       images: float32 ``[B, H, W, C]``.
       classes: int ``[B]``, a scalar, or ``None`` for the top-1 class.
       rule: ReLU backward rule, ``"gradient"`` for the paper's map.
+      images_per_pass: images per forward and backward pass, see :func:`input_gradients`.
 
     Returns:
       float32 ``[B, H, W]``: ``max_c |dS_c/dI|``, in score units per input unit.
     """
-    return saliency_from_gradients(input_gradients(logits_fn, params, images, classes, rule=rule).gradients)
+    attribution = input_gradients(logits_fn, params, images, classes, rule=rule, images_per_pass=images_per_pass)
+    return saliency_from_gradients(attribution.gradients)
 
 
 def class_gradients(

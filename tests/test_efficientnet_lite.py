@@ -42,10 +42,14 @@ def test_real_photos_are_recognised(efficientnet, forward):
     assert int(top.classes[1, 0]) == 967 and efficientnet.class_names[967] == "espresso"
 
 
-def test_saliency_maps_match_the_pytorch_reference(efficientnet, reference_outputs):
-    maps = jax.jit(functools.partial(sj.saliency_map, efficientnet.logits_fn))(
+@pytest.mark.parametrize("images_per_pass", [None, 1])
+def test_saliency_maps_match_the_pytorch_reference(efficientnet, reference_outputs, images_per_pass):
+    # None: all at once in this process (several host devices); 1: one image per pass in a lax.map,
+    # where the depthwise paths chosen by input size differ from the whole batch's
+    maps = jax.jit(functools.partial(sj.saliency_map, efficientnet.logits_fn, images_per_pass=images_per_pass))(
         efficientnet.params, reference_outputs["images"].astype(np.float32)
     )
+    assert maps.shape == reference_outputs["saliency"].shape
     for ours, ref in zip(np.asarray(maps), reference_outputs["saliency"]):
         assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.999
         np.testing.assert_allclose(ours.sum(), ref.sum(), rtol=1e-2)

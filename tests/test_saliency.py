@@ -1,6 +1,9 @@
 """Input gradients and saliency maps (paper §3, §3.1)."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -226,3 +229,66 @@ def test_bad_rule_and_wrong_class_shape_raise(tiny_cnn):
         sj.saliency_map(logits_fn, params, images, 1.5)
     with pytest.raises(ValueError, match=r"classes must have shape \[B, N\]"):
         sj.class_gradients(logits_fn, params, images, jnp.array([[0], [1], [2]]))
+
+
+@pytest.mark.parametrize("rule", ["gradient", "guided"])
+def test_images_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (5, 8, 8, 3))
+    for classes in (jnp.array([3, 0, 4, 1, 2]), 2, None):
+        together = sj.input_gradients(logits_fn, params, images, classes, rule=rule, images_per_pass=5)
+        for per_pass in (1, 2, 3, 9):  # 2 and 3 leave images over for a last, smaller pass
+            jitted = jax.jit(sj.input_gradients, static_argnums=0, static_argnames=("rule", "images_per_pass"))
+            got = jitted(logits_fn, params, images, classes, rule=rule, images_per_pass=per_pass)
+            np.testing.assert_allclose(got.gradients, together.gradients, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"images_per_pass={per_pass}")
+            np.testing.assert_array_equal(got.classes, together.classes)
+            np.testing.assert_allclose(got.logits, together.logits, rtol=1e-5, atol=1e-6)
+            maps = sj.saliency_map(logits_fn, params, images, classes, rule=rule, images_per_pass=per_pass)
+            np.testing.assert_allclose(maps, np.abs(together.gradients).max(-1), rtol=1e-5, atol=1e-7)
+
+
+def test_images_per_pass_runs_the_model_on_that_many_images(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    seen = []
+
+    def recording(p, x):
+        seen.append(x.shape[0])  # runs while tracing: one entry per traced pass
+        return logits_fn(p, x)
+
+    images = np.ones((7, 8, 8, 3), np.float32)
+    sj.input_gradients(recording, params, images, 1, images_per_pass=3)
+    assert sorted(seen) == [1, 3]  # passes of 3 in a lax.map (traced once), then the 1 left over
+    seen.clear()
+    sj.saliency_map(recording, params, images, 1, images_per_pass=7)
+    assert seen == [7]
+
+
+def test_images_per_pass_keeps_invalid_requests_apart(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    images = np.array(jax.random.uniform(jax.random.key(3), (5, 8, 8, 3)), np.float32)
+    images[3, 1, 1, 1] = np.nan
+    jitted = jax.jit(functools.partial(sj.saliency_map, logits_fn, images_per_pass=2))
+    maps = np.asarray(jitted(params, images, jnp.array([1, 5, 0, 2, 4])))
+    assert np.isnan(maps[[1, 3]]).all()
+    valid = images[[0, 2, 4]]
+    expected = sj.saliency_map(logits_fn, params, valid, jnp.array([1, 0, 4]), images_per_pass=3)
+    assert np.all(np.max(expected, axis=(1, 2)) > 0)
+    np.testing.assert_allclose(maps[[0, 2, 4]], expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"classes must be in \[0, 5\)"):
+        sj.saliency_map(logits_fn, params, valid, jnp.array([1, 5, 0]), images_per_pass=2)
+    with pytest.raises(ValueError, match="classes must be a scalar or have shape"):
+        sj.saliency_map(logits_fn, params, valid, jnp.array([0, 1]), images_per_pass=2)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="images_per_pass must be an integer >= 1"):
+            sj.saliency_map(logits_fn, params, valid, 1, images_per_pass=bad)
+
+
+def test_default_images_per_pass_is_per_backend_and_device_count():
+    # this process has several host devices (conftest), where a batch is often sharded: all at once
+    assert jax.device_count() > 1 and sj.default_images_per_pass() >= 2**31 - 1
+    code = "import saliency_jax as sj, saliency_jax.saliency as s; print(sj.default_images_per_pass(), s.ROWS_PER_PASS)"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    got, rows = out.stdout.split()
+    assert got == rows == "2"
