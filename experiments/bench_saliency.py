@@ -604,6 +604,10 @@ def main(argv=None) -> None:
                 seed=config.seed, torch_device=args.torch_device)
     worker = None if args.no_torch else start_torch(args.torch_python, spec, config.bind_threads)
     jax_threads = bind_jax_threads(config.bind_threads)
+    from saliency_jax.saliency import default_images_per_pass
+
+    images_per_pass = default_images_per_pass()
+    print(f"saliency_map's images per pass: {images_per_pass} (its default here)")
     label = f"jax ({resolve_impl(args.depthwise_impl)})" if args.depthwise_impl != "auto" else "jax"
     try:
         jax_fns, jax_arrays = jax_cases(config, cases, classes, many_classes, args.depthwise_impl)
@@ -642,7 +646,7 @@ def main(argv=None) -> None:
             benchmark="saliency", machine={**before, "load_average_after": after["load_average"]},
             jax=jax.__version__, jax_device=f"{device.platform} ({device.device_kind})", torch=info,
             config=dataclasses.asdict(config), rows=rows, ratios=out, checks=checks, depthwise=micro,
-            jax_threads=jax_threads,
+            jax_threads=jax_threads, images_per_pass=images_per_pass,
         ))
 
 

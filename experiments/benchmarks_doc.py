@@ -60,6 +60,11 @@ def _machine_lines(runs: list[dict], name: str) -> list[str]:
         if _bound(run):
             versions += ("; threads bound one per CPU (XLA's with `bind_cpu_threads`, PyTorch's with "
                          "`OMP_PROC_BIND=true OMP_PLACES=threads`)")
+        if run.get("benchmark") == "saliency":
+            per_pass = run.get("images_per_pass")
+            versions += ("; each saliency map's batch in one pass" if per_pass is None
+                         else f"; saliency maps in passes of {per_pass} images" if per_pass < 2**31 - 1
+                         else "; saliency maps of the whole batch in one pass")
         cpu = m["cpu"]
         if m.get("cpu_family_model"):
             cpu += f" (family/model {m['cpu_family_model']})"
