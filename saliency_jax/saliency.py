@@ -7,13 +7,15 @@ model receives (for the embedded models: raw 0-255 pixels, preprocessing inside 
 differentiated function), and the ReLU backward rule can be swapped (§4, see
 :mod:`saliency_jax.backprop_rules`).
 
-Every function runs the forward pass once (``jax.vjp``) and pulls back one-hot
-cotangents. For a batch, one pullback of the summed per-image scores gives every
-image's gradient at once; this is exact only because the examples of a batch are
-independent (the model runs in inference mode), which the tests check against a
-per-example ``vmap``. For many classes of one image the pullback is ``vmap``-ed over
-one-hot cotangents, a few classes per backward pass, so the forward pass is not repeated
-per class.
+Every function runs the forward pass once per image (``jax.vjp``) and pulls back
+one-hot cotangents. For a batch, one pullback of the summed per-image scores gives
+every image's gradient at once; this is exact only because the examples of a batch
+are independent (the model runs in inference mode), which the tests check against a
+per-example ``vmap``. On a single CPU device a batch runs a few images per pass
+(``images_per_pass``), which keeps each pass's intermediates small; on accelerators
+the whole batch is one pass. For many classes of one image the pullback is
+``vmap``-ed over one-hot cotangents, a few classes per backward pass, so the forward
+pass is not repeated per class.
 
 All functions are jit-friendly: bind ``logits_fn`` and the keyword arguments with
 ``functools.partial`` (or mark them static) and ``jax.jit`` the rest.
@@ -53,8 +55,8 @@ def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
 
 
 #: Rows (image x class) per backward pass by default on CPU. :func:`class_gradients` pulls back
-#: ``max(1, ROWS_PER_PASS // B)`` classes of a batch of ``B`` images per pass; on a single CPU device
-#: :func:`input_gradients` runs ``ROWS_PER_PASS`` images per forward and backward pass. On
+#: ``max(1, ROWS_PER_PASS // b)`` classes of a pass's ``b`` images per backward pass; on a single CPU
+#: device :func:`input_gradients` and the class functions run ``ROWS_PER_PASS`` images per pass. On
 #: EfficientNet-Lite0 (CPU, 8 classes), 2 or 4 classes per pass at batch 1 took 0.77-0.82 of the time
 #: of all 8 in one vmapped pass, and 1 class per pass at batch 4 took 0.87: a wide backward pass no
 #: longer fits in the caches. Since the stem became a matrix product, 2 per pass at batch 1 takes
@@ -103,9 +105,6 @@ def input_gradients(
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
     batch = images.shape[0]
-    if images_per_pass is None:
-        images_per_pass = default_images_per_pass()
-    per_pass = min(_checks.check_int(images_per_pass, "images_per_pass", 1), batch)
     given = classes
     if given is not None:
         _checks.check_classes(given, None, batch)
@@ -121,28 +120,38 @@ def input_gradients(
         (gradients,) = pullback(jax.nn.one_hot(c, logits.shape[-1], dtype=logits.dtype))
         return gradients, c, logits
 
-    passes, left = divmod(batch, per_pass)
-    if passes == 1 and not left:
-        gradients, classes, logits = one_pass(images, classes)
-    else:
-        def split(a, start, stop):
-            return None if a is None else a[start:stop]
-
-        full = passes * per_pass
-        parts = [jax.tree.map(
-            lambda a: a.reshape(full, *a.shape[2:]),
-            jax.lax.map(lambda xc: one_pass(*xc), jax.tree.map(
-                lambda a: a.reshape(passes, per_pass, *a.shape[1:]), (images[:full], split(classes, 0, full)))),
-        )]
-        if left:
-            parts.append(one_pass(images[full:], split(classes, full, batch)))
-        gradients, classes, logits = (jnp.concatenate(p) for p in zip(*parts))
+    gradients, classes, logits = _in_passes(one_pass, images_per_pass, images, classes)
     gradients = _checks.nan_where_invalid(gradients, images, classes, logits.shape[-1])
     return Attribution(gradients, classes, logits)
 
 
+def _in_passes(one_pass, images_per_pass: int | None, images: jax.Array, classes: jax.Array | None):
+    """``one_pass(images, classes)`` on ``images_per_pass`` rows at a time, outputs joined on axis 0.
+
+    Full passes run in a ``lax.map``, then one pass over the rows left over; ``classes``
+    may be ``None`` (each pass then gets ``None``).
+    """
+    batch = images.shape[0]
+    if images_per_pass is None:
+        images_per_pass = default_images_per_pass()
+    per_pass = min(_checks.check_int(images_per_pass, "images_per_pass", 1), batch)
+    passes, left = divmod(batch, per_pass)
+    if passes == 1 and not left:
+        return one_pass(images, classes)
+    full = passes * per_pass
+
+    def rows(a, start, stop):
+        return None if a is None else a[start:stop]
+
+    stacked = jax.tree.map(lambda a: a.reshape(passes, per_pass, *a.shape[1:]), (images[:full], rows(classes, 0, full)))
+    parts = [jax.tree.map(lambda a: a.reshape(full, *a.shape[2:]), jax.lax.map(lambda xc: one_pass(*xc), stacked))]
+    if left:
+        parts.append(one_pass(images[full:], rows(classes, full, batch)))
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
+
+
 def default_images_per_pass() -> int:
-    """:func:`input_gradients`' images per pass when none is given.
+    """The images per pass of :func:`input_gradients` and the class functions when none is given.
 
     ``ROWS_PER_PASS`` when JAX's default backend is the CPU and there is one device;
     else ``2**31 - 1`` (all images at once): an accelerator is fastest with the whole
@@ -204,6 +213,7 @@ def class_gradients(
     *,
     rule: str = "gradient",
     classes_per_pass: int | None = None,
+    images_per_pass: int | None = None,
 ) -> jax.Array:
     """Gradients of several class scores of each image, with one forward pass.
 
@@ -219,19 +229,21 @@ def class_gradients(
       classes: int ``[B, N]``, the classes to explain in each image (or ``[N]``
         for the same classes in every image).
       rule: ReLU backward rule.
-      classes_per_pass: classes pulled back together in one backward pass of all
-        ``B`` images (an int ``>= 1``; ``N`` or more: all at once). ``None``:
-        ``max(1, ROWS_PER_PASS // B)``, the fastest measured on EfficientNet-Lite0 on CPU.
+      classes_per_pass: classes pulled back together in one backward pass of a pass's
+        ``b`` images (an int ``>= 1``; ``N`` or more: all at once). ``None``:
+        ``max(1, ROWS_PER_PASS // b)``, the fastest measured on EfficientNet-Lite0 on CPU.
         The results do not depend on it; the peak memory grows with it.
+      images_per_pass: images per forward pass and its class pullbacks, see
+        :func:`input_gradients` (``None``: :func:`default_images_per_pass`).
 
     Returns:
       ``[B, N, H, W, C]``: ``dS_{classes[b, n]}/dI`` at ``images[b]``.
     """
-    return _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, lambda g: g)
+    return _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, images_per_pass, lambda g: g)
 
 
-def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, reduce):
-    """:func:`class_gradients`, with ``reduce`` applied to each pass's ``[n, B, H, W, C]`` gradients.
+def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass, images_per_pass, reduce):
+    """:func:`class_gradients`, with ``reduce`` applied to each pass's ``[n, b, H, W, C]`` gradients.
 
     ``reduce`` runs inside the pass, so a reduction (a saliency map's ``max_c |w|``) never
     writes the full gradients out. Returns ``[B, N, *reduced]`` with NaN for invalid rows.
@@ -245,26 +257,32 @@ def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass,
         raise ValueError(
             f"classes must have shape [B, N] = [{images.shape[0]}, N] with N >= 1 (or [N]), got shape {classes.shape}"
         )
-    logits, pullback = _forward(logits_fn, params, images, rule)
-    _check_logits(logits, images.shape[0])
-    _checks.check_classes(classes, logits.shape[-1], None)
-    classes = classes.astype(jnp.int32)
+    _checks.check_classes(classes, None, None)
     count = classes.shape[1]
-    if classes_per_pass is None:
-        classes_per_pass = max(1, ROWS_PER_PASS // images.shape[0])
-    per_pass = min(_checks.check_int(classes_per_pass, "classes_per_pass", 1), count)
-    # cotangents[n, b] = one_hot(classes[b, n]): one pullback per class, all images at once
-    cotangents = jax.nn.one_hot(classes.T, logits.shape[-1], dtype=logits.dtype)
-    passes = -(-count // per_pass)
-    if passes == 1:
-        results = reduce(jax.vmap(pullback)(cotangents)[0])
-    else:
-        # Zero cotangents fill the last pass; their (zero) gradients are cut off.
-        filler = jnp.zeros((passes * per_pass - count, *cotangents.shape[1:]), cotangents.dtype)
-        stacked = jnp.concatenate([cotangents, filler]).reshape(passes, per_pass, *cotangents.shape[1:])
-        results = jax.lax.map(lambda c: reduce(jax.vmap(pullback)(c)[0]), stacked)
-        results = results.reshape(passes * per_pass, *results.shape[2:])[:count]
-    results = jnp.swapaxes(results, 0, 1)
+    if classes_per_pass is not None:
+        _checks.check_int(classes_per_pass, "classes_per_pass", 1)
+    given = classes
+    classes = classes.astype(jnp.int32)
+
+    def one_pass(x, c):
+        logits, pullback = _forward(logits_fn, params, x, rule)
+        _check_logits(logits, x.shape[0])
+        _checks.check_classes(given, logits.shape[-1], None)
+        per_pass = min(max(1, ROWS_PER_PASS // x.shape[0]) if classes_per_pass is None else classes_per_pass, count)
+        # cotangents[n, b] = one_hot(c[b, n]): one pullback per class, all of the pass's images at once
+        cotangents = jax.nn.one_hot(c.T, logits.shape[-1], dtype=logits.dtype)
+        passes = -(-count // per_pass)
+        if passes == 1:
+            results = reduce(jax.vmap(pullback)(cotangents)[0])
+        else:
+            # Zero cotangents fill the last pass; their (zero) gradients are cut off.
+            filler = jnp.zeros((passes * per_pass - count, *cotangents.shape[1:]), cotangents.dtype)
+            stacked = jnp.concatenate([cotangents, filler]).reshape(passes, per_pass, *cotangents.shape[1:])
+            results = jax.lax.map(lambda t: reduce(jax.vmap(pullback)(t)[0]), stacked)
+            results = results.reshape(passes * per_pass, *results.shape[2:])[:count]
+        return jnp.swapaxes(results, 0, 1), logits
+
+    results, logits = _in_passes(one_pass, images_per_pass, images, classes)
     valid = jax.vmap(lambda c: _checks.nan_where_invalid(jnp.zeros(images.shape[:1]), images, c, logits.shape[-1]),
                      in_axes=1, out_axes=1)(classes)
     return results + valid.reshape(valid.shape + (1,) * (results.ndim - 2))
@@ -278,6 +296,7 @@ def class_saliency_maps(
     *,
     rule: str = "gradient",
     classes_per_pass: int | None = None,
+    images_per_pass: int | None = None,
 ) -> jax.Array:
     """Saliency maps of several classes of each image, with one forward pass.
 
@@ -288,10 +307,12 @@ def class_saliency_maps(
       classes: int ``[B, N]`` (or ``[N]`` for every image).
       rule: ReLU backward rule.
       classes_per_pass: classes per backward pass, see :func:`class_gradients`.
+      images_per_pass: images per forward pass, see :func:`class_gradients`.
 
     Returns:
       ``[B, N, H, W]``.
     """
     return _class_pullbacks(
-        logits_fn, params, images, classes, rule, classes_per_pass, lambda g: jnp.max(jnp.abs(g), axis=-1)
+        logits_fn, params, images, classes, rule, classes_per_pass, images_per_pass,
+        lambda g: jnp.max(jnp.abs(g), axis=-1),
     )

@@ -75,3 +75,16 @@ def test_the_benchmarks_bind_both_sides_only_when_asked(experiment):
     finally:
         for tid, mask in before.items():
             os.sched_setaffinity(tid, mask)
+
+
+def test_conditions_name_the_saliency_maps_images_per_pass(experiment):
+    doc = experiment("benchmarks_doc")
+    older = _run("cpu_saliency_1.json")  # made before the field existed: the whole batch in one pass
+    passes, whole = copy.deepcopy(older), copy.deepcopy(older)
+    passes["images_per_pass"], whole["images_per_pass"] = 2, 2**31 - 1
+    lines = doc._machine_lines([older, passes, whole], "saliency")
+    assert lines[0].endswith("each saliency map's batch in one pass")
+    assert lines[1].endswith("saliency maps in passes of 2 images")
+    assert lines[2].endswith("saliency maps of the whole batch in one pass")
+    class_model = doc._machine_lines([_run("cpu_class_model_1.json")], "class model")
+    assert "pass" not in class_model[0]

@@ -121,6 +121,36 @@ def test_classes_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
             sj.class_saliency_maps(logits_fn, params, images, classes, classes_per_pass=bad)
 
 
+@pytest.mark.parametrize("rule", ["gradient", "guided"])
+def test_class_functions_in_passes_of_images_give_the_same_gradients(tiny_cnn, getkey, rule):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (3, 8, 8, 3))
+    classes = jnp.array([[3, 0, 4], [1, 4, 4], [2, 2, 0]])
+    together = sj.class_gradients(logits_fn, params, images, classes, rule=rule, classes_per_pass=3, images_per_pass=3)
+    static = ("rule", "classes_per_pass", "images_per_pass")
+    for images_per_pass in (1, 2):  # 2 leaves one image for a last pass
+        for classes_per_pass in (1, 2, None):
+            settings = dict(rule=rule, classes_per_pass=classes_per_pass, images_per_pass=images_per_pass)
+            got = jax.jit(sj.class_gradients, static_argnums=0, static_argnames=static)(
+                logits_fn, params, images, classes, **settings)
+            np.testing.assert_allclose(got, together, rtol=1e-5, atol=1e-7, err_msg=str(settings))
+            maps = sj.class_saliency_maps(logits_fn, params, images, classes, **settings)
+            np.testing.assert_allclose(maps, np.abs(together).max(-1), rtol=1e-5, atol=1e-7, err_msg=str(settings))
+    seen = []
+
+    def recording(p, x):
+        seen.append(x.shape[0])
+        return logits_fn(p, x)
+
+    sj.class_saliency_maps(recording, params, images, classes, images_per_pass=2)
+    assert sorted(seen) == [1, 2]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="images_per_pass must be an integer >= 1"):
+            sj.class_saliency_maps(logits_fn, params, images, classes, images_per_pass=bad)
+    with pytest.raises(ValueError, match=r"classes must be in \[0, 5\)"):
+        sj.class_saliency_maps(logits_fn, params, images, classes + 2, images_per_pass=2)
+
+
 def test_jitted_calls_return_nan_for_invalid_requests(tiny_cnn):
     """Under jit the values are unknown while tracing: an invalid request must not look like a map."""
     logits_fn, params = tiny_cnn
@@ -133,8 +163,10 @@ def test_jitted_calls_return_nan_for_invalid_requests(tiny_cnn):
     nan_image[1, 2, 3, 0] = np.nan
     maps = np.asarray(jitted(logits_fn, params, nan_image, jnp.array([1, 1, 1])))
     assert np.isfinite(maps[[0, 2]]).all() and np.isnan(maps[1]).all()
-    many = jax.jit(sj.class_saliency_maps, static_argnums=0)(logits_fn, params, images, jnp.array([[0, 9]] * 3))
-    assert np.isfinite(np.asarray(many[:, 0])).all() and np.isnan(np.asarray(many[:, 1])).all()
+    for images_per_pass in (None, 2):
+        many = jax.jit(functools.partial(sj.class_saliency_maps, logits_fn, images_per_pass=images_per_pass))(
+            params, images, jnp.array([[0, 9]] * 3))
+        assert np.isfinite(np.asarray(many[:, 0])).all() and np.isnan(np.asarray(many[:, 1])).all()
     # eager calls refuse the same requests
     with pytest.raises(ValueError, match="classes must be in"):
         sj.saliency_map(logits_fn, params, images, jnp.array([1, 5, -1]))
