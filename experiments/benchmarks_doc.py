@@ -168,7 +168,7 @@ def main(argv=None) -> None:
         f"{cfg['sample_seconds']} s); {cfg['repeats']} samples per framework ({cfg['heavy_repeats']} for batch 64, "
         "IG and occlusion), after warm-up calls (compilation).",
         "",
-        f"- saliency map: `max_c |dS_c/dI|`; PyTorch: one forward and one backward pass (autograd); Captum: "
+        f"- saliency map: `max_c |dS_c/dI|` (`saliency_map`, its images per pass as each run's conditions say); PyTorch: one forward and one backward pass (autograd); Captum: "
         "`Saliency(abs=True)`.",
         f"- {cfg['num_classes']} classes of one image: `class_saliency_maps` (one forward pass, then the pullback "
         f"vmapped over {cfg['num_classes']} cotangents, a few per backward pass, as "
