@@ -15,6 +15,10 @@ import argparse
 import json
 
 
+#: ``saliency_jax.saliency.ALL_IMAGES`` (this script reads JSON only and imports no JAX).
+ALL_IMAGES = 2**31 - 1
+
+
 def _load(paths: list[str]) -> list[dict]:
     out = []
     for path in paths:
@@ -63,7 +67,7 @@ def _machine_lines(runs: list[dict], name: str) -> list[str]:
         if run.get("benchmark") == "saliency":
             per_pass = run.get("images_per_pass")
             versions += ("; each saliency map's batch in one pass" if per_pass is None
-                         else f"; saliency maps in passes of {per_pass} images" if per_pass < 2**31 - 1
+                         else f"; saliency maps in passes of {per_pass} images" if per_pass < ALL_IMAGES
                          else "; saliency maps of the whole batch in one pass")
         cpu = m["cpu"]
         if m.get("cpu_family_model"):

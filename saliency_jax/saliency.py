@@ -154,16 +154,18 @@ def default_images_per_pass() -> int:
     """The images per pass of :func:`input_gradients` and the class functions when none is given.
 
     ``ROWS_PER_PASS`` when JAX's default backend is the CPU and there is one device;
-    else ``2**31 - 1`` (all images at once): an accelerator is fastest with the whole
+    else :data:`ALL_IMAGES` (all images at once): an accelerator is fastest with the whole
     batch, and with several devices the batch is usually sharded over them, which
     passes one after another would undo.
     """
     if jax.default_backend() == "cpu" and jax.device_count() == 1:
         return ROWS_PER_PASS
-    return _ALL
+    return ALL_IMAGES
 
 
-_ALL = 2**31 - 1
+#: ``images_per_pass`` that puts any batch in one pass (what ``default_images_per_pass`` returns off
+#: a single CPU device; an int, so that a benchmark can record it).
+ALL_IMAGES = 2**31 - 1
 
 
 def saliency_from_gradients(gradients: jax.Array) -> jax.Array:

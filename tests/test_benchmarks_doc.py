@@ -81,7 +81,10 @@ def test_conditions_name_the_saliency_maps_images_per_pass(experiment):
     doc = experiment("benchmarks_doc")
     older = _run("cpu_saliency_1.json")  # made before the field existed: the whole batch in one pass
     passes, whole = copy.deepcopy(older), copy.deepcopy(older)
-    passes["images_per_pass"], whole["images_per_pass"] = 2, 2**31 - 1
+    from saliency_jax.saliency import ALL_IMAGES
+
+    assert doc.ALL_IMAGES == ALL_IMAGES
+    passes["images_per_pass"], whole["images_per_pass"] = 2, ALL_IMAGES
     lines = doc._machine_lines([older, passes, whole], "saliency")
     assert lines[0].endswith("each saliency map's batch in one pass")
     assert lines[1].endswith("saliency maps in passes of 2 images")
