@@ -120,33 +120,38 @@ def input_gradients(
         (gradients,) = pullback(jax.nn.one_hot(c, logits.shape[-1], dtype=logits.dtype))
         return gradients, c, logits
 
-    gradients, classes, logits = _in_passes(one_pass, images_per_pass, images, classes)
+    gradients, classes, logits = _in_passes(one_pass, _images_per_pass(images_per_pass, batch), images, classes)
     gradients = _checks.nan_where_invalid(gradients, images, classes, logits.shape[-1])
     return Attribution(gradients, classes, logits)
 
 
-def _in_passes(one_pass, images_per_pass: int | None, images: jax.Array, classes: jax.Array | None):
-    """``one_pass(images, classes)`` on ``images_per_pass`` rows at a time, outputs joined on axis 0.
-
-    Full passes run in a ``lax.map``, then one pass over the rows left over; ``classes``
-    may be ``None`` (each pass then gets ``None``).
-    """
-    batch = images.shape[0]
+def _images_per_pass(images_per_pass: int | None, batch: int) -> int:
+    """``images_per_pass`` checked, ``None`` resolved by :func:`default_images_per_pass`, at most ``batch``."""
     if images_per_pass is None:
         images_per_pass = default_images_per_pass()
-    per_pass = min(_checks.check_int(images_per_pass, "images_per_pass", 1), batch)
-    passes, left = divmod(batch, per_pass)
+    return min(_checks.check_int(images_per_pass, "images_per_pass", 1), batch)
+
+
+def _in_passes(fn, per_pass: int, *args):
+    """``fn(*args)`` on ``per_pass`` rows of every arg at a time, outputs joined on axis 0.
+
+    The args share their leading axis (an arg may be ``None``: each pass then gets
+    ``None``). Full passes run in a ``lax.map``, then one pass over the rows left over,
+    so no work is spent on filler rows.
+    """
+    total = next(a for a in args if a is not None).shape[0]
+    passes, left = divmod(total, per_pass)
     if passes == 1 and not left:
-        return one_pass(images, classes)
+        return fn(*args)
     full = passes * per_pass
 
-    def rows(a, start, stop):
-        return None if a is None else a[start:stop]
+    def rows(start, stop):
+        return [None if a is None else a[start:stop] for a in args]
 
-    stacked = jax.tree.map(lambda a: a.reshape(passes, per_pass, *a.shape[1:]), (images[:full], rows(classes, 0, full)))
-    parts = [jax.tree.map(lambda a: a.reshape(full, *a.shape[2:]), jax.lax.map(lambda xc: one_pass(*xc), stacked))]
+    stacked = jax.tree.map(lambda a: a.reshape(passes, per_pass, *a.shape[1:]), rows(0, full))
+    parts = [jax.tree.map(lambda a: a.reshape(full, *a.shape[2:]), jax.lax.map(lambda xs: fn(*xs), stacked))]
     if left:
-        parts.append(one_pass(images[full:], rows(classes, full, batch)))
+        parts.append(fn(*rows(full, total)))
     return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 
 
@@ -273,18 +278,10 @@ def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass,
         per_pass = min(max(1, ROWS_PER_PASS // x.shape[0]) if classes_per_pass is None else classes_per_pass, count)
         # cotangents[n, b] = one_hot(c[b, n]): one pullback per class, all of the pass's images at once
         cotangents = jax.nn.one_hot(c.T, logits.shape[-1], dtype=logits.dtype)
-        passes = -(-count // per_pass)
-        if passes == 1:
-            results = reduce(jax.vmap(pullback)(cotangents)[0])
-        else:
-            # Zero cotangents fill the last pass; their (zero) gradients are cut off.
-            filler = jnp.zeros((passes * per_pass - count, *cotangents.shape[1:]), cotangents.dtype)
-            stacked = jnp.concatenate([cotangents, filler]).reshape(passes, per_pass, *cotangents.shape[1:])
-            results = jax.lax.map(lambda t: reduce(jax.vmap(pullback)(t)[0]), stacked)
-            results = results.reshape(passes * per_pass, *results.shape[2:])[:count]
+        results = _in_passes(lambda t: reduce(jax.vmap(pullback)(t)[0]), per_pass, cotangents)
         return jnp.swapaxes(results, 0, 1), logits
 
-    results, logits = _in_passes(one_pass, images_per_pass, images, classes)
+    results, logits = _in_passes(one_pass, _images_per_pass(images_per_pass, images.shape[0]), images, classes)
     valid = jax.vmap(lambda c: _checks.nan_where_invalid(jnp.zeros(images.shape[:1]), images, c, logits.shape[-1]),
                      in_axes=1, out_axes=1)(classes)
     return results + valid.reshape(valid.shape + (1,) * (results.ndim - 2))

@@ -105,7 +105,7 @@ def test_classes_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
     images = _images(getkey(), (2, 8, 8, 3))
     classes = jnp.array([[3, 0, 4, 1, 2], [1, 4, 4, 0, 3]])
     together = sj.class_gradients(logits_fn, params, images, classes, rule=rule, classes_per_pass=5)
-    for per_pass in (1, 2, 3, 9, None):  # 2 and 3 leave a part-filled last pass
+    for per_pass in (1, 2, 3, 9, None):  # 2 and 3 leave classes over for a last, smaller pass
         got = jax.jit(sj.class_gradients, static_argnums=0, static_argnames=("rule", "classes_per_pass"))(
             logits_fn, params, images, classes, rule=rule, classes_per_pass=per_pass
         )
