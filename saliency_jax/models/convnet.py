@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax import backprop_rules
+from saliency_jax.models.max_pool import max_pool2d
 
 # He et al. (2015) initialisation keeps the activations' scale through the rectifiers;
 # without normalisation layers a deep net trained from scratch needs it.
@@ -71,6 +72,9 @@ class ConvNet(nn.Module):
       pixel_scale: raw pixels are then divided by this.
       activation: the rectifier; its backward rule follows
         :func:`saliency_jax.backprop_rules.backprop_rule`.
+      pool_impl: how the max-pools are computed (:func:`saliency_jax.models.max_pool.max_pool2d`):
+        ``"auto"`` (strided slices with a fast backward pass on CPU, ``lax.reduce_window``
+        elsewhere), ``"strided"`` or ``"xla"``; all give the same values and gradients.
     """
 
     num_classes: int = 1000
@@ -85,6 +89,7 @@ class ConvNet(nn.Module):
     pixel_mean: float = IMAGENET_PIXEL_MEAN
     pixel_scale: float = IMAGENET_PIXEL_SCALE
     activation: Callable[[jax.Array], jax.Array] = backprop_rules.relu
+    pool_impl: str = "auto"
 
     def __post_init__(self):
         n = len(self.conv_features)
@@ -93,6 +98,8 @@ class ConvNet(nn.Module):
                 raise ValueError(
                     f"{name} must have one entry per conv layer ({n}), got {len(getattr(self, name))}"
                 )
+        if self.pool_impl not in ("auto", "strided", "xla"):
+            raise ValueError(f"pool_impl must be one of ('auto', 'strided', 'xla'); got {self.pool_impl!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not 0.0 <= self.dropout_rate < 1.0:
@@ -134,8 +141,7 @@ class ConvNet(nn.Module):
                         f"images of {images.shape[1]} x {images.shape[2]} are too small for this network: "
                         f"the map before the pool after conv{layer} is {x.shape[1]} x {x.shape[2]}"
                     )
-                window = (self.pool_window, self.pool_window)
-                x = nn.max_pool(x, window, (self.pool_stride, self.pool_stride), padding="VALID")
+                x = max_pool2d(x, self.pool_window, self.pool_stride, "VALID", impl=self.pool_impl)
             self.sow("intermediates", f"conv{layer}_out", x)
         x = x.reshape(x.shape[0], -1)
         for features in self.dense_features:
