@@ -129,3 +129,13 @@ def test_bad_rank_and_pool_impl_raise():
         max_pool2d(jnp.zeros((5, 5, 2)), 2)
     with pytest.raises(ValueError, match="pool_impl must be one of"):
         scaled_convnet(6).clone(pool_impl="fast")
+
+
+def test_benchmark_script_runs_and_checks_both_paths(experiment, tmp_path):
+    bench = experiment("bench_max_pool")
+    result = bench.main(["--rounds", "1", "--batch", "2", "--json", str(tmp_path / "pool.json")])
+    assert set(result["cases"]) == {"train", "map", "forward"}
+    for row in result["cases"].values():
+        assert row["strided_ms"] > 0 and row["reduce_window_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["strided_ms"] / row["reduce_window_ms"])  # one round
+    assert (tmp_path / "pool.json").exists()
