@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax import backprop_rules
-from saliency_jax.models.max_pool import max_pool2d
+from saliency_jax.models.max_pool import IMPLS as POOL_IMPLS, max_pool2d
 
 # He et al. (2015) initialisation keeps the activations' scale through the rectifiers;
 # without normalisation layers a deep net trained from scratch needs it.
@@ -98,8 +98,8 @@ class ConvNet(nn.Module):
                 raise ValueError(
                     f"{name} must have one entry per conv layer ({n}), got {len(getattr(self, name))}"
                 )
-        if self.pool_impl not in ("auto", "strided", "xla"):
-            raise ValueError(f"pool_impl must be one of ('auto', 'strided', 'xla'); got {self.pool_impl!r}")
+        if self.pool_impl not in POOL_IMPLS:
+            raise ValueError(f"pool_impl must be one of {POOL_IMPLS}; got {self.pool_impl!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if not 0.0 <= self.dropout_rate < 1.0:

@@ -24,9 +24,9 @@ from jax import lax
 
 from saliency_jax.models.depthwise import resolve_by_backend
 
-__all__ = ["max_pool2d"]
+__all__ = ["IMPLS", "max_pool2d"]
 
-_IMPLS = ("auto", "strided", "xla")
+IMPLS = ("auto", "strided", "xla")
 
 
 def max_pool2d(
@@ -61,7 +61,7 @@ def max_pool2d(
       ValueError: on a bad ``x`` rank, ``window``, ``strides``, ``padding`` or ``impl``, or a
         window larger than the padded image.
     """
-    impl = resolve_by_backend(impl, _IMPLS, "strided")
+    impl = resolve_by_backend(impl, IMPLS, "strided")
     x = jnp.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"x must have shape [B, H, W, C], got shape {tuple(x.shape)}")
