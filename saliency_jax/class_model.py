@@ -51,6 +51,7 @@ import optax
 from saliency_jax import _checks
 from saliency_jax import regularizers as regs
 from saliency_jax.parametrization import Parametrization, make_parametrization
+from saliency_jax.parallel import vary_like
 from saliency_jax.scores import select_scores
 from saliency_jax.types import Classifier, LogitsFn
 
@@ -320,9 +321,11 @@ def class_model_ascent(
             )
         _checks.check_classes(classes, logits.shape[1], None)
         classes = classes.astype(jnp.int32)
-        variables = jax.vmap(lambda _: param.init())(classes)
+        # Inside ``shard_map`` (classes split over devices) the zero images vary like the classes:
+        # a replicated start would have its gradient summed over the shards.
+        variables = vary_like(jax.vmap(lambda _: param.init())(classes), classes, params, key)
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, classes)
-        opt_state = jax.vmap(optimizer.init)(variables)
+        opt_state = vary_like(jax.vmap(optimizer.init)(variables), variables)
         return ClassModelState(variables, opt_state, classes, keys, jnp.zeros((), jnp.int32))
 
     def step(params, state: ClassModelState):

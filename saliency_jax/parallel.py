@@ -9,6 +9,11 @@ batch.
 On several hosts, call :func:`initialize_distributed` first; each process then
 feeds only its own rows of the global batch (:func:`shard_batch`) and gets its
 own rows of the outputs back (:func:`local_rows`).
+
+Every function of the library also runs inside ``jax.shard_map``: where one
+starts a value of its own (a zero offset to differentiate, the first carry of a
+loop), :func:`vary_like` gives it the varying mesh axes of the data it meets, so a
+replicated value is never summed over the shards by mistake.
 """
 
 from __future__ import annotations
@@ -22,6 +27,37 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+
+
+def varying_axes(*trees: Any) -> frozenset[str]:
+    """The ``shard_map`` mesh axes that any array (or ``jax.eval_shape`` result) in ``trees`` varies over.
+
+    Empty outside ``shard_map``.
+    """
+    axes: set[str] = set()
+    for leaf in jax.tree.leaves(trees):
+        aval = leaf if isinstance(leaf, jax.ShapeDtypeStruct) else jax.typeof(leaf)
+        manual = getattr(aval, "manual_axis_type", None)
+        axes.update(manual.varying if manual is not None else getattr(aval, "vma", ()))
+    return frozenset(axes)
+
+
+def vary_like(x: Any, *trees: Any) -> Any:
+    """``x`` (an array or a pytree) cast to vary over every ``shard_map`` axis that an array in ``trees`` varies over.
+
+    Inside ``shard_map`` an array made inside the function (``jnp.zeros``) is
+    replicated: the gradient with respect to it is summed over the shards, and a
+    loop carry started from it has another type than one updated from sharded
+    data. Cast to the data's varying axes, it behaves as a per-shard value.
+    Outside ``shard_map`` (or when nothing varies) ``x`` is returned as it is.
+    """
+    axes = varying_axes(*trees)
+
+    def cast(leaf):
+        missing = axes - varying_axes(leaf)
+        return jax.lax.pcast(leaf, tuple(sorted(missing)), to="varying") if missing else leaf
+
+    return jax.tree.map(cast, x) if axes else x
 
 
 def initialize_distributed(

@@ -46,6 +46,7 @@ import numpy as np
 
 from saliency_jax import _checks
 from saliency_jax.backprop_rules import backprop_rule, check_rule
+from saliency_jax.parallel import vary_like
 from saliency_jax.types import LogitsFn
 
 WEIGHTINGS = ("activation", "ones")
@@ -294,7 +295,10 @@ def layer_gradients_and_logits(
         return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], (captured[0], logits)
 
     shape = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images).shape
-    scores, pullback, (features, logits) = jax.vjp(scores_from, jnp.zeros(shape, jnp.float32), has_aux=True)
+    # The offset varies like the images and weights inside ``shard_map``: a replicated zero's
+    # gradient would be summed over the shards.
+    offset = vary_like(jnp.zeros(shape, jnp.float32), images, params)
+    scores, pullback, (features, logits) = jax.vjp(scores_from, offset, has_aux=True)
     (gradients,) = pullback(jnp.ones_like(scores))
     return features, gradients, logits
 

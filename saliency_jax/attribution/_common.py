@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _checks
+from saliency_jax.parallel import vary_like
 from saliency_jax.types import LogitsFn
 
 DEFAULT_BATCH_SIZE = 64
@@ -162,7 +163,10 @@ def sum_over_expansions(
     def empty(like):
         return jnp.full(like.shape, identity, like.dtype)
 
-    init = jax.tree.map(lambda s: empty(jax.ShapeDtypeStruct((batch,) + s.shape[1:], s.dtype)), shapes)
+    # Inside ``shard_map`` the sums vary over the mesh axes that the rows' output varies over.
+    init = jax.tree.map(
+        lambda s: vary_like(empty(jax.ShapeDtypeStruct((batch,) + s.shape[1:], s.dtype)), s), shapes
+    )
 
     def body(acc, i):
         b, n, valid = chunk_rows(i)

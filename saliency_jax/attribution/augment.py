@@ -22,6 +22,7 @@ import numpy as np
 from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.gradients import gradient
+from saliency_jax.parallel import vary_like
 from saliency_jax.types import LogitsFn
 
 
@@ -76,7 +77,8 @@ def flip_shift_average(
         out = method(logits_fn, params, x, classes, key=k, batch_size=batch_size, **settings)
         return out if reduction is None else _common.attribution_map(out, reduction=reduction)
 
-    out_shape = jax.eval_shape(call, images, key).shape
+    out = jax.eval_shape(call, images, key)
+    out_shape = out.shape
     if len(out_shape) < 3:
         raise ValueError(f"method must return [B, H, W, C] or [B, h, w] maps, got shape {out_shape}")
     out_h, out_w = out_shape[1:3]
@@ -100,6 +102,7 @@ def flip_shift_average(
         out = jnp.where(flip_flags[i], out[:, :, ::-1], out)
         return total + out, None
 
-    init = jnp.zeros(out_shape, jnp.float32)
+    # Inside ``shard_map`` the sum varies over the mesh axes that the method's output varies over.
+    init = vary_like(jnp.zeros(out_shape, jnp.float32), out)
     total, _ = jax.lax.scan(body, init, jnp.arange(len(copies)))
     return total / len(copies)

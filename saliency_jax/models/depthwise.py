@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from saliency_jax.parallel import vary_like
+
 __all__ = ["GRAD_PAD_BELOW_BYTES", "PAD_BELOW_BYTES", "depthwise_conv2d", "resolve_impl"]
 
 Impl = Literal["auto", "shifted", "xla"]
@@ -162,6 +164,10 @@ def depthwise_conv2d(
             feature_group_count=channels,
         )
     lo = (pads[0][0], pads[1][0])
+    # Inside ``shard_map`` a replicated kernel meets a sharded input: the custom VJP must return
+    # each cotangent with its input's type, so both vary over the same axes first, and the cast's
+    # own transpose sums the kernel's gradient over the shards.
+    x, kernel = vary_like(x, kernel), vary_like(kernel, x)
     return _depthwise(x, kernel[:, :, 0, :], strides, lo, out_hw, pads_below)
 
 
@@ -410,18 +416,20 @@ def _kernel_grad(x, g, kernel_hw, strides, lo):
             windows.append(((i, j), rows, cols) if seen else None)
     used = [w for w in windows if w is not None]
 
-    def add_example(b, sums):
+    def products(b):
         x_b = lax.dynamic_slice_in_dim(x, b, 1, axis=0)
         g_b = lax.dynamic_slice_in_dim(g, b, 1, axis=0)
         return tuple(
-            total + _tap_slice(x_b, tap, rows, cols, strides, lo) * g_b[:, slice(*rows), slice(*cols), :]
-            for total, (tap, rows, cols) in zip(sums, used)
+            _tap_slice(x_b, tap, rows, cols, strides, lo) * g_b[:, slice(*rows), slice(*cols), :]
+            for tap, rows, cols in used
         )
 
-    init = tuple(
-        jnp.zeros((1, rows[1] - rows[0], cols[1] - cols[0], x.shape[3]), x.dtype) for _, rows, cols in used
-    )
-    sums = iter(lax.fori_loop(0, x.shape[0], add_example, init))
+    def add_example(b, sums):
+        return tuple(total + p for total, p in zip(sums, products(b)))
+
+    # The first example's products start the sums (rather than zeros), so the carry has the type
+    # of ``x * g`` everywhere, including the varying axes that ``shard_map`` tracks.
+    sums = iter(lax.fori_loop(1, x.shape[0], add_example, products(0)))
     taps = [
         jnp.zeros((x.shape[3],), x.dtype) if w is None else jnp.sum(next(sums), axis=(0, 1, 2))
         for w in windows
