@@ -294,10 +294,10 @@ def layer_gradients_and_logits(
             logits = logits_fn(params, images)
         return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], (captured[0], logits)
 
-    shape = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images).shape
-    # The offset varies like the images and weights inside ``shard_map``: a replicated zero's
-    # gradient would be summed over the shards.
-    offset = vary_like(jnp.zeros(shape, jnp.float32), images, params)
+    layer = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images)
+    # Inside ``shard_map`` the offset varies like the layer's output: a replicated zero's gradient
+    # would be summed over the shards.
+    offset = vary_like(jnp.zeros(layer.shape, jnp.float32), layer)
     scores, pullback, (features, logits) = jax.vjp(scores_from, offset, has_aux=True)
     (gradients,) = pullback(jnp.ones_like(scores))
     return features, gradients, logits
