@@ -167,7 +167,8 @@ def table(config: Config, data, maps_by_name: dict[str, np.ndarray], variants: d
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=Config.num_scenes, help="multi-object scenes")
-    parser.add_argument("--single", type=int, default=Config.num_single, help="single-object composites of each kind")
+    parser.add_argument("--single", type=int, default=Config.num_single,
+                        help="single-object composites of each kind (0: none)")
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--seed-maps", default=",".join(Config.seed_maps), help="comma-separated, of " +
                         ", ".join(SEED_MAPS))
@@ -187,13 +188,12 @@ def main(argv=None) -> dict:
     from saliency_jax.evaluation import benchmark as bench
 
     size = config.image_size
-    sets = {
-        "multi-object scenes": bench.make_scenes(config.num_scenes, size=size, seed=config.seed),
-        "single objects (feathered)": bench.make_scenes(config.num_single, objects_per_scene=(1, 1), size=size,
-                                                        seed=config.seed),
-        "single objects (hard-pasted, top-1 class)": bench.make_benchmark(config.num_single, size=size,
-                                                                          seed=config.seed),
-    }
+    sets = {"multi-object scenes": bench.make_scenes(config.num_scenes, size=size, seed=config.seed)}
+    if config.num_single:  # --single 0: the multi-object scenes only
+        sets["single objects (feathered)"] = bench.make_scenes(config.num_single, objects_per_scene=(1, 1),
+                                                               size=size, seed=config.seed)
+        sets["single objects (hard-pasted, top-1 class)"] = bench.make_benchmark(config.num_single, size=size,
+                                                                                 seed=config.seed)
     text, result = "", {"config": dataclasses.asdict(config), "tables": {}}
     for index, (name, data) in enumerate(sets.items()):
         if args.simulated:
