@@ -25,6 +25,13 @@ def test_eval_table_with_simulated_maps(experiment, tmp_path):
         assert paper["pointing"] == 1.0  # simulated maps peak on their object
 
 
+def test_eval_without_single_objects(experiment, tmp_path):
+    eval_localisation = experiment("eval_localisation")
+    result = eval_localisation.main(["--simulated", "--scenes", "2", "--single", "0", "--processes", "1",
+                                     "--segmentations", "paper", "--out", str(tmp_path / "eval.json")])
+    assert list(result["tables"]) == ["multi-object scenes"]
+
+
 def test_bench_with_simulated_maps(experiment, tmp_path, capsys):
     bench_localisation = experiment("bench_localisation")
     out = tmp_path / "bench.json"
