@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import label
 
-from saliency_jax.localisation._inputs import as_mask
+from saliency_jax.localisation._inputs import as_mask, unit_range
 
 
 def largest_component(mask: np.ndarray, connectivity: int = 2) -> np.ndarray:
@@ -55,7 +55,12 @@ def most_salient_component(mask: np.ndarray, saliency: np.ndarray, connectivity:
     labels = label(mask, connectivity=connectivity)
     if labels.max() == 0:
         return np.zeros_like(mask)
-    totals = np.bincount(labels.ravel(), weights=(saliency - saliency.min()).ravel())
+    with np.errstate(over="ignore"):
+        shifted = saliency - saliency.min()
+        overflows = not np.isfinite(shifted.max() * shifted.size)
+    if overflows:  # a map whose range or sums exceed float64's: compare its values scaled to [0, 1]
+        shifted = unit_range(saliency)
+    totals = np.bincount(labels.ravel(), weights=shifted.ravel())
     totals[0] = -1.0
     return labels == int(np.argmax(totals))
 

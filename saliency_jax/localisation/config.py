@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from saliency_jax.localisation._inputs import as_choice, as_int, as_number
 
 HARD_SEEDS = ("none", "foreground", "both")
 COMPONENTS = ("largest", "salient")
+# Colours are scaled to [0, 1], whose variance is at most 1/4: a regularisation
+# of the covariances above 1 drowns every colour model in it.
+MAX_REG_COVAR = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +27,10 @@ class GraphCutConfig:
     fields select variants beyond the paper, all off by default: hard seed
     constraints (GrabCut's user strokes), iterated colour re-estimation, a
     saliency prior in the unary term.
+
+    Numbers may be Python or numpy scalars; they are stored as ``int`` and
+    ``float``. Booleans, strings and non-finite values are refused with a
+    ``ValueError`` that names the field.
 
     Attributes:
       foreground_quantile: pixels whose saliency is above this quantile of the map
@@ -43,7 +51,9 @@ class GraphCutConfig:
         the fits are a third of the pipeline's time).
       gmm_reg_covar: added to the covariance diagonals, in squared units of
         colours scaled to ``[0, 1]``; keeps a component of a flat region
-        non-singular (1e-4 is a standard deviation of 2.5 grey levels).
+        non-singular (1e-4 is a standard deviation of 2.5 grey levels). In
+        ``(0, 1]``: a variance above 1 is wider than the whole colour cube and
+        would make the colour models meaningless.
       pairwise_weight: ``gamma`` of the contrast-sensitive Potts term
         ``gamma / dist(p, q) * exp(-beta * |z_p - z_q|^2)`` (Boykov & Jolly, 2001;
         GrabCut's 50). 0 labels every pixel by its colour likelihoods alone.
@@ -94,10 +104,13 @@ class GraphCutConfig:
     support: float = 0.0
 
     def __post_init__(self):
+        # Numbers are checked and stored as plain Python int / float, so a numpy
+        # scalar gives the same (equal, hashable) config as the number it holds.
+        def store(name, value):
+            object.__setattr__(self, name, value)
+
         for name in ("foreground_quantile", "background_quantile"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
-                raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+            store(name, as_number(getattr(self, name), name, low=0, high=1, open_low=True, open_high=True))
         if not self.background_quantile < self.foreground_quantile:
             raise ValueError(
                 f"background_quantile ({self.background_quantile}) must be below "
@@ -105,32 +118,22 @@ class GraphCutConfig:
             )
         for name, low in (("num_components", 1), ("max_gmm_samples", 0), ("gmm_max_iter", 1), ("seed", 0),
                           ("iterations", 1), ("max_side", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            store(name, as_int(getattr(self, name), name, low))
         if 0 < self.max_gmm_samples < self.num_components:
             raise ValueError(
                 f"max_gmm_samples must be 0 (all pixels) or >= num_components "
                 f"({self.num_components}), got {self.max_gmm_samples}"
             )
-        if not (isinstance(self.gmm_reg_covar, (int, float)) and self.gmm_reg_covar > 0):
-            raise ValueError(f"gmm_reg_covar must be > 0, got {self.gmm_reg_covar!r}")
-        if not (isinstance(self.pairwise_weight, (int, float)) and math.isfinite(self.pairwise_weight)
-                and self.pairwise_weight >= 0):
-            raise ValueError(f"pairwise_weight must be a finite number >= 0, got {self.pairwise_weight!r}")
-        if self.neighbourhood not in (4, 8):
-            raise ValueError(f"neighbourhood must be 4 or 8, got {self.neighbourhood!r}")
-        if self.hard_seeds not in HARD_SEEDS:
+        store("gmm_reg_covar", as_number(self.gmm_reg_covar, "gmm_reg_covar", low=0, high=MAX_REG_COVAR,
+                                         open_low=True))
+        store("pairwise_weight", as_number(self.pairwise_weight, "pairwise_weight", low=0))
+        store("neighbourhood", as_choice(self.neighbourhood, "neighbourhood", (4, 8)))
+        if not (isinstance(self.hard_seeds, str) and self.hard_seeds in HARD_SEEDS):
             raise ValueError(f"hard_seeds must be one of {HARD_SEEDS}, got {self.hard_seeds!r}")
-        if not (isinstance(self.saliency_weight, (int, float)) and not isinstance(self.saliency_weight, bool)
-                and math.isfinite(self.saliency_weight) and self.saliency_weight >= 0):
-            raise ValueError(f"saliency_weight must be a finite number >= 0, got {self.saliency_weight!r}")
-        if not (isinstance(self.support, (int, float)) and not isinstance(self.support, bool)
-                and 0.0 <= self.support < 1.0):
-            raise ValueError(f"support must be a number in [0, 1), got {self.support!r}")
-        if self.component not in COMPONENTS:
+        store("saliency_weight", as_number(self.saliency_weight, "saliency_weight", low=0))
+        store("support", as_number(self.support, "support", low=0, high=1, open_high=True))
+        if not (isinstance(self.component, str) and self.component in COMPONENTS):
             raise ValueError(f"component must be one of {COMPONENTS}, got {self.component!r}")
         if 0 < self.max_side < 2:
             raise ValueError(f"max_side must be 0 (no limit) or >= 2, got {self.max_side}")
-        if self.connectivity not in (1, 2):
-            raise ValueError(f"connectivity must be 1 or 2, got {self.connectivity!r}")
+        store("connectivity", as_choice(self.connectivity, "connectivity", (1, 2)))

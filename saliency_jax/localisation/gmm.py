@@ -10,7 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import ThreadpoolController
 
-from saliency_jax.localisation.config import GraphCutConfig
+from saliency_jax.localisation._inputs import as_int, as_number
+from saliency_jax.localisation.config import MAX_REG_COVAR, GraphCutConfig
 from saliency_jax.localisation.seeds import Seeds
 
 _CONTROLLER: ThreadpoolController | None = None
@@ -60,20 +61,32 @@ def fit_colour_model(
     single pixel gives one Gaussian at its colour with covariance ``reg_covar``.
 
     Args:
-      pixels: ``[N, 3]`` colours scaled to ``[0, 1]``, ``N >= 1``.
-      num_components: the most components to fit.
-      seed: random state of the subsample and of the mixture's initialisation.
+      pixels: finite ``[N, 3]`` colours scaled to ``[0, 1]``, ``N >= 1``.
+      num_components: the most components to fit, ``>= 1``.
+      seed: random state of the subsample and of the mixture's initialisation, ``>= 0``.
       max_samples: the most pixels to fit on (0 = all).
-      max_iter: EM iterations.
-      reg_covar: added to every covariance diagonal.
+      max_iter: EM iterations, ``>= 1``.
+      reg_covar: added to every covariance diagonal, in ``(0, 1]`` (see
+        :class:`GraphCutConfig`).
       name: how errors name ``pixels``.
 
     Returns:
       A fitted ``sklearn.mixture.GaussianMixture``.
+
+    Raises:
+      ValueError: naming the argument, for a wrong shape, NaN or infinite
+        colours, or a setting out of range.
     """
     pixels = np.asarray(pixels, np.float64)
     if pixels.ndim != 2 or pixels.shape[1] != 3 or pixels.shape[0] == 0:
         raise ValueError(f"{name} must have shape [N, 3] with N >= 1, got shape {pixels.shape}")
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    num_components = as_int(num_components, "num_components", 1)
+    seed = as_int(seed, "seed", 0)
+    max_samples = as_int(max_samples, "max_samples", 0)
+    max_iter = as_int(max_iter, "max_iter", 1)
+    reg_covar = as_number(reg_covar, "reg_covar", low=0, high=MAX_REG_COVAR, open_low=True)
     rng = np.random.default_rng(seed)
     if 0 < max_samples < len(pixels):
         pixels = pixels[np.sort(rng.choice(len(pixels), size=max_samples, replace=False))]

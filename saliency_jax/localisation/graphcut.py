@@ -17,6 +17,8 @@ from typing import NamedTuple
 import maxflow
 import numpy as np
 
+from saliency_jax.localisation._inputs import as_choice, as_colours, as_cost, as_mask, as_number
+from saliency_jax.localisation.config import HARD_SEEDS
 from saliency_jax.localisation.seeds import Seeds
 
 # (dy, dx) of each undirected neighbour pair, listed once; the first two give 4-neighbours.
@@ -41,8 +43,9 @@ def contrast_weights(
     """The contrast-sensitive capacities of all neighbouring pixel pairs.
 
     Args:
-      image: float ``[H, W, 3]``; ``beta`` normalises its scale away.
-      pairwise_weight: ``gamma`` (GrabCut's 50).
+      image: finite ``[H, W, 3]`` (or ``[H, W]`` grey); ``beta`` normalises its
+        scale away.
+      pairwise_weight: ``gamma`` (GrabCut's 50), a finite number ``>= 0``.
       neighbourhood: 4 or 8.
 
     Returns:
@@ -50,8 +53,27 @@ def contrast_weights(
       ``weights[y, x]`` (float64 ``[H, W]``) is the capacity between pixel
       ``(y, x)`` and ``(y + dy, x + dx)``, and 0 where that neighbour is outside
       the image.
+
+    Raises:
+      ValueError: naming the argument, for an image of the wrong shape or with
+        NaN or infinite values, a negative or non-finite ``pairwise_weight`` or a
+        ``neighbourhood`` other than 4 or 8.
     """
-    image = np.asarray(image, np.float64)
+    return _contrast_weights(
+        as_colours(image),
+        as_number(pairwise_weight, "pairwise_weight", low=0),
+        as_choice(neighbourhood, "neighbourhood", (4, 8)),
+    )
+
+
+def _contrast_weights(image: np.ndarray, pairwise_weight: float, neighbourhood: int):
+    """:func:`contrast_weights` of a checked float64 ``[H, W, 3]`` image."""
+    # beta makes the weights independent of the colours' scale; dividing by a
+    # power of two first (exact in floating point, so the weights do not change)
+    # keeps the squared differences of huge values finite.
+    top = np.abs(image).max()
+    if top > 0:
+        image = np.ldexp(image, -int(np.frexp(top)[1]))
     height, width = image.shape[:2]
     offsets = _OFFSETS[: 2 if neighbourhood == 4 else 4]
     squared = []
@@ -93,12 +115,15 @@ def build_graph(
     ``K = 1 + 8 gamma``, more than all its pairwise edges together, and the other
     edge 0, so no cut relabels it.
 
+    Every input is checked before the graph is built: max-flow does not return
+    on a NaN or infinite capacity.
+
     Args:
-      image: float ``[H, W, 3]``.
-      foreground_cost: ``[H, W]``, ``-log p(colour | foreground)``.
-      background_cost: ``[H, W]``, ``-log p(colour | background)``.
-      seeds: the seeds (used only with ``hard_seeds``).
-      pairwise_weight: ``gamma``.
+      image: finite ``[H, W, 3]`` (or ``[H, W]`` grey), at any scale.
+      foreground_cost: finite ``[H, W]``, ``-log p(colour | foreground)``.
+      background_cost: finite ``[H, W]``, ``-log p(colour | background)``.
+      seeds: the seeds (used only with ``hard_seeds``, then ``[H, W]`` masks).
+      pairwise_weight: ``gamma``, a finite number ``>= 0``.
       neighbourhood: 4 or 8.
       hard_seeds: ``"none"`` (the paper: no pixel is fixed), ``"foreground"``
         (fix the foreground seeds) or ``"both"`` (fix both seed sets; a pixel in
@@ -106,28 +131,61 @@ def build_graph(
 
     Returns:
       :class:`PixelGraph`.
+
+    Raises:
+      ValueError: naming the argument, for a wrong shape, NaN or infinite
+        values, a negative ``pairwise_weight``, a ``neighbourhood`` other than 4
+        or 8, an unknown ``hard_seeds``, or costs and ``pairwise_weight`` so large
+        that the capacities overflow float64.
     """
-    shape = tuple(np.shape(image)[:2])
-    graph = maxflow.Graph[float](shape[0] * shape[1], 4 * shape[0] * shape[1])
-    nodes = graph.add_grid_nodes(shape)
-    if pairwise_weight > 0:
-        for (dy, dx), weights in contrast_weights(image, pairwise_weight, neighbourhood):
-            structure = np.zeros((3, 3))
-            structure[1 + dy, 1 + dx] = 1.0
-            graph.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
-    shift = np.minimum(foreground_cost, background_cost)
-    source = background_cost - shift
-    sink = foreground_cost - shift
-    if hard_seeds not in ("none", "foreground", "both"):
+    image = as_colours(image)
+    shape = image.shape[:2]
+    foreground_cost = as_cost(foreground_cost, shape, "foreground_cost")
+    background_cost = as_cost(background_cost, shape, "background_cost")
+    pairwise_weight = as_number(pairwise_weight, "pairwise_weight", low=0)
+    neighbourhood = as_choice(neighbourhood, "neighbourhood", (4, 8))
+    if not (isinstance(hard_seeds, str) and hard_seeds in HARD_SEEDS):
         raise ValueError(f"hard_seeds must be 'none', 'foreground' or 'both', got {hard_seeds!r}")
+    edges = _contrast_weights(image, pairwise_weight, neighbourhood) if pairwise_weight > 0 else []
+    shift = np.minimum(foreground_cost, background_cost)
+    with np.errstate(over="ignore"):  # an overflow is refused below, with its cause
+        source = background_cost - shift
+        sink = foreground_cost - shift
     if hard_seeds != "none":
         hard = 1.0 + 8.0 * pairwise_weight
-        foreground = np.asarray(seeds.foreground, bool)
-        background = (seeds.background & ~foreground) if hard_seeds == "both" else np.zeros_like(foreground)
+        foreground = _seed_mask(seeds, "foreground", shape)
+        background = (_seed_mask(seeds, "background", shape) & ~foreground if hard_seeds == "both"
+                      else np.zeros_like(foreground))
         source = np.where(foreground, hard, np.where(background, 0.0, source))
         sink = np.where(background, hard, np.where(foreground, 0.0, sink))
+    # Max-flow adds capacities up along paths: their sum, with room to spare,
+    # must be finite, or the cut is meaningless.
+    with np.errstate(over="ignore"):
+        total = 4.0 * (source.sum() + sink.sum() + sum(weights.sum() for _, weights in edges))
+    if not np.isfinite(total):
+        raise ValueError(
+            "foreground_cost, background_cost and pairwise_weight are too large: the graph's capacities "
+            f"overflow float64 (costs up to {max(np.abs(foreground_cost).max(), np.abs(background_cost).max())}, "
+            f"pairwise_weight {pairwise_weight}; colour costs are a few tens of nats)"
+        )
+    graph = maxflow.Graph[float](shape[0] * shape[1], 4 * shape[0] * shape[1])
+    nodes = graph.add_grid_nodes(shape)
+    for (dy, dx), weights in edges:
+        structure = np.zeros((3, 3))
+        structure[1 + dy, 1 + dx] = 1.0
+        graph.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
     graph.add_grid_tedges(nodes, source, sink)
     return PixelGraph(graph, nodes)
+
+
+def _seed_mask(seeds: Seeds, which: str, shape: tuple[int, int]) -> np.ndarray:
+    """bool ``[H, W]``: ``seeds.foreground`` or ``seeds.background``, checked against the image's ``shape``."""
+    if not isinstance(seeds, Seeds):
+        raise ValueError(f"seeds must be Seeds (from quantile_seeds), got {type(seeds).__name__}")
+    mask = as_mask(getattr(seeds, which), f"seeds.{which}")
+    if mask.shape != tuple(shape):
+        raise ValueError(f"seeds.{which} must have the image's height and width {tuple(shape)}, got shape {mask.shape}")
+    return mask
 
 
 def solve(pixel_graph: PixelGraph) -> np.ndarray:
@@ -139,6 +197,8 @@ def solve(pixel_graph: PixelGraph) -> np.ndarray:
     Returns:
       bool ``[H, W]``, True on the source (foreground) side.
     """
+    if not isinstance(pixel_graph, PixelGraph):
+        raise ValueError(f"pixel_graph must be a PixelGraph (from build_graph), got {type(pixel_graph).__name__}")
     pixel_graph.graph.maxflow()
     return ~pixel_graph.graph.get_grid_segments(pixel_graph.nodes)
 
@@ -156,17 +216,20 @@ def graphcut_segment(
     """The minimum-energy foreground mask (§3.2): :func:`build_graph` then :func:`solve`.
 
     Args:
-      image: float ``[H, W, 3]``.
-      foreground_cost: ``[H, W]`` unary cost of the foreground label.
-      background_cost: ``[H, W]`` unary cost of the background label.
+      image: finite ``[H, W, 3]`` (or ``[H, W]`` grey), at any scale.
+      foreground_cost: finite ``[H, W]`` unary cost of the foreground label.
+      background_cost: finite ``[H, W]`` unary cost of the background label.
       seeds: the seeds; with ``hard_seeds`` every fixed foreground seed ends in
         the mask and no fixed background seed does.
-      pairwise_weight: ``gamma`` of the contrast-sensitive term.
+      pairwise_weight: ``gamma`` of the contrast-sensitive term, finite ``>= 0``.
       neighbourhood: 4 or 8.
       hard_seeds: ``"none"`` (the paper), ``"foreground"`` or ``"both"``.
 
     Returns:
       bool ``[H, W]`` foreground mask.
+
+    Raises:
+      ValueError: as :func:`build_graph`, naming the argument.
     """
     return solve(
         build_graph(

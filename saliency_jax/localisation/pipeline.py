@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from saliency_jax.localisation._inputs import as_image, as_saliency
+from saliency_jax.localisation._inputs import as_image, as_int, as_number, as_saliency, unit_range
 from saliency_jax.localisation.components import bounding_box, largest_component, most_salient_component
 from saliency_jax.localisation.config import GraphCutConfig
 from saliency_jax.localisation.gmm import colour_costs, fit_colour_models
@@ -71,14 +71,14 @@ def saliency_prior(saliency: np.ndarray, weight: float) -> tuple[np.ndarray, np.
 
     Args:
       saliency: ``[H, W]`` finite, not constant.
-      weight: ``>= 0``.
+      weight: a finite number ``>= 0``.
 
     Returns:
       ``(foreground_extra, background_extra)``, float64 ``[H, W]`` each.
     """
     saliency = as_saliency(saliency)
-    low, high = saliency.min(), saliency.max()
-    scaled = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+    weight = as_number(weight, "weight", low=0)
+    scaled = unit_range(saliency)
     return weight * (1.0 - scaled), weight * scaled
 
 
@@ -99,10 +99,10 @@ def support_mask(saliency: np.ndarray, support: float) -> np.ndarray:
       bool ``[H, W]``; no pixel for a constant map.
     """
     saliency = as_saliency(saliency)
-    low, high = saliency.min(), saliency.max()
-    if not high > low:
+    support = as_number(support, "support", low=0, high=1, open_high=True)
+    if not saliency.max() > saliency.min():
         return np.zeros(saliency.shape, bool)
-    return (saliency - low) / (high - low) < support
+    return unit_range(saliency) < support
 
 
 def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = GraphCutConfig()) -> Localisation:
@@ -122,8 +122,12 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
     largest connected group of foreground seeds, so there is always a box.
 
     Args:
-      image: ``[H, W, 3]`` uint8 (or real values on the 0-255 scale; ``[H, W]``
-        grey is accepted), at least 2 pixels.
+      image: ``[H, W, 3]`` (``[H, W]`` grey is accepted), at least 2 pixels.
+        Integer images (uint8, say) are on the 0-255 scale. Float images follow
+        the rule of the library's image reader (:func:`saliency_jax.io.load_image`):
+        on the 0-1 scale when every value lies within ``[0, 1]``, on the 0-255
+        scale otherwise (so a float image on 0-255 that is nowhere brighter than
+        1 is read as 0-1: pass such an image as uint8).
       saliency: ``[H, W]`` finite map of the same height and width; larger = more
         salient. Only its ranking matters (and, with ``config.saliency_weight``,
         its values scaled to ``[0, 1]``).
@@ -135,16 +139,24 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
 
     Raises:
       ValueError: naming the argument, for a wrong shape or dtype, NaN or
-        infinite values, a map whose shape differs from the image, fewer than 2
-        pixels, or a constant (e.g. all-zero) map. Seed sets with fewer distinct
-        colours than ``config.num_components`` are not an error: their mixture
-        gets one component per distinct colour.
+        infinite values, values outside the image's scale, a map whose shape
+        differs from the image, fewer than 2 pixels, or a constant (e.g.
+        all-zero) map. Seed sets with fewer distinct colours than
+        ``config.num_components`` are not an error: their mixture gets one
+        component per distinct colour.
     """
+    _check_config(config)
+    pixels = as_image(image)
+    return _localise(pixels, as_saliency(saliency, pixels.shape[:2]), config)
+
+
+def _check_config(config) -> None:
     if not isinstance(config, GraphCutConfig):
         raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
-    pixels = as_image(image)
-    saliency = as_saliency(saliency, pixels.shape[:2])
 
+
+def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) -> Localisation:
+    """:func:`localise` of a checked float64 ``[H, W, 3]`` image on 0-255 and its checked float64 ``[H, W]`` map."""
     start = time.perf_counter()
     seeds = quantile_seeds(saliency, config.foreground_quantile, config.background_quantile)
     prior = saliency_prior(saliency, config.saliency_weight) if config.saliency_weight > 0 else None
@@ -240,10 +252,13 @@ def localise_photo(image: np.ndarray, saliency: np.ndarray, config: GraphCutConf
     photo's pixel coordinates (``x1``/``y1`` exclusive).
 
     Args:
-      image: ``[H, W, 3]`` photo (uint8 or 0-255 floats; grey ``[H, W]`` accepted),
-        at least 2 pixels.
+      image: ``[H, W, 3]`` photo (grey ``[H, W]`` accepted), at least 2 pixels,
+        on the scale :func:`localise` reads (uint8 on 0-255; floats on 0-1 when
+        all within ``[0, 1]``, else on 0-255).
       saliency: ``[h, w]`` finite map of the same scene, any size (its aspect
-        ratio should be the photo's, or it is stretched to it).
+        ratio should be the photo's, or it is stretched to it). Its scale does
+        not matter: a map resized to the working size is first scaled to
+        ``[0, 1]`` by its minimum and maximum, in float64.
       config: :class:`GraphCutConfig`; ``config.max_side`` sets the working size.
 
     Returns:
@@ -255,14 +270,20 @@ def localise_photo(image: np.ndarray, saliency: np.ndarray, config: GraphCutConf
     """
     from PIL import Image
 
-    if not isinstance(config, GraphCutConfig):
-        raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
+    _check_config(config)
     pixels = as_image(image)
     saliency = as_saliency(saliency)
     shape = pixels.shape[:2]
     work = working_shape(shape, config.max_side)
     small = _resize(pixels, work, Image.BOX)
-    found = localise(small, _resize(saliency, work, Image.BILINEAR), config)
+    if saliency.shape != work:
+        if not saliency.max() > saliency.min():
+            quantile_seeds(saliency, config.foreground_quantile, config.background_quantile)  # raises: constant
+        # The resize works in float32, where a map of huge or tiny values would
+        # overflow or flush to zero: scale it to [0, 1] first (the pipeline uses
+        # only the map's ranking and its values scaled to [0, 1]).
+        saliency = _resize(unit_range(saliency), work, Image.BILINEAR)
+    found = _localise(small, saliency, config)
     if work == shape:
         return found
     mask = _resize(found.mask, shape, Image.NEAREST)  # enlarging: every working pixel is kept
@@ -302,18 +323,23 @@ def localise_classes(
     classes of an image; pass their maps here.
 
     Args:
-      image: ``[H, W, 3]``.
+      image: ``[H, W, 3]``, as :func:`localise` reads it.
       saliency_maps: ``[N, H, W]``, the map of ``classes[n]`` at ``n``.
-      classes: ``N`` class ids.
+      classes: ``N`` class ids, integers ``>= 0`` (a sequence or an integer
+        ``[N]`` array).
       config: :class:`GraphCutConfig`.
 
     Returns:
       :class:`ClassBoxes`.
+
+    Raises:
+      ValueError: naming the argument, for maps that are not ``[N, H, W]``,
+        classes that are not ``N`` integers ``>= 0``, or as :func:`localise`.
     """
     maps = np.asarray(saliency_maps)
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     if maps.ndim != 3:
         raise ValueError(f"saliency_maps must have shape [N, H, W], got shape {maps.shape}")
+    classes = _class_ids(classes)
     if len(classes) != maps.shape[0]:
         raise ValueError(
             f"classes must name one class per map: saliency_maps has {maps.shape[0]} maps, "
@@ -322,6 +348,25 @@ def localise_classes(
     found = tuple(localise(image, m, config) for m in maps)
     boxes = np.stack([f.box for f in found]) if found else np.zeros((0, 4), np.int64)
     return ClassBoxes(classes, boxes, found)
+
+
+def _class_ids(classes) -> np.ndarray:
+    """int64 ``[N]``: ``classes`` checked to be a flat sequence of integers ``>= 0``."""
+    wanted = "a sequence of class ids (integers >= 0)"
+    try:
+        array = np.asarray(classes)
+    except (ValueError, TypeError):  # a ragged nest of sequences
+        raise ValueError(f"classes must be {wanted}, got {classes!r}") from None
+    if array.ndim != 1:
+        raise ValueError(f"classes must be {wanted} of shape [N], got shape {array.shape}")
+    if array.size == 0:
+        return np.zeros(0, np.int64)  # numpy makes [] float64
+    # Floats, even whole ones, are refused: a class id of 1.7 is a mistake, not a request.
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"classes must be {wanted}, got {classes!r} (dtype {array.dtype})")
+    if array.min() < 0 or array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"classes must be {wanted}, got values from {array.min()} to {array.max()}")
+    return array.astype(np.int64)
 
 
 def _limit_threads() -> None:
@@ -383,12 +428,13 @@ def localise_many(
         raise ValueError(
             f"images and saliency_maps must have the same length, got {len(images)} and {len(saliency_maps)}"
         )
-    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
-        raise ValueError(f"processes must be None or an integer >= 1, got {processes!r}")
-    if not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError(f"chunksize must be an integer >= 1, got {chunksize!r}")
-    if not isinstance(config, GraphCutConfig):
-        raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
+    if processes is not None:
+        try:
+            processes = as_int(processes, "processes", 1)
+        except ValueError:
+            raise ValueError(f"processes must be None or an integer >= 1, got {processes!r}") from None
+    chunksize = as_int(chunksize, "chunksize", 1)
+    _check_config(config)
     count = len(images)
     workers = min(processes or os.cpu_count() or 1, max(count, 1))
     jobs = ((i, images[i], saliency_maps[i], config) for i in range(count))

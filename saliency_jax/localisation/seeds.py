@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from saliency_jax.localisation._inputs import as_saliency
+from saliency_jax.localisation._inputs import as_number, as_saliency
 
 
 class Seeds(NamedTuple):
@@ -48,13 +48,22 @@ def quantile_seeds(
       :class:`Seeds`, each set non-empty.
 
     Raises:
-      ValueError: if the map is constant (all zero, say): its quantiles coincide
-        and no pixel is more salient than another.
+      ValueError: naming the argument, for a quantile that is not a number in
+        ``(0, 1)`` or quantiles out of order, a map that is not a finite
+        ``[H, W]`` array, or a constant map (all zero, say): its quantiles
+        coincide and no pixel is more salient than another.
     """
-    if not 0.0 < background_quantile < foreground_quantile < 1.0:
+    wanted = "need 0 < background_quantile < foreground_quantile < 1"
+    try:
+        foreground_quantile = as_number(foreground_quantile, "foreground_quantile", low=0, high=1,
+                                        open_low=True, open_high=True)
+        background_quantile = as_number(background_quantile, "background_quantile", low=0, high=1,
+                                        open_low=True, open_high=True)
+    except ValueError as error:
+        raise ValueError(f"{error} ({wanted})") from None
+    if not background_quantile < foreground_quantile:
         raise ValueError(
-            "need 0 < background_quantile < foreground_quantile < 1, got "
-            f"background_quantile={background_quantile}, foreground_quantile={foreground_quantile}"
+            f"{wanted}, got background_quantile={background_quantile}, foreground_quantile={foreground_quantile}"
         )
     saliency = as_saliency(saliency)
     low, high = saliency.min(), saliency.max()
