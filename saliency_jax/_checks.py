@@ -13,19 +13,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _scalar(value):
+    """A concrete 0-d array (numpy or JAX) as its Python or numpy scalar; anything else as it is."""
+    if getattr(value, "shape", None) == () and hasattr(value, "dtype") and is_concrete(value):
+        return np.asarray(value)[()]
+    return value
 
 
 def check_int(value, name: str, minimum: int, maximum: int | None = None) -> int:
     """Returns ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``, else raises ``ValueError``.
 
     Floats, even whole ones, and booleans are refused: ``num_samples=2.5`` or
-    ``steps=True`` is a mistake, not a request.
+    ``steps=True`` is a mistake, not a request. NumPy integers and concrete 0-d
+    integer arrays are integers.
     """
     bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    value = _scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be an integer {bounds}, got {value}")
@@ -36,12 +46,14 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
                  open_low: bool = False) -> float:
     """Returns ``value`` as a ``float`` if it is a finite real number in range, else raises ``ValueError``.
 
-    ``low`` is inclusive unless ``open_low``; ``high`` is inclusive.
+    ``low`` is inclusive unless ``open_low``; ``high`` is inclusive. NumPy scalars
+    and concrete 0-d arrays are numbers.
     """
     lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
     hi = "" if high is None else f"<= {high}"
     wanted = " and ".join(s for s in (lo, hi) if s)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    value = _scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number {wanted}, got {value!r}".replace("  ", " "))
     value = float(value)
     below = low is not None and (value <= low if open_low else value < low)
@@ -67,11 +79,39 @@ def check_images(images, name: str = "images", *, channels=(1, 3)) -> None:
     if min(shape) == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(shape)}")
     dtype = np.dtype(getattr(images, "dtype", np.float32))
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise ValueError(f"{name} must hold numbers, got dtype {dtype}")
-    if is_concrete(images) and np.issubdtype(dtype, np.floating):
-        if not bool(np.isfinite(np.asarray(images)).all()):
+    if is_concrete(images) and jnp.issubdtype(dtype, jnp.floating):
+        values = np.asarray(images)
+        if not bool(np.isfinite(values).all()):
             raise ValueError(f"{name} contains NaN or infinite pixels")
+        if dtype.itemsize > 4 and values.size and float(np.abs(values).max()) > FLOAT32_MAX:
+            raise ValueError(f"{name} holds values beyond float32's range (|x| > {FLOAT32_MAX:.4g}), "
+                             f"which the computation, in float32, would turn into infinities")
+
+
+def class_ids(classes, name: str = "classes") -> jax.Array:
+    """``classes`` as an int32 array, refusing what int32 would change.
+
+    Floats and booleans are refused (:func:`check_classes` says why), and so are
+    concrete ids beyond int32's range: ``jnp.asarray`` would wrap ``2**32 + 1``
+    to the valid class 1.
+    """
+    small = {np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16)}
+    if isinstance(classes, jax.Array) and np.dtype(classes.dtype) in small:
+        return classes.astype(jnp.int32)  # fits: no copy to the host
+    if is_concrete(classes):
+        values = np.asarray(classes)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{name} must be integer class ids, got dtype {values.dtype}")
+        info = np.iinfo(np.int32)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise ValueError(f"{name} must be class ids in [0, K), got values from {values.min()} to {values.max()}")
+        return jnp.asarray(values.astype(np.int32))
+    classes = jnp.asarray(classes)
+    if not jnp.issubdtype(classes.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer class ids, got dtype {classes.dtype}")
+    return classes.astype(jnp.int32)
 
 
 def check_classes(classes, num_classes: int | None, batch: int | None, name: str = "classes") -> None:

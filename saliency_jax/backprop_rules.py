@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections.abc import Iterator
 
 import jax
@@ -42,6 +43,11 @@ RULES = ("gradient", "deconvnet", "guided")
 
 _CURRENT_RULE: contextvars.ContextVar[str] = contextvars.ContextVar(
     "saliency_jax_backprop_rule", default="gradient"
+)
+# Rectifiers traced under the innermost :func:`backprop_rule`, counted so that a rule that
+# reached no rectifier is refused instead of silently giving the gradient.
+_RECTIFIERS_TRACED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "saliency_jax_rectifiers_traced", default=None
 )
 
 
@@ -89,6 +95,44 @@ def backprop_rule(rule: str) -> Iterator[str]:
         _CURRENT_RULE.reset(token)
 
 
+class RuleNotAppliedWarning(UserWarning):
+    """A non-gradient rule was asked for, but the traced model applied none of this module's rectifiers."""
+
+
+@contextlib.contextmanager
+def applied_rule(rule: str) -> Iterator[str]:
+    """:func:`backprop_rule`, warning when a non-gradient rule reached no rectifier.
+
+    Library entry points trace the model inside this. If the trace applied no
+    :func:`relu` / :func:`relu6`, ``"deconvnet"`` and ``"guided"`` give the plain
+    gradient. That is right for a network without rectifiers (the rules differ only
+    at the rectifiers, paper §4), but silently wrong for a model built on other
+    rectifiers (``jax.nn.relu``) or one whose trace ``jax.jit`` cached inside it
+    (e.g. a jitted function called from a lambda), so it is reported with a
+    :class:`RuleNotAppliedWarning`.
+
+    Yields:
+      The rule.
+    """
+    counter = [0]
+    token = _RECTIFIERS_TRACED.set(counter)
+    try:
+        with backprop_rule(rule):
+            yield rule
+    finally:
+        _RECTIFIERS_TRACED.reset(token)
+    if rule != "gradient" and counter[0] == 0:
+        warnings.warn(
+            f"rule={rule!r} reached no rectifier: the model applied no saliency_jax.backprop_rules.relu or relu6 "
+            "while it was traced, so the result is the plain gradient. Expected only for a network without "
+            "rectifiers; otherwise build the model on these rectifiers and pass it un-jitted (a model whose "
+            "trace jax.jit cached, e.g. a jitted function called from a lambda, keeps the rule of its first "
+            "trace; jit the call to the library instead)",
+            RuleNotAppliedWarning,
+            stacklevel=4,
+        )
+
+
 def current_rule() -> str:
     """The rule in force for functions being traced now."""
     return _CURRENT_RULE.get()
@@ -128,6 +172,12 @@ _RELU = {rule: _make_rectifier(None, rule) for rule in RULES}
 _RELU6 = {rule: _make_rectifier(6.0, rule) for rule in RULES}
 
 
+def _count_traced() -> None:
+    counter = _RECTIFIERS_TRACED.get()
+    if counter is not None:
+        counter[0] += 1
+
+
 def relu(x: jax.Array) -> jax.Array:
     """``max(x, 0)`` whose backward pass follows :func:`current_rule`.
 
@@ -137,6 +187,7 @@ def relu(x: jax.Array) -> jax.Array:
     Returns:
       Same shape as ``x``.
     """
+    _count_traced()
     return _RELU[current_rule()](x)
 
 
@@ -149,4 +200,5 @@ def relu6(x: jax.Array) -> jax.Array:
     Returns:
       Same shape as ``x``.
     """
+    _count_traced()
     return _RELU6[current_rule()](x)

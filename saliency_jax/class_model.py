@@ -308,7 +308,7 @@ def class_model_ascent(
         return -jnp.sum(value), (scores, value)
 
     def init(params, classes, *, key) -> ClassModelState:
-        classes = jnp.asarray(classes)
+        classes = _checks.class_ids(classes)
         if classes.ndim > 1 or classes.size == 0:
             raise ValueError(f"classes must be an int scalar or a non-empty [K] array, got shape {classes.shape}")
         classes = jnp.atleast_1d(classes)
@@ -356,6 +356,10 @@ def class_model_ascent(
     def finish(params, state: ClassModelState, history: ClassModelHistory) -> ClassModelResult:
         images = render(state)
         logits = logits_fn(params, images)
+        # Under jit a class id outside [0, K) is not known while tracing: its image is NaN,
+        # never the start image or another class's.
+        valid = (state.classes >= 0) & (state.classes < logits.shape[-1])
+        images = jnp.where(valid.reshape((-1,) + (1,) * (images.ndim - 1)), images, jnp.nan)
         return ClassModelResult(images, select_scores(logits, state.classes), logits, state.classes, history)
 
     return ClassModelAscent(init, step, run, render, finish)
@@ -516,7 +520,7 @@ def classifier_class_models(
     steps = mode_defaults(mode).steps if steps is None else steps
     check_steps(steps)
     check_steps(batch_size, "batch_size")
-    classes = jnp.atleast_1d(jnp.asarray(classes))
+    classes = jnp.atleast_1d(_checks.class_ids(classes))
     _checks.check_classes(classes, classifier.num_classes, None)
     settings = {**classifier_settings(classifier)._asdict(), **kwargs}
     ascent = class_model_ascent(classifier.logits_fn, mode=mode, **settings)

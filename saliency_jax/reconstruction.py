@@ -277,8 +277,10 @@ def layer_gradients_and_logits(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:func:`layer_gradients` and the logits ``[B, K]`` of the same forward pass."""
     path = _layer_path(layer)
+    _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
-    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+    _checks.check_classes(classes, None, images.shape[0])
+    given, classes = classes, jnp.broadcast_to(_checks.class_ids(classes), images.shape[:1])
 
     def scores_from(offset):
         captured = []
@@ -292,7 +294,13 @@ def layer_gradients_and_logits(
 
         with nn.intercept_methods(interceptor):
             logits = logits_fn(params, images)
-        return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0], (captured[0], logits)
+        if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
+            raise ValueError(f"logits_fn must return logits of shape [B, K] = [{images.shape[0]}, K], "
+                             f"got {logits.shape}")
+        _checks.check_classes(given, logits.shape[-1], images.shape[0])
+        valid = (classes >= 0) & (classes < logits.shape[-1])
+        scores = jnp.take_along_axis(logits, jnp.where(valid, classes, 0)[:, None], axis=1)[:, 0]
+        return scores, (captured[0], logits)
 
     layer = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images)
     # Inside ``shard_map`` the offset varies like the layer's output: a replicated zero's gradient
@@ -300,6 +308,8 @@ def layer_gradients_and_logits(
     offset = vary_like(jnp.zeros(layer.shape, jnp.float32), layer)
     scores, pullback, (features, logits) = jax.vjp(scores_from, offset, has_aux=True)
     (gradients,) = pullback(jnp.ones_like(scores))
+    # Under jit an invalid request (class out of range, non-finite image) gives NaN rows.
+    gradients = _checks.nan_where_invalid(gradients, images, classes, logits.shape[-1])
     return features, gradients, logits
 
 
@@ -330,6 +340,15 @@ def top_activated_channels(
 
 
 def _check_channels(channels, batch: int, num_channels: int) -> jax.Array:
+    if _checks.is_concrete(channels) and not isinstance(channels, jax.Array):
+        channels = np.asarray(channels)
+        if np.issubdtype(channels.dtype, np.integer) and channels.size and (
+            channels.min() < 0 or channels.max() >= num_channels
+        ):
+            raise ValueError(
+                f"channels must be in [0, {num_channels}) (the layer's channels), "
+                f"got values from {channels.min()} to {channels.max()}"
+            )
     channels_arr = jnp.asarray(channels)
     if not jnp.issubdtype(channels_arr.dtype, jnp.integer):
         raise ValueError(f"channels must be integer channel ids, got dtype {channels_arr.dtype}")
@@ -447,6 +466,14 @@ def layer_reconstructions(
     channel_mask = jax.nn.one_hot(channels, num_channels, dtype=features.dtype)  # [B, N, c]
     seeds = seed_maps[..., None] * channel_mask.reshape((batch, count) + (1,) * len(spatial) + (num_channels,))
     signals = jax.vmap(reconstruct, in_axes=1, out_axes=1)(seeds)
+    # Under jit the ids are not known while tracing: an invalid channel or position gives NaN,
+    # never another channel's or a clipped position's signal.
+    valid = (channels >= 0) & (channels < num_channels)
+    if spatial and neuron is not None and not isinstance(neuron, str):
+        bounds = jnp.asarray(spatial).reshape((1, 1, len(spatial)))
+        valid = valid & jnp.all((positions >= 0) & (positions < bounds), axis=-1)
+    signals = jnp.where(valid.reshape(valid.shape + (1,) * (signals.ndim - 2)), signals, jnp.nan)
+    activations = jnp.where(valid, activations, jnp.nan)
     return Reconstruction(signals, channels, positions, activations)
 
 

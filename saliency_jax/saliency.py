@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax import _checks
-from saliency_jax.backprop_rules import backprop_rule, check_rule
+from saliency_jax.backprop_rules import applied_rule, check_rule
 from saliency_jax.types import LogitsFn
 
 
@@ -50,7 +50,7 @@ class Attribution(NamedTuple):
 def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
     """One forward pass, keeping its pullback; the rule is fixed while tracing it."""
     check_rule(rule, logits_fn=logits_fn)
-    with backprop_rule(rule):
+    with applied_rule(rule):
         return jax.vjp(lambda x: logits_fn(params, x), images)
 
 
@@ -67,10 +67,15 @@ ROWS_PER_PASS = 2
 
 
 def _check_logits(logits: jax.Array, batch: int) -> None:
+    """``batch`` is the images of the call or of one pass (see ``images_per_pass``)."""
     if logits.ndim != 2 or logits.shape[0] != batch:
         raise ValueError(
-            f"logits_fn must return logits of shape [B, K] = [{batch}, K], got {logits.shape}"
+            f"logits_fn must return logits of shape [B, K], one row per image: [{batch}, K] for {batch} "
+            f"image{'s' if batch != 1 else ''}, got {logits.shape}"
         )
+    if not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise ValueError(f"logits_fn must return floating-point logits (their gradient is the map), "
+                         f"got dtype {logits.dtype}")
 
 
 def input_gradients(
@@ -108,7 +113,7 @@ def input_gradients(
     given = classes
     if given is not None:
         _checks.check_classes(given, None, batch)
-        classes = jnp.broadcast_to(jnp.asarray(given, jnp.int32), (batch,))
+        classes = jnp.broadcast_to(_checks.class_ids(given), (batch,))
 
     def one_pass(x, c):
         logits, pullback = _forward(logits_fn, params, x, rule)
@@ -257,7 +262,7 @@ def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass,
     """
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
-    classes = jnp.asarray(classes)
+    classes = _checks.class_ids(classes)
     if classes.ndim == 1:
         classes = jnp.broadcast_to(classes, (images.shape[0], classes.shape[0]))
     if classes.ndim != 2 or classes.shape[0] != images.shape[0] or classes.shape[1] == 0:

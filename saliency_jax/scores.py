@@ -16,13 +16,21 @@ def select_scores(logits: jax.Array, classes: jax.Array) -> jax.Array:
 
     Args:
       logits: ``[B, K]``.
-      classes: int ``[B]`` or a scalar (the same class for every image).
+      classes: int ``[B]`` or a scalar (the same class for every image), in
+        ``[0, K)``. Outside ``jit`` another id raises ``ValueError``; under ``jit``
+        its score is NaN (never another class's score).
 
     Returns:
       ``[B]``.
     """
-    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), logits.shape[:1])
-    return jnp.take_along_axis(logits, classes[:, None], axis=1)[:, 0]
+    if getattr(logits, "ndim", None) != 2:
+        raise ValueError(f"logits must have shape [B, K], got {getattr(logits, 'shape', type(logits).__name__)}")
+    batch, num_classes = logits.shape
+    _checks.check_classes(classes, num_classes, batch)
+    classes = jnp.broadcast_to(_checks.class_ids(classes), (batch,))
+    valid = (classes >= 0) & (classes < num_classes)
+    scores = jnp.take_along_axis(logits, jnp.where(valid, classes, 0)[:, None], axis=1)[:, 0]
+    return jnp.where(valid, scores, jnp.nan)
 
 
 def class_scores(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -> jax.Array:
@@ -64,8 +72,12 @@ def top_k_of_logits(logits: jax.Array, *, k: int = 5) -> TopK:
 
     Ties go to the lower class id.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be an integer in [1, {logits.shape[-1]}], got {k!r}")
+    if getattr(logits, "ndim", None) != 2:
+        raise ValueError(f"logits must have shape [B, K], got {getattr(logits, 'shape', type(logits).__name__)}")
+    try:
+        k = _checks.check_int(k, "k", 1, logits.shape[-1])
+    except ValueError:
+        raise ValueError(f"k must be an integer in [1, {logits.shape[-1]}], got {k!r}") from None
     scores, classes = jax.lax.top_k(logits, k)
     probabilities = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), classes, axis=1)
     return TopK(classes, probabilities, scores)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from saliency_jax import backprop_rules
-from saliency_jax.backprop_rules import RULES, backprop_rule, current_rule, relu, relu6
+from saliency_jax.backprop_rules import RULES, RuleNotAppliedWarning, backprop_rule, current_rule, relu, relu6
 from saliency_jax.saliency import input_gradients
 
 # --- one rectifier ---------------------------------------------------------------------
@@ -100,7 +100,10 @@ def test_rules_agree_on_a_network_without_relus(getkey):
     images = jax.random.normal(getkey(), (3, 12, 12, 3))
     params = module.init(getkey(), images)
     logits_fn = functools.partial(module.apply, train=False)
-    grads = [input_gradients(logits_fn, params, images, 2, rule=rule).gradients for rule in RULES]
+    grads = [input_gradients(logits_fn, params, images, 2, rule="gradient").gradients]
+    for rule in RULES[1:]:  # said, since a model built on other rectifiers would get the gradient too
+        with pytest.warns(RuleNotAppliedWarning, match=f"rule='{rule}' reached no rectifier"):
+            grads.append(input_gradients(logits_fn, params, images, 2, rule=rule).gradients)
     assert float(jnp.max(jnp.abs(grads[0]))) > 0
     for g in grads[1:]:
         np.testing.assert_array_equal(g, grads[0])
@@ -235,3 +238,46 @@ def test_efficientnet_gets_every_rule_and_its_deconvnet_ignores_the_image():
     scale = float(jnp.max(jnp.abs(grads["gradient"])))
     assert float(jnp.max(jnp.abs(grads["gradient"][0] - grads["gradient"][1]))) > 0.1 * scale
     assert float(jnp.max(jnp.abs(grads["gradient"] - grads["deconvnet"]))) > 0.1 * scale
+
+
+class PlainReluMLP(nn.Module):
+    """ReluMLP on jax.nn.relu: rectifiers the rules cannot reach."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = jax.nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(4)(x)
+
+
+def test_a_rule_that_reaches_no_rectifier_is_reported(getkey):
+    images = jax.random.normal(getkey(), (2, 4, 4, 3))
+    module = ReluMLP()
+    params = module.init(getkey(), images)
+    logits_fn = functools.partial(module.apply, train=False)
+    jitted = jax.jit(logits_fn)
+    hidden = lambda p, x: jitted(p, x)  # noqa: E731 - the jit is out of the library's sight
+    hidden(params, images)  # traced once, under the gradient rule
+    with pytest.warns(RuleNotAppliedWarning, match="rule='guided' reached no rectifier"):
+        wrong = input_gradients(hidden, params, images, 1, rule="guided").gradients
+    right = input_gradients(logits_fn, params, images, 1, rule="guided").gradients
+    plain = input_gradients(logits_fn, params, images, 1, rule="gradient").gradients
+    assert not np.array_equal(right, plain)  # the rule matters for this model and images
+    np.testing.assert_array_equal(wrong, plain)  # which is why the hidden jit is reported
+    other = PlainReluMLP()
+    other_params = other.init(getkey(), images)
+    with pytest.warns(RuleNotAppliedWarning):
+        input_gradients(functools.partial(other.apply, train=False), other_params, images, 1, rule="deconvnet")
+
+
+def test_a_rule_that_reaches_its_rectifiers_is_not_reported(getkey):
+    import warnings
+
+    images = jax.random.normal(getkey(), (2, 4, 4, 3))
+    module = ReluMLP()
+    params = module.init(getkey(), images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuleNotAppliedWarning)
+        for rule in RULES:
+            input_gradients(functools.partial(module.apply, train=False), params, images, 1, rule=rule)
+            jax.jit(lambda p, x, r=rule: input_gradients(functools.partial(module.apply, train=False), p, x, 1,
+                                                         rule=r).gradients)(params, images)

@@ -234,7 +234,7 @@ def cascading_randomization(
         classes = jnp.argmax(logits, axis=-1)
     else:
         _checks.check_classes(classes, logits.shape[-1], images.shape[0])
-    classes = jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+    classes = jnp.broadcast_to(_checks.class_ids(classes), images.shape[:1])
 
     originals = [np.asarray(_gradients(logits_fn, params, images, classes, rule)) for rule in rules]
     maps = [[np.asarray(saliency_from_gradients(g))] for g in originals]
