@@ -57,8 +57,11 @@ def _check_cpus(cpus: Iterable[int] | None) -> list[int]:
     allowed = sorted(os.sched_getaffinity(os.getpid()))
     if cpus is None:
         return allowed
-    if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Iterable):
-        raise ValueError(f"cpus must be a sequence of CPU numbers, got {type(cpus).__name__}")
+    scalar = getattr(cpus, "ndim", None) == 0  # a 0-d array is Iterable by type, not by value
+    if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Iterable) or scalar:
+        raise ValueError(
+            f"cpus must be a sequence of CPU numbers (e.g. [0] for CPU 0), got {type(cpus).__name__}: {cpus!r}"
+        )
     chosen = list(cpus)
     bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, numbers.Integral)]
     if bad or not chosen:
@@ -85,7 +88,8 @@ def bind_cpu_threads(cpus: Iterable[int] | None = None) -> dict[int, int]:
 
     Raises:
       RuntimeError: not on Linux, or no XLA worker thread was found.
-      ValueError: ``cpus`` is empty, repeats a CPU or names one the process may not use.
+      ValueError: ``cpus`` is not a sequence of ints (a bare int or a 0-d array is not: write
+        ``[cpu]``), is empty, repeats a CPU or names one the process may not use.
     """
     _check_linux()
     chosen = _check_cpus(cpus)

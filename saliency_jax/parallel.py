@@ -26,20 +26,49 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from saliency_jax._checks import check_int
+
 DATA_AXIS = "data"
+
+
+def _leaf_type(leaf: Any, name: str) -> Any:
+    """The abstract value of an array or ``jax.ShapeDtypeStruct``; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    try:
+        return jax.typeof(leaf)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be arrays (or pytrees of arrays), got a leaf of type {type(leaf).__name__}: {leaf!r:.80}"
+        ) from None
+
+
+def _axes_of(leaves: Iterable[Any], name: str) -> set[str]:
+    axes: set[str] = set()
+    for leaf in leaves:
+        aval = _leaf_type(leaf, name)
+        manual = getattr(aval, "manual_axis_type", None)
+        axes.update(manual.varying if manual is not None else getattr(aval, "vma", ()))
+    return axes
+
+
+def _check_mesh(mesh: Any, name: str = "mesh") -> Mesh:
+    if not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"{name} must be a jax.sharding.Mesh (e.g. from data_mesh(devices)), got {type(mesh).__name__}"
+        )
+    return mesh
 
 
 def varying_axes(*trees: Any) -> frozenset[str]:
     """The ``shard_map`` mesh axes that any array (or ``jax.eval_shape`` result) in ``trees`` varies over.
 
     Empty outside ``shard_map``.
+
+    Raises:
+      ValueError: a leaf of ``trees`` is not an array (e.g. a string).
     """
-    axes: set[str] = set()
-    for leaf in jax.tree.leaves(trees):
-        aval = leaf if isinstance(leaf, jax.ShapeDtypeStruct) else jax.typeof(leaf)
-        manual = getattr(aval, "manual_axis_type", None)
-        axes.update(manual.varying if manual is not None else getattr(aval, "vma", ()))
-    return frozenset(axes)
+    return frozenset(_axes_of(jax.tree.leaves(trees), "trees"))
 
 
 def vary_like(x: Any, *trees: Any) -> Any:
@@ -54,7 +83,7 @@ def vary_like(x: Any, *trees: Any) -> Any:
     axes = varying_axes(*trees)
 
     def cast(leaf):
-        missing = axes - varying_axes(leaf)
+        missing = axes - _axes_of([leaf], "x")
         return jax.lax.pcast(leaf, tuple(sorted(missing)), to="varying") if missing else leaf
 
     return jax.tree.map(cast, x) if axes else x
@@ -85,7 +114,23 @@ def initialize_distributed(
 
     Returns:
       Whether JAX runs distributed now.
+
+    Raises:
+      ValueError: the explicit arguments are not all given (without ``auto``), or one of
+        them has the wrong type or is out of range.
     """
+    if not isinstance(auto, (bool, np.bool_)):
+        raise ValueError(f"auto must be True or False, got {auto!r}")
+    if coordinator_address is not None and (not isinstance(coordinator_address, str) or not coordinator_address):
+        raise ValueError(f'coordinator_address must be a "host:port" string, got {coordinator_address!r}')
+    if num_processes is not None:
+        num_processes = check_int(num_processes, "num_processes", 1)
+    if process_id is not None:
+        process_id = check_int(process_id, "process_id", 0, None if num_processes is None else num_processes - 1)
+    if local_device_ids is not None:
+        if isinstance(local_device_ids, (str, bytes)) or not isinstance(local_device_ids, Iterable):
+            raise ValueError(f"local_device_ids must be a sequence of ints, got {type(local_device_ids).__name__}")
+        local_device_ids = [check_int(i, "local_device_ids entries", 0) for i in local_device_ids]
     if jax.distributed.is_initialized():
         return True
     explicit = (coordinator_address, num_processes, process_id)
@@ -96,8 +141,6 @@ def initialize_distributed(
             "coordinator_address, num_processes and process_id must be given together "
             f"(or pass auto=True), got {coordinator_address!r}, {num_processes!r}, {process_id!r}"
         )
-    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
     # Cross-process collectives between CPU devices: gloo (JAX's default only in recent releases).
     if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -105,7 +148,7 @@ def initialize_distributed(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
-        local_device_ids=None if local_device_ids is None else list(local_device_ids),
+        local_device_ids=local_device_ids,
     )
     return True
 
@@ -120,21 +163,39 @@ def data_mesh(devices: Iterable[jax.Device] | None = None, axis_name: str = DATA
 
     Returns:
       A :class:`jax.sharding.Mesh` of shape ``[num_devices]``.
+
+    Raises:
+      ValueError: ``devices`` is not a non-empty sequence of distinct ``jax.Device``, or
+        ``axis_name`` is not a non-empty string.
     """
-    devices = jax.devices() if devices is None else list(devices)
+    if not isinstance(axis_name, str) or not axis_name:
+        raise ValueError(f"axis_name must be a non-empty string, got {axis_name!r}")
+    if devices is None:
+        devices = jax.devices()
+    elif isinstance(devices, jax.Device):
+        raise ValueError(f"devices must be a sequence of jax.Device, got one device {devices} (write [device])")
+    elif isinstance(devices, (str, bytes)) or not isinstance(devices, Iterable):
+        raise ValueError(f"devices must be a sequence of jax.Device, got {type(devices).__name__}")
+    devices = list(devices)
     if not devices:
         raise ValueError("devices must not be empty")
+    others = [d for d in devices if not isinstance(d, jax.Device)]
+    if others:
+        raise ValueError(f"devices must be jax.Device objects (e.g. from jax.devices()), got {others[0]!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices must not repeat a device, got {devices}")
     return Mesh(np.asarray(devices), (axis_name,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Splits the leading (batch) axis over the mesh's first axis, replicates the rest."""
+    mesh = _check_mesh(mesh)
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
     """A full copy on every device of the mesh."""
-    return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(_check_mesh(mesh), PartitionSpec())
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -154,6 +215,10 @@ def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
     Returns:
       The pytree of global ``jax.Array`` ``[b * num_processes, ...]`` laid out
       with :func:`batch_sharding`.
+
+    Raises:
+      ValueError: ``mesh`` is not a ``Mesh``, or a leaf's leading axis is not divisible
+        by the mesh's local devices.
     """
     sharding = batch_sharding(mesh)
     local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
@@ -165,6 +230,8 @@ def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
                 f"local_batch leaves need a leading axis divisible by the {local_devices} local devices "
                 f"of the mesh, got shape {x.shape}"
             )
+        if not (jax.numpy.issubdtype(x.dtype, jax.numpy.number) or x.dtype == np.bool_):
+            raise ValueError(f"local_batch leaves must be arrays of numbers or booleans, got dtype {x.dtype}")
         return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree.map(put, local_batch)
@@ -217,8 +284,17 @@ def sharded_map(
 
     Returns:
       ``outputs`` for all ``N`` rows: a pytree of numpy arrays ``[N, ...]``.
+
+    Raises:
+      ValueError: a bad argument, or ``fn`` returns an output whose leading axis is not the
+        batch's (e.g. one row per batch): its outputs could not be put back in input order.
     """
-    mesh = data_mesh() if mesh is None else mesh
+    if not callable(fn):
+        raise ValueError(f"fn must be a function (params, batch) -> outputs, got {type(fn).__name__}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be None or a wrapper of an iterable (e.g. tqdm.tqdm), got {progress!r}")
+    mesh = data_mesh() if mesh is None else _check_mesh(mesh)
+    batch_size = check_int(batch_size, "batch_size", 1)
     leaves = jax.tree.leaves(inputs)
     if not leaves:
         raise ValueError("inputs must hold at least one array")
@@ -237,7 +313,7 @@ def sharded_map(
                 "(by process index); pad the shorter shares and drop the extra outputs"
             )
     local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    if batch_size < 1 or batch_size % local_devices:
+    if batch_size % local_devices:
         raise ValueError(
             f"batch_size must be a positive multiple of the {local_devices} local devices, got {batch_size}"
         )
@@ -249,12 +325,29 @@ def sharded_map(
         rows = np.minimum(np.arange(i * batch_size, (i + 1) * batch_size), n - 1)
         return shard_batch(jax.tree.map(lambda x: np.asarray(x)[rows], inputs), mesh)
 
+    first = batch(0)
+    # The outputs are put back in order by their rows, so each must have one row per input row.
+    # Checked on shapes alone: jit reuses this trace of ``fn``, so the check costs nothing.
+    _check_rows(jax.eval_shape(fn, params, first), jax.tree.leaves(first)[0].shape[0])
     steps = range(num_batches) if progress is None else progress(range(num_batches))
     outputs, pending = [], None
     for i in steps:
-        current = jitted(params, batch(i))
+        current = jitted(params, first if i == 0 else batch(i))
+        first = None  # not kept alive through the loop
         if pending is not None:
             outputs.append(jax.tree.map(local_rows, pending))
         pending = current
     outputs.append(jax.tree.map(local_rows, pending))
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outputs)
+
+
+def _check_rows(out_shapes: Any, rows: int) -> None:
+    """``ValueError`` unless every output of ``fn`` (a ``jax.eval_shape`` result) has ``rows`` rows."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(out_shapes)[0]:
+        shape = tuple(getattr(leaf, "shape", ()))
+        if not shape or shape[0] != rows:
+            raise ValueError(
+                f"fn must return arrays with one row per input row ([{rows}, ...] for a batch of {rows}), "
+                f"got shape {shape} for output{jax.tree_util.keystr(path)}; a batch-level value "
+                "(a sum, a mean) cannot be split back into rows"
+            )

@@ -33,13 +33,18 @@ inside, as the paper does with the mean image, so gradients are w.r.t. the image
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from saliency_jax import backprop_rules
+from saliency_jax._checks import check_int
+from saliency_jax.models.depthwise import check_impl
 from saliency_jax.models.max_pool import IMPLS as POOL_IMPLS, max_pool2d
 
 # He et al. (2015) initialisation keeps the activations' scale through the rectifiers;
@@ -49,6 +54,34 @@ _HE = nn.initializers.he_normal()
 # Mean and spread of ImageNet pixels (all channels pooled), 0-255 scale.
 IMAGENET_PIXEL_MEAN = 114.4
 IMAGENET_PIXEL_SCALE = 57.4
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_ints(values, name: str, minimum: int) -> None:
+    """``ValueError`` unless ``values`` is a sequence of integers (NumPy ones too) ``>= minimum``."""
+    is_sequence = isinstance(values, Sequence) and not isinstance(values, (str, bytes))
+    if not is_sequence or not all(
+        not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Integral) and v >= minimum for v in values
+    ):
+        raise ValueError(f"{name} must be a sequence of integers >= {minimum}, got {values!r}")
+
+
+def _check_pixel_number(value, name: str, *, positive: bool = False) -> None:
+    """``ValueError`` unless ``value`` is a real number that stays finite (and positive) in float32.
+
+    The pixels are normalised in float32: a NaN or infinite (or, for the scale, non-positive)
+    value would make every logit NaN or zero.
+    """
+    ok = (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, numbers.Real)
+        and abs(value) <= _FLOAT32_MAX  # False for NaN and infinities
+        and (not positive or value > 0)
+    )
+    if not ok:
+        kind = "a positive number" if positive else "a number"
+        raise ValueError(f"{name} must be {kind}, finite in float32, got {value!r}")
 
 
 class ConvNet(nn.Module):
@@ -75,6 +108,9 @@ class ConvNet(nn.Module):
       pool_impl: how the max-pools are computed (:func:`saliency_jax.models.max_pool.max_pool2d`):
         ``"auto"`` (strided slices with a fast backward pass on CPU, ``lax.reduce_window``
         elsewhere), ``"strided"`` or ``"xla"``; all give the same values and gradients.
+
+    Every attribute is checked when the module is built: a bad one raises ``ValueError``
+    naming it.
     """
 
     num_classes: int = 1000
@@ -92,21 +128,76 @@ class ConvNet(nn.Module):
     pool_impl: str = "auto"
 
     def __post_init__(self):
+        # Checked when the module is built, so a bad setting fails here with its name rather
+        # than at the first call, deep in a layer (a zero width divides by zero in the
+        # initialiser, a zero stride fails in XLA's verifier, a NaN scale gives NaN logits).
+        for name in ("conv_features", "kernel_sizes", "strides", "dense_features"):
+            _check_ints(getattr(self, name), name, 1)
+        pool_after = self.pool_after
+        if not isinstance(pool_after, Sequence) or isinstance(pool_after, str) or not all(
+            isinstance(p, (bool, np.bool_)) or (isinstance(p, numbers.Integral) and p in (0, 1)) for p in pool_after
+        ):
+            raise ValueError(f"pool_after must be a sequence of booleans, got {pool_after!r}")
         n = len(self.conv_features)
         for name in ("kernel_sizes", "strides", "pool_after"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
                     f"{name} must have one entry per conv layer ({n}), got {len(getattr(self, name))}"
                 )
-        if self.pool_impl not in POOL_IMPLS:
-            raise ValueError(f"pool_impl must be one of {POOL_IMPLS}; got {self.pool_impl!r}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if self.pixel_scale <= 0:
-            raise ValueError(f"pixel_scale must be > 0, got {self.pixel_scale}")
+        check_int(self.pool_window, "pool_window", 1)
+        check_int(self.pool_stride, "pool_stride", 1)
+        check_impl(self.pool_impl, POOL_IMPLS, "pool_impl")
+        check_int(self.num_classes, "num_classes", 1)
+        rate = self.dropout_rate
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {rate!r}")
+        _check_pixel_number(self.pixel_mean, "pixel_mean")
+        _check_pixel_number(self.pixel_scale, "pixel_scale", positive=True)
+        if not callable(self.activation):
+            raise ValueError(f"activation must be a function of an array, got {self.activation!r}")
         super().__post_init__()
+
+    def _map_side(self, side: int) -> int | None:
+        """The side of the last conv block's map for ``side x side`` images (``None``: too small)."""
+        for stride, pool in zip(self.strides, self.pool_after):
+            side = -(-side // stride)  # SAME convolution
+            if pool:
+                if side < self.pool_window:
+                    return None
+                side = (side - self.pool_window) // self.pool_stride + 1
+        return side
+
+    def _given_params(self) -> dict:
+        """The parameters passed to ``apply`` (empty while initialising)."""
+        return {} if self.is_initializing() else self.variables.get("params", {})
+
+    def _check_channels(self, images: jax.Array) -> None:
+        """Refuses images whose channels do not fit conv1's given kernel, naming ``images``."""
+        kernel = self._given_params().get("conv1", {}).get("kernel") if self.conv_features else None
+        if kernel is not None and images.shape[-1] != kernel.shape[2]:
+            raise ValueError(
+                f"images must have {kernel.shape[2]} channels (NHWC) for these parameters, "
+                f"got shape {tuple(images.shape)}"
+            )
+
+    def _check_dense_inputs(self, images: jax.Array, layer: str, inputs: jax.Array) -> None:
+        """Refuses images whose size gives the first dense layer another input size than its kernel's.
+
+        Flax would report only a parameter-shape mismatch inside that layer. Shapes only:
+        nothing is computed, and the search for a fitting size runs only to word the error.
+        """
+        kernel = self._given_params().get(layer, {}).get("kernel")
+        got = math.prod(inputs.shape[1:])
+        if kernel is None or kernel.shape[0] == got:
+            return
+        expected, depth = kernel.shape[0], inputs.shape[-1]
+        fits = [side for side in range(1, 4097) if (m := self._map_side(side)) and m * m * depth == expected]
+        hint = f" (square images from {fits[0]} x {fits[0]} to {fits[-1]} x {fits[-1]} fit)" if fits else ""
+        raise ValueError(
+            f"images of {images.shape[1]} x {images.shape[2]} do not fit these parameters: they give {layer} "
+            f"{' x '.join(map(str, inputs.shape[1:]))} = {got} inputs, its parameters take {expected}; "
+            f"pass images of the size the parameters were made for{hint}"
+        )
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -119,12 +210,18 @@ class ConvNet(nn.Module):
         Returns:
           float32 ``[B, K]`` unnormalised class scores.
 
+        Raises:
+          ValueError: ``images`` is not ``[B, H, W, C]``, is too small for the pools, or (with
+            given parameters) has other channels or another size than the parameters were
+            made for.
+
         The outputs of each layer are sown into the ``"intermediates"``
         collection (``conv1_out`` ... ``full8_out``, after the rectifier and pooling) for layer-wise visualisation; they
         are only kept when ``apply(..., mutable=["intermediates"])``.
         """
         if images.ndim != 4:
             raise ValueError(f"images must have shape [B, H, W, C], got shape {tuple(images.shape)}")
+        self._check_channels(images)
         x = (jnp.asarray(images, jnp.float32) - self.pixel_mean) / self.pixel_scale
         layer = 0
         for features, kernel, stride, pool in zip(
@@ -143,6 +240,7 @@ class ConvNet(nn.Module):
                     )
                 x = max_pool2d(x, self.pool_window, self.pool_stride, "VALID", impl=self.pool_impl)
             self.sow("intermediates", f"conv{layer}_out", x)
+        self._check_dense_inputs(images, f"full{layer + 1}", x)
         x = x.reshape(x.shape[0], -1)
         for features in self.dense_features:
             layer += 1
@@ -200,13 +298,15 @@ def scaled_convnet(
 
     Returns:
       A :class:`ConvNet`.
+
+    Raises:
+      ValueError: ``width`` is not a finite number > 0, ``mid_convs`` not an int >= 0 or
+        ``dense_features`` not an int >= 1 (the other arguments as :class:`ConvNet` checks them).
     """
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    if mid_convs < 0:
-        raise ValueError(f"mid_convs must be >= 0, got {mid_convs}")
-    if dense_features < 1:
-        raise ValueError(f"dense_features must be >= 1, got {dense_features}")
+    if isinstance(width, (bool, np.bool_)) or not isinstance(width, numbers.Real) or not 0 < width < math.inf:
+        raise ValueError(f"width must be a finite number > 0, got {width!r}")
+    mid_convs = check_int(mid_convs, "mid_convs", 0)
+    dense_features = check_int(dense_features, "dense_features", 1)
     widths = (max(4, round(64 * width)),) + (max(4, round(256 * width)),) * (1 + mid_convs)
     return ConvNet(
         num_classes=num_classes,

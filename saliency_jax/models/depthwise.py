@@ -43,12 +43,13 @@ from jax import lax
 
 from saliency_jax.parallel import vary_like
 
-__all__ = ["GRAD_PAD_BELOW_BYTES", "PAD_BELOW_BYTES", "depthwise_conv2d", "resolve_impl"]
+__all__ = ["GRAD_PAD_BELOW_BYTES", "IMPLS", "PAD_BELOW_BYTES", "check_impl", "depthwise_conv2d", "resolve_impl"]
 
 Impl = Literal["auto", "shifted", "xla"]
 Padding = str | Sequence[tuple[int, int]]
 
-_IMPLS = ("auto", "shifted", "xla")
+#: The values of ``impl``.
+IMPLS = ("auto", "shifted", "xla")
 
 #: The shifted path pads an input of at most this many bytes (batch included) and sums it in one
 #: region; a larger input is split into an interior and border strips. 256 KiB pads only the
@@ -78,13 +79,23 @@ def resolve_impl(impl: Impl = "auto") -> str:
     Raises:
       ValueError: if ``impl`` is not one of ``"auto"``, ``"shifted"``, ``"xla"``.
     """
-    return resolve_by_backend(impl, _IMPLS, "shifted")
+    return resolve_by_backend(impl, IMPLS, "shifted")
+
+
+def check_impl(impl, impls: tuple[str, ...], name: str = "impl") -> str:
+    """``impl`` if it is one of ``impls``, else ``ValueError`` naming the argument ``name``.
+
+    Models check their ``*_impl`` options with it when they are built, so a misspelt one
+    fails there, by its own name, rather than at the first call.
+    """
+    if not isinstance(impl, str) or impl not in impls:
+        raise ValueError(f"{name} must be one of {impls}; got {impl!r}.")
+    return impl
 
 
 def resolve_by_backend(impl: str, impls: tuple[str, ...], cpu_impl: str) -> str:
     """``impl`` checked against ``impls``; ``"auto"`` is ``cpu_impl`` on JAX's CPU backend, else ``"xla"``."""
-    if impl not in impls:
-        raise ValueError(f"impl must be one of {impls}; got {impl!r}.")
+    check_impl(impl, impls)
     if impl == "auto":
         return cpu_impl if jax.default_backend() == "cpu" else "xla"
     return impl

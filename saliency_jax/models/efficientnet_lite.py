@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import numbers
 import os
 from typing import Any, NamedTuple
 
@@ -47,10 +48,10 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from saliency_jax._checks import check_images
+from saliency_jax._checks import check_images, check_int
 from saliency_jax.backprop_rules import relu6
-from saliency_jax.models.depthwise import depthwise_conv2d
-from saliency_jax.models.patch_conv import patch_conv2d
+from saliency_jax.models.depthwise import IMPLS as DEPTHWISE_IMPLS, check_impl, depthwise_conv2d
+from saliency_jax.models.patch_conv import IMPLS as STEM_IMPLS, patch_conv2d
 from saliency_jax.models.imagenet import imagenet_class_names
 from saliency_jax.models.weights import load_torch_state_dict
 from saliency_jax.types import Classifier
@@ -253,6 +254,20 @@ class EfficientNetLite(nn.Module):
     depthwise_impl: str = "auto"
     stem_impl: str = "auto"
 
+    def __post_init__(self):
+        # Checked when the module is built, so a bad option fails here by its own name rather
+        # than at the first call, inside a layer.
+        check_variant(self.variant, "variant")
+        check_int(self.num_classes, "num_classes", 1)
+        rate = self.dropout_rate
+        if rate is not None and (
+            isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0
+        ):
+            raise ValueError(f"dropout_rate must be None or in [0, 1), got {rate!r}")
+        check_impl(self.depthwise_impl, DEPTHWISE_IMPLS, "depthwise_impl")
+        check_impl(self.stem_impl, STEM_IMPLS, "stem_impl")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, train: bool = False):
         spec_of_variant = check_variant(self.variant, "variant")
@@ -417,12 +432,15 @@ def load_efficientnet_lite(
       ``[B, r, r, 1280]`` map after the head convolution (``r = 7, 8, 9``).
 
     Raises:
-      ValueError: ``name`` is not a variant, or the weights package is missing.
+      ValueError: ``name`` is not a variant, ``depthwise_impl`` or ``stem_impl`` is not one
+        of its values, ``weights_path`` is not a path, or the weights package is missing.
     """
     variant = check_variant(name)
+    module = EfficientNetLite(name, depthwise_impl=depthwise_impl, stem_impl=stem_impl)  # checks the options
+    if weights_path is not None and not isinstance(weights_path, (str, bytes, os.PathLike)):
+        raise ValueError(f"weights_path must be a file path (str or os.PathLike), got {type(weights_path).__name__}")
     path = os.fspath(weights_path) if weights_path is not None else default_weights_path(name)
     variables = _load_variables(os.path.abspath(path), name)
-    module = EfficientNetLite(name, depthwise_impl=depthwise_impl, stem_impl=stem_impl)
     return Classifier(
         logits_fn=make_logits_fn(module),
         params=variables,

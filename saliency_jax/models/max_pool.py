@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from saliency_jax.models.depthwise import resolve_by_backend
+from saliency_jax.models.depthwise import _as_int, resolve_by_backend
 
 __all__ = ["IMPLS", "max_pool2d"]
 
@@ -82,8 +82,12 @@ def max_pool2d(
 
 
 def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+    """``value`` as two positive Python ints (NumPy integers too); floats and bools are refused."""
+    try:
+        pair = (_as_int(value),) * 2 if _as_int(value) is not None else tuple(_as_int(v) for v in value)
+    except TypeError:  # not iterable: a float, None, ...
+        pair = ()
+    if len(pair) != 2 or any(v is None or v < 1 for v in pair):
         raise ValueError(f"{name} must be one positive int or two; got {value!r}")
     return pair
 
@@ -93,10 +97,11 @@ def _pads(padding, hw, window, strides) -> tuple[tuple[int, int], tuple[int, int
         if padding.upper() not in ("VALID", "SAME"):
             raise ValueError(f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)); got {padding!r}")
         return tuple(lax.padtype_to_pads(hw, window, strides, padding.upper()))
-    pads = tuple(tuple(p) for p in padding)
-    if len(pads) != 2 or not all(
-        len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p) for p in pads
-    ):
+    try:
+        pads = tuple(tuple(_as_int(v) for v in p) for p in padding)
+    except TypeError:  # not pairs
+        pads = ()
+    if len(pads) != 2 or not all(len(p) == 2 and all(v is not None and v >= 0 for v in p) for p in pads):
         raise ValueError(f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)) ints >= 0; got {padding!r}")
     return pads
 

@@ -25,11 +25,12 @@ from jax import lax
 
 from saliency_jax.models.depthwise import check_strides, check_window, resolve_by_backend
 
-__all__ = ["patch_conv2d", "resolve_patch_impl"]
+__all__ = ["IMPLS", "patch_conv2d", "resolve_patch_impl"]
 
 PatchImpl = Literal["auto", "patches", "xla"]
 
-_IMPLS = ("auto", "patches", "xla")
+#: The values of ``impl``.
+IMPLS = ("auto", "patches", "xla")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -39,7 +40,7 @@ def resolve_patch_impl(impl: PatchImpl = "auto") -> str:
     ``"auto"`` is ``"patches"`` when JAX's default backend is the CPU, else ``"xla"``; any value
     other than ``"auto"``, ``"patches"`` or ``"xla"`` raises ``ValueError``.
     """
-    return resolve_by_backend(impl, _IMPLS, "patches")
+    return resolve_by_backend(impl, IMPLS, "patches")
 
 
 def patch_conv2d(
