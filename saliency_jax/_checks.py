@@ -52,14 +52,15 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
     lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
     hi = "" if high is None else f"<= {high}"
     wanted = " and ".join(s for s in (lo, hi) if s)
+    wanted = f" {wanted}" if wanted else ""
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number {wanted}, got {value!r}".replace("  ", " "))
+        raise ValueError(f"{name} must be a finite number{wanted}, got {value!r}")
     value = float(value)
     below = low is not None and (value <= low if open_low else value < low)
     above = high is not None and value > high
     if not np.isfinite(value) or below or above:
-        raise ValueError(f"{name} must be a finite number {wanted}, got {value}".replace("  ", " "))
+        raise ValueError(f"{name} must be a finite number{wanted}, got {value}")
     return value
 
 
