@@ -23,12 +23,16 @@ parametrisation by a round trip through ``to_image``/``from_image``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from saliency_jax import _checks
 
 # RGB covariance of natural images (pixels on a 0-1 scale), the mean of the
 # per-photo covariances of the seven photos that ship with scikit-image and
@@ -85,10 +89,16 @@ class Parametrization(NamedTuple):
 
 
 def _check_shape(image_shape) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {tuple(image_shape)}")
-    return shape
+    """``(H, W, C)`` as ints; a float such as ``8.5`` is refused, not truncated."""
+    wanted = "image_shape must be (H, W, C) with positive integer sizes"
+    if isinstance(image_shape, np.ndarray):
+        image_shape = tuple(image_shape.tolist())
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(f"{wanted}, got {image_shape!r}")
+    for size in image_shape:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"{wanted}, got {tuple(image_shape)!r}")
+    return tuple(int(size) for size in image_shape)
 
 
 def pixel_parametrization(image_shape) -> Parametrization:
@@ -109,6 +119,37 @@ def pixel_parametrization(image_shape) -> Parametrization:
     )
 
 
+# The largest ratio between the amplitudes of two frequencies: the variable is
+# divided by the smallest amplitude (from_image), so both stay well inside float32.
+MAX_SPECTRUM_RANGE = 1e30
+
+
+def _frequencies(height: int, width: int) -> np.ndarray:
+    """``[H, W // 2 + 1]``: each real 2-D FFT coefficient's frequency, floored at one cycle per image."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    return np.maximum(np.sqrt(fy * fy + fx * fx), 1.0 / max(height, width))
+
+
+def max_decay(height: int, width: int) -> float:
+    """The largest ``decay`` whose amplitudes span at most :data:`MAX_SPECTRUM_RANGE` (``inf``: any)."""
+    freq = _frequencies(height, width)
+    ratio = float(freq.max() / freq.min())
+    return math.inf if ratio <= 1.0 else math.log(MAX_SPECTRUM_RANGE) / math.log(ratio)
+
+
+def _check_decay(decay, height: int, width: int) -> float:
+    decay = _checks.check_number(decay, "decay", low=0.0)
+    limit = max_decay(height, width)
+    if decay > limit:
+        raise ValueError(
+            f"decay must be at most {math.floor(limit * 100) / 100} for {height}x{width} images (beyond it the "
+            f"amplitudes span more than {MAX_SPECTRUM_RANGE:g}, and dividing by the smallest leaves float32's "
+            f"range), got {decay}"
+        )
+    return decay
+
+
 def spectrum_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
     """Per-frequency amplitudes ``1 / max(f, 1/max(H, W))**decay``, unit RMS.
 
@@ -116,14 +157,20 @@ def spectrum_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
     2-D FFT. The floor at one cycle per image keeps the DC term finite; the RMS
     normalisation makes an i.i.d. unit-variance spectrum give unit-variance pixels
     (with an orthonormal FFT), so learning rates mean about the same as for pixels.
+    ``decay`` is at most :func:`max_decay` (about 39 for 8x8 images, 13 for
+    224x224): beyond it the smallest amplitudes underflow float32 and the
+    parametrisation is no longer invertible.
 
     Returns:
       float32 ``[H, W // 2 + 1]``.
     """
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    freq = np.sqrt(fy * fy + fx * fx)
-    scale = 1.0 / np.maximum(freq, 1.0 / max(height, width)) ** decay
+    height = _checks.check_int(height, "height", 1)
+    width = _checks.check_int(width, "width", 1)
+    decay = _check_decay(decay, height, width)
+    # In logarithms, relative to the largest: f**decay itself under- or overflows
+    # float64 for large decays, and the RMS normalisation removes the common factor.
+    log_scale = -decay * np.log(_frequencies(height, width))
+    scale = np.exp(log_scale - log_scale.max())
     return (scale / np.sqrt(np.mean(scale * scale))).astype(np.float32)
 
 
@@ -140,15 +187,17 @@ def fourier_parametrization(
 
     Args:
       image_shape: ``(H, W, C)``; ``decorrelate`` needs ``C == 3``.
-      decay: exponent of the ``1 / f`` amplitude scaling (0 = white), ``>= 0``.
+      decay: exponent of the ``1 / f`` amplitude scaling (0 = white), ``>= 0`` and at
+        most :func:`max_decay` of the image's size.
       decorrelate: mix the channels with the natural colour covariance's square root.
 
     Returns:
       A :class:`Parametrization` whose variable is float32 ``[H, W // 2 + 1, C, 2]``.
     """
     height, width, channels = _check_shape(image_shape)
-    if not decay >= 0:
-        raise ValueError(f"decay must be >= 0, got {decay}")
+    decay = _check_decay(decay, height, width)
+    if not isinstance(decorrelate, (bool, np.bool_)):
+        raise ValueError(f"decorrelate must be True or False, got {decorrelate!r}")
     if decorrelate and channels != 3:
         raise ValueError(f"decorrelate needs 3 colour channels, got image_shape {image_shape}")
     # Each half-spectrum coefficient stands for a conjugate pair: with unit-variance

@@ -25,11 +25,13 @@ compose with :func:`compose` (lucid's transform pipeline, with explicit keys).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from saliency_jax import _checks
@@ -56,8 +58,32 @@ class Regularizer(NamedTuple):
     project: Projection | None = None
 
 
-def _check_positive(name: str, value, *, allow_zero: bool = False) -> None:
-    _checks.check_number(value, name, low=0.0, open_low=not allow_zero)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _number(value, name: str, *, low: float | None = None, open_low: bool = False) -> float:
+    """``value`` as a ``float``: a real number (or concrete 0-d array) in range that float32 holds.
+
+    The hooks compute in float32, where a finite float64 such as ``1e39`` is ``inf``.
+    """
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.shape(value) == ():
+        if not _checks.is_concrete(value):
+            raise ValueError(f"{name} must be a concrete number, got a traced array")
+        if jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating):
+            value = float(value)
+    if low is None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        value = float(value)
+    else:
+        value = _checks.check_number(value, name, low=low, open_low=open_low)
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be finite in float32 (|{name}| <= {FLOAT32_MAX:.4g}), got {value:g}")
+    return value
+
+
+def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    return _number(value, name, low=0.0, open_low=not allow_zero)
 
 
 def compose(*regularizers: Regularizer) -> Regularizer:
@@ -104,7 +130,7 @@ def l2_penalty(weight: float) -> Regularizer:
     Args:
       weight: ``lambda >= 0``, in score units per squared preprocessed pixel unit.
     """
-    _check_positive("weight", weight, allow_zero=True)
+    weight = _check_positive("weight", weight, allow_zero=True)
     return Regularizer(penalty=lambda z: weight * jnp.sum(jnp.square(z)))
 
 
@@ -115,14 +141,17 @@ def jitter(pixels: int) -> Regularizer:
     (:func:`translate`), so no seam or blank border appears.
 
     Args:
-      pixels: the largest shift along each axis, ``>= 0``, smaller than the image.
+      pixels: the largest shift along each axis, ``>= 0``, smaller than the image's sides.
     """
-    if not (isinstance(pixels, int) and pixels >= 0):
-        raise ValueError(f"pixels must be an int >= 0, got {pixels!r}")
+    pixels = _checks.check_int(pixels, "pixels", 0)
 
     def transform(key, z):
         if pixels == 0:
             return z
+        if pixels >= min(z.shape[:2]):
+            raise ValueError(
+                f"jitter's pixels must be smaller than the image's sides {z.shape[0]}x{z.shape[1]}, got {pixels}"
+            )
         shift = jax.random.randint(key, (2,), -pixels, pixels + 1)
         return translate(z, shift[0], shift[1], max_shift=pixels)
 
@@ -162,8 +191,8 @@ def random_scale(min_scale: float, max_scale: float) -> Regularizer:
       min_scale: smallest factor, ``> 0``.
       max_scale: largest factor, ``>= min_scale``.
     """
-    _check_positive("min_scale", min_scale)
-    _check_positive("max_scale", max_scale)
+    min_scale = _check_positive("min_scale", min_scale)
+    max_scale = _check_positive("max_scale", max_scale)
     if max_scale < min_scale:
         raise ValueError(f"max_scale must be >= min_scale, got {max_scale} < {min_scale}")
 
@@ -203,8 +232,8 @@ def total_variation(weight: float, *, beta: float = 2.0) -> Regularizer:
       weight: ``>= 0``.
       beta: exponent, ``> 0``.
     """
-    _check_positive("weight", weight, allow_zero=True)
-    _check_positive("beta", beta)
+    weight = _check_positive("weight", weight, allow_zero=True)
+    beta = _check_positive("beta", beta)
 
     def penalty(z):
         dx = z[:-1, 1:] - z[:-1, :-1]
@@ -246,9 +275,9 @@ def blur_every(every: int, sigma: float) -> Regularizer:
       every: blur after updates ``every - 1, 2 * every - 1, ...`` (0-based), ``>= 1``.
       sigma: the blur's standard deviation in pixels, ``> 0``.
     """
-    if not (isinstance(every, int) and every >= 1):
-        raise ValueError(f"every must be an int >= 1, got {every!r}")
-    _check_positive("sigma", sigma)
+    # The step counter is int32.
+    every = _checks.check_int(every, "every", 1, np.iinfo(np.int32).max)
+    sigma = _check_positive("sigma", sigma)
 
     def project(key, z, step):
         del key
@@ -267,8 +296,9 @@ def clip_pixels(low: float, high: float) -> Regularizer:
       low: lower bound.
       high: upper bound, ``> low``.
     """
-    if not (math.isfinite(low) and math.isfinite(high) and high > low):
-        raise ValueError(f"clip_pixels needs finite bounds with high > low, got low={low}, high={high}")
+    low, high = _number(low, "low"), _number(high, "high")
+    if not high > low:
+        raise ValueError(f"clip_pixels needs high > low, got low={low}, high={high}")
 
     def project(key, z, step):
         del key, step

@@ -31,6 +31,7 @@ from saliency_jax.types import LogitsFn
 
 DEFAULT_BATCH_SIZE = 64
 REDUCTIONS = ("max_abs", "sum_abs", "sum", "l2")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # --- argument checks -------------------------------------------------------------------
@@ -39,6 +40,51 @@ REDUCTIONS = ("max_abs", "sum_abs", "sum", "l2")
 def check_batch_size(batch_size) -> int | None:
     """``None`` (every row in one chunk) or an integer ``>= 1``."""
     return None if batch_size is None else _checks.check_int(batch_size, "batch_size", 1)
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a ``bool`` if it is one (numpy's ``bool_`` too), else ``ValueError``.
+
+    A truthy string such as ``"no"`` is a mistake, not a request.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_float32(value, name: str, *, low: float | None = None, high: float | None = None,
+                  open_low: bool = False) -> float:
+    """``value`` as a ``float`` if it is a real number in range that float32 holds, else ``ValueError``.
+
+    A concrete 0-d array (``jnp.float32(0)``) counts as its number. The methods
+    compute in float32, where a finite float64 such as ``1e39`` becomes ``inf``
+    and turns every map into NaN, so such values are refused.
+    """
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.shape(value) == ():
+        if not _checks.is_concrete(value):
+            raise ValueError(f"{name} must be a concrete number (bind it with functools.partial), got a traced array")
+        if jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating):
+            value = float(value)
+    if low is None and high is None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        value = float(value)
+    else:
+        value = _checks.check_number(value, name, low=low, high=high, open_low=open_low)
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be finite in float32 (|{name}| <= {FLOAT32_MAX:.4g}), got {value:g}")
+    return value
+
+
+def check_pair(value, name: str) -> tuple[int, int]:
+    """An integer ``n >= 1`` as ``(n, n)``, or a pair of them, else ``ValueError`` naming ``name``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, np.ndarray) and value.shape == (2,):
+        value = tuple(value.tolist())
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{name} must be an integer or a pair of integers (height, width), got {value!r}")
+    return _checks.check_int(value[0], name, 1), _checks.check_int(value[1], name, 1)
 
 
 def check_key(key, method: str) -> jax.Array:
@@ -72,8 +118,18 @@ def broadcast_baseline(baseline, images: jax.Array, name: str = "baseline") -> j
             f"{name} must be a number or have shape {images.shape[1:]}, {(1,) + images.shape[1:]} or "
             f"{images.shape} (like images), got shape {shape}"
         )
-    if _checks.is_concrete(baseline) and not bool(np.isfinite(np.asarray(baseline, np.float64)).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    dtype = np.dtype(baseline.dtype if hasattr(baseline, "dtype") else np.asarray(baseline).dtype)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{name} must hold real numbers (a number or an array), got dtype {dtype}")
+    if _checks.is_concrete(baseline):
+        values = np.asarray(baseline, np.float64)
+        if not bool(np.isfinite(values).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if values.size and float(np.abs(values).max()) > FLOAT32_MAX:
+            raise ValueError(
+                f"{name} must be finite in float32 (|{name}| <= {FLOAT32_MAX:.4g}), got values up to "
+                f"{float(np.abs(values).max()):g} in size"
+            )
     return jnp.broadcast_to(jnp.asarray(baseline, jnp.float32), images.shape)
 
 
@@ -91,7 +147,7 @@ def resolve_classes(logits_fn: LogitsFn, params: Any, images: jax.Array, classes
         logits = logits_fn(params, images)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     _checks.check_classes(classes, num_classes(logits_fn, params, images), images.shape[0])
-    return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), images.shape[:1])
+    return jnp.broadcast_to(_checks.class_ids(classes), images.shape[:1])
 
 
 def nan_for_invalid_requests(method: Callable) -> Callable:
@@ -204,6 +260,8 @@ def for_classes(method: Callable) -> Callable:
     Returns:
       A function with the method's signature and settings.
     """
+    if not callable(method):
+        raise ValueError(f"method must be an attribution method (a function such as gradient), got {method!r}")
 
     @functools.wraps(method)
     def companion(logits_fn: LogitsFn, params: Any, images, classes, **settings):
@@ -214,13 +272,13 @@ def for_classes(method: Callable) -> Callable:
             classes = np.asarray(classes)
         batch = images.shape[0]
         if classes.ndim == 1:
-            classes = jnp.broadcast_to(jnp.asarray(classes)[None, :], (batch, classes.shape[0]))
+            classes = jnp.broadcast_to(_checks.class_ids(classes)[None, :], (batch, classes.shape[0]))
         if classes.ndim != 2 or classes.shape[0] != batch or classes.shape[1] == 0:
             raise ValueError(
                 f"classes must have shape [B, N] = [{batch}, N] or [N] with N >= 1, got shape {tuple(classes.shape)}"
             )
         _checks.check_classes(classes.reshape(-1), num_classes(logits_fn, params, images), None)
-        classes = jnp.asarray(classes, jnp.int32)
+        classes = _checks.class_ids(classes)
         return jax.vmap(lambda c: method(logits_fn, params, images, c, **settings), in_axes=1, out_axes=1)(classes)
 
     companion.__doc__ = f"Companion form (classes [B, N]) of {method.__name__}; see for_classes."
@@ -266,9 +324,7 @@ def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size
     else:
         raise ValueError(f"attributions must have shape [B, H, W, C] or [B, h, w], got shape {attributions.shape}")
     if size is not None:
-        height, width = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-        _checks.check_int(height, "size", 1)
-        _checks.check_int(width, "size", 1)
+        height, width = check_pair(size, "size")
         if (height, width) != maps.shape[1:]:
             maps = jax.image.resize(maps, (maps.shape[0], height, width), method="bilinear")
     return maps.astype(jnp.float32)

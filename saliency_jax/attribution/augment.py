@@ -69,6 +69,7 @@ def flip_shift_average(
     if not isinstance(shifts, tuple) or not shifts:
         raise ValueError(f"shifts must be a non-empty sequence of integers (0 for none), got {shifts!r}")
     shifts = tuple(_checks.check_int(s, "shifts", 0) for s in shifts)
+    flips = _common.check_bool(flips, "flips")
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     height, width = images.shape[1:3]

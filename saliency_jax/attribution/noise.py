@@ -43,8 +43,9 @@ def _noise_moments(
         raise ValueError(f"method must be an attribution method (a function), got {method!r}")
     key = _common.check_key(key, name)
     images = _common.as_images(images)
-    num_samples = _checks.check_int(num_samples, "num_samples", 1)
-    noise_scale = _checks.check_number(noise_scale, "noise_scale", low=0.0)
+    # One sample has no variance: VarGrad would be a zero map whatever the model.
+    num_samples = _checks.check_int(num_samples, "num_samples", 2 if name == "vargrad" else 1)
+    noise_scale = _common.check_float32(noise_scale, "noise_scale", low=0.0)
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     sigma = noise_std(images, noise_scale)
@@ -150,7 +151,8 @@ def vargrad(
 ) -> jax.Array:
     """VarGrad: the variance of ``method``'s output over noisy copies (``E[a^2] - E[a]^2``).
 
-    Arguments as :func:`smoothgrad`. Returns ``method``'s output shape, non-negative.
+    Arguments as :func:`smoothgrad`, but ``num_samples >= 2``. Returns ``method``'s
+    output shape, non-negative.
     """
     mean, mean_sq = _noise_moments(
         logits_fn, params, images, classes, key, batch_size, method, num_samples, noise_scale, None, settings,

@@ -13,25 +13,15 @@ The ``B * placements`` occluded copies run ``batch_size`` at a time.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.scores import select_scores
 from saliency_jax.types import LogitsFn
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be an integer or a pair of integers (height, width), got {value!r}")
-    return _checks.check_int(value[0], name, 1), _checks.check_int(value[1], name, 1)
 
 
 def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarray:
@@ -40,7 +30,7 @@ def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarr
     Raises:
       ValueError: if the patch is larger than the image or a size is not a positive integer.
     """
-    (ph, pw), (sh, sw) = _pair(patch, "patch"), _pair(stride, "stride")
+    (ph, pw), (sh, sw) = _common.check_pair(patch, "patch"), _common.check_pair(stride, "stride")
     height, width = image_shape
     if ph > height or pw > width:
         raise ValueError(f"patch must fit in the image ({height}x{width}), got {ph}x{pw}")
@@ -73,7 +63,8 @@ def occlusion(
       batch_size: occluded copies per model call (``None``: all at once).
       patch: the patch's side, or ``(height, width)``, no larger than the image.
       stride: the step between placements, or ``(y, x)``.
-      baseline: the value the covered pixels take (0: black on a 0-255 scale).
+      baseline: the value the covered pixels take (0: black on a 0-255 scale), a number
+        that float32 holds.
 
     Returns:
       float32 ``[B, H, W, C]``, in score units (equal over channels).
@@ -82,8 +73,8 @@ def occlusion(
     images = _common.as_images(images)
     batch, height, width, channels = images.shape
     positions = occlusion_positions((height, width), patch, stride)
-    (ph, pw) = _pair(patch, "patch")
-    baseline = _checks.check_number(baseline, "baseline")
+    (ph, pw) = _common.check_pair(patch, "patch")
+    baseline = _common.check_float32(baseline, "baseline")
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
 

@@ -46,9 +46,25 @@ def rise_mask(key: jax.Array, image_shape: tuple[int, int], *, grid: int = 7, p:
     return jax.lax.dynamic_slice(upsampled, (shift[0], shift[1]), (height, width))
 
 
+def check_mask_settings(image_shape, grid, p) -> tuple[tuple[int, int], int, float]:
+    """``((H, W), grid, p)`` checked as :func:`rise` documents them, or ``ValueError`` naming the argument."""
+    height, width = _common.check_pair(image_shape, "image_shape")
+    grid = _checks.check_int(grid, "grid", 1)
+    if grid > min(height, width):
+        raise ValueError(f"grid must be at most the image's smaller side {min(height, width)}, got {grid}")
+    p = _common.check_float32(p, "p", low=0.0, high=1.0, open_low=True)
+    return (height, width), grid, p
+
+
 def rise_masks(key: jax.Array, num_masks: int, image_shape: tuple[int, int], *, grid: int = 7, p: float = 0.5):
-    """The masks :func:`rise` uses with this ``key``: float32 ``[N, H, W]``, mask ``n`` from ``fold_in(key, n)``."""
+    """The masks :func:`rise` uses with this ``key``: float32 ``[N, H, W]``, mask ``n`` from ``fold_in(key, n)``.
+
+    Arguments as :func:`rise`'s: ``num_masks >= 1``, ``image_shape`` ``(H, W)``,
+    ``1 <= grid <= min(H, W)``, ``p`` in ``(0, 1]``.
+    """
+    key = _common.check_key(key, "rise_masks")
     num_masks = _checks.check_int(num_masks, "num_masks", 1)
+    image_shape, grid, p = check_mask_settings(image_shape, grid, p)
     return jax.vmap(lambda n: rise_mask(jax.random.fold_in(key, n), image_shape, grid=grid, p=p))(
         jnp.arange(num_masks)
     )
@@ -80,7 +96,8 @@ def rise(
       num_masks: ``N``, ``>= 1`` (Petsiuk et al. use 4000-8000).
       grid: cells per side of the low-resolution grid, ``1 <= grid <= min(H, W)``.
       p: probability that a cell is kept, in ``(0, 1]``.
-      baseline: the value masked-out pixels tend to (0: black on a 0-255 scale).
+      baseline: the value masked-out pixels tend to (0: black on a 0-255 scale), a
+        number that float32 holds.
 
     Returns:
       float32 ``[B, H, W, C]`` (equal over channels), in probability units; its
@@ -90,11 +107,8 @@ def rise(
     images = _common.as_images(images)
     batch, height, width, _ = images.shape
     num_masks = _checks.check_int(num_masks, "num_masks", 1)
-    grid = _checks.check_int(grid, "grid", 1)
-    if grid > min(height, width):
-        raise ValueError(f"grid must be at most the image's smaller side {min(height, width)}, got {grid}")
-    p = _checks.check_number(p, "p", low=0.0, high=1.0, open_low=True)
-    baseline = _checks.check_number(baseline, "baseline")
+    _, grid, p = check_mask_settings((height, width), grid, p)
+    baseline = _common.check_float32(baseline, "baseline")
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
 

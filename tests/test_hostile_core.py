@@ -1,0 +1,166 @@
+"""Hostile and careless input to the gradient core: class ids, scores, layers, class models."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import saliency_jax as sj
+from saliency_jax import _checks
+
+BIG = 2**32 + 1  # int32 would wrap it to the valid class 1
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jnp.asarray(np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)), jnp.float32)
+
+
+@pytest.mark.parametrize("call", ["class_gradients", "class_saliency_maps", "for_classes"])
+def test_class_ids_beyond_int32_are_refused_not_wrapped(tiny_cnn, images, call):
+    logits_fn, params = tiny_cnn
+    classes = np.array([BIG], np.int64)
+    fns = {
+        "class_gradients": lambda: sj.class_gradients(logits_fn, params, images, classes),
+        "class_saliency_maps": lambda: sj.class_saliency_maps(logits_fn, params, images, classes),
+        "for_classes": lambda: sj.for_classes(sj.gradient)(logits_fn, params, images, classes),
+    }
+    with pytest.raises(ValueError, match="classes must be"):
+        fns[call]()
+
+
+def test_class_models_and_reconstructions_refuse_ids_beyond_int32(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match="classes must be"):
+        sj.class_models(logits_fn, params, np.array([BIG]), key=jax.random.key(0), steps=1, image_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match="classes must be"):
+        sj.saliency_map(logits_fn, params, images, 2**40)  # a Python int too large for int32
+    with pytest.raises(ValueError, match="channels must be in"):
+        sj.layer_reconstructions(logits_fn, params, images, np.array([BIG]), layer="conv2")
+
+
+@pytest.mark.parametrize("classes", [7, -1, 2.7, True, np.array([1, 2])])
+def test_layer_gradients_checks_its_classes(tiny_cnn, images, classes):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match="classes"):
+        sj.layer_gradients(logits_fn, params, images, classes, layer="conv2")
+
+
+def test_layer_gradients_checks_its_images(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match=r"images must have shape \[B, H, W, C\]"):
+        sj.layer_gradients(logits_fn, params, images[0], 1, layer="conv2")
+    with pytest.raises(ValueError, match="images contains NaN"):
+        sj.layer_gradients(logits_fn, params, images.at[0, 0, 0, 0].set(jnp.nan), 1, layer="conv2")
+
+
+def test_layer_gradients_under_jit_give_nan_for_invalid_classes(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    fn = jax.jit(lambda c: sj.layer_gradients(logits_fn, params, images, c, layer="conv2")[1])
+    good = np.asarray(fn(jnp.array([1, 2, 3])))
+    bad = np.asarray(fn(jnp.array([1, 7, -1])))
+    np.testing.assert_array_equal(bad[0], good[0])
+    assert np.isnan(bad[1:]).all()
+    assert np.isfinite(good).all() and np.abs(good).max() > 0
+
+
+@pytest.mark.parametrize("classes", [2.7, -1, True, 7, np.array([1, 2])])
+def test_select_scores_refuses_what_is_not_a_class_of_each_row(classes):
+    logits = jnp.arange(15.0).reshape(3, 5)
+    with pytest.raises(ValueError, match="classes must"):
+        sj.select_scores(logits, classes)
+
+
+def test_select_scores_under_jit_gives_nan_never_another_class():
+    logits = jnp.arange(15.0).reshape(3, 5)
+    np.testing.assert_array_equal(sj.select_scores(logits, np.array([0, 4, 2])), [0.0, 9.0, 12.0])
+    scores = np.asarray(jax.jit(sj.select_scores)(logits, jnp.array([-1, 5, 2])))
+    assert np.isnan(scores[:2]).all() and scores[2] == 12.0
+    with pytest.raises(ValueError, match=r"logits must have shape \[B, K\]"):
+        sj.select_scores(jnp.arange(5.0), 1)
+
+
+def test_class_models_under_jit_give_nan_images_for_invalid_classes(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    run = jax.jit(functools.partial(sj.class_models, logits_fn, steps=3, image_shape=(8, 8, 3), pixel_mean=100.0))
+    result = run(params, jnp.array([3, 7, -2]), key=jax.random.key(0))
+    images, scores = np.asarray(result.images), np.asarray(result.scores)
+    assert np.isfinite(images[0]).all() and np.isfinite(scores[0])
+    assert np.isnan(images[1:]).all() and np.isnan(scores[1:]).all()
+    alone = sj.class_models(logits_fn, params, np.array([3]), key=jax.random.key(0), steps=3, image_shape=(8, 8, 3),
+                            pixel_mean=100.0)
+    np.testing.assert_allclose(images[0], np.asarray(alone.images)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_reconstructions_under_jit_give_nan_for_invalid_channels_and_positions(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+
+    @jax.jit
+    def signals(channels, neuron):
+        return sj.layer_reconstructions(logits_fn, params, images[:1], channels, layer="conv2",
+                                        neuron=neuron).signals
+
+    good = np.asarray(signals(jnp.array([1, 2]), jnp.array([1, 1])))
+    assert np.isfinite(good).all() and np.abs(good).max() > 0
+    bad_channel = np.asarray(signals(jnp.array([1, -1]), jnp.array([1, 1])))
+    np.testing.assert_array_equal(bad_channel[0, 0], good[0, 0])
+    assert np.isnan(bad_channel[0, 1]).all()
+    assert np.isnan(np.asarray(signals(jnp.array([1, 2]), jnp.array([9, 9])))).all()  # the layer is 4x4
+
+
+def test_images_beyond_float32_are_refused(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    huge = np.full((1, 8, 8, 3), 1e39)  # finite in float64, infinite in float32
+    for fn in (sj.input_gradients, sj.saliency_map, functools.partial(sj.class_saliency_maps, classes=[1])):
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            fn(logits_fn, params, huge) if fn is not sj.saliency_map else fn(logits_fn, params, huge, 1)
+
+
+def test_bfloat16_images_are_read_as_float32(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    low = images.astype(jnp.bfloat16)
+    expected = sj.input_gradients(logits_fn, params, low.astype(jnp.float32), 1).gradients
+    np.testing.assert_array_equal(sj.input_gradients(logits_fn, params, low, 1).gradients, expected)
+
+
+def test_integer_logits_are_refused(images):
+    params = {"w": jnp.ones((8 * 8 * 3, 4))}
+
+    def integer_logits(p, x):
+        return (x.reshape(x.shape[0], -1) @ p["w"]).astype(jnp.int32)
+
+    with pytest.raises(ValueError, match="floating-point logits"):
+        sj.input_gradients(integer_logits, params, images, 1)
+
+
+def test_a_wrong_logits_shape_names_the_images_of_the_pass(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+
+    def one_row(p, x):
+        return logits_fn(p, x)[:1]
+
+    with pytest.raises(ValueError, match=r"\[2, K\] for 2 images"):
+        sj.input_gradients(one_row, params, images, 1, images_per_pass=2)
+
+
+@pytest.mark.parametrize("value", [np.int64(3), np.array(3), jnp.array(3), np.uint8(3)])
+def test_integer_settings_take_numpy_and_zero_d_integers(value):
+    assert _checks.check_int(value, "k", 1) == 3
+
+
+@pytest.mark.parametrize("value", [np.True_, np.array(True), np.array(2.5), np.array([3]), "3"])
+def test_integer_settings_refuse_what_is_not_one_integer(value):
+    with pytest.raises(ValueError, match="k must be an integer"):
+        _checks.check_int(value, "k", 1)
+
+
+@pytest.mark.parametrize("value", [np.float32(0.5), np.array(0.5), jnp.array(0.5), np.int64(1)])
+def test_number_settings_take_numpy_and_zero_d_numbers(value):
+    assert _checks.check_number(value, "q", low=0.0, high=1.0) == pytest.approx(float(value))
+
+
+def test_top_k_takes_a_numpy_integer(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    assert sj.top_k(logits_fn, params, images, k=np.int64(2)).classes.shape == (3, 2)
