@@ -201,7 +201,8 @@ class ClassModelAscent(NamedTuple):
 
 
 def _check_number(name: str, value, *, positive: bool) -> None:
-    _checks.check_number(value, name, low=0.0, open_low=positive)
+    # Bounded by float32's range, in which the ascent runs: 1e39 would turn the images into NaN.
+    _checks.check_number(value, name, low=0.0, high=_checks.FLOAT32_MAX, open_low=positive)
 
 
 def check_steps(steps, name: str = "steps") -> int:
@@ -255,9 +256,13 @@ def class_model_ascent(
       A :class:`ClassModelAscent`.
     """
     defaults = mode_defaults(mode)
-    image_shape = tuple(int(s) for s in image_shape)
-    if len(image_shape) != 3 or min(image_shape) < 1:
-        raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C) with positive integer sizes, got {image_shape!r}")
+    try:
+        image_shape = tuple(_checks.check_int(size, "image_shape", 1) for size in image_shape)
+    except ValueError:
+        raise ValueError(f"image_shape must be (H, W, C) with positive integer sizes, got {image_shape!r}") from None
+    _checks.check_number(pixel_mean, "pixel_mean", low=-_checks.FLOAT32_MAX, high=_checks.FLOAT32_MAX)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     l2_weight = defaults.l2_weight if l2_weight is None else l2_weight
@@ -270,7 +275,10 @@ def class_model_ascent(
         raise ValueError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")
     _check_number("pixel_scale", pixel_scale, positive=True)
     if pixel_range is not None:
-        low, high = pixel_range
+        if not isinstance(pixel_range, (tuple, list)) or len(pixel_range) != 2:
+            raise ValueError(f"pixel_range must be (low, high) with finite low < high, got {pixel_range!r}")
+        low, high = (_checks.check_number(v, "pixel_range", low=-_checks.FLOAT32_MAX, high=_checks.FLOAT32_MAX)
+                     for v in pixel_range)
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
             raise ValueError(f"pixel_range must be (low, high) with finite low < high, got {pixel_range}")
     if mode == "paper":

@@ -164,3 +164,22 @@ def test_number_settings_take_numpy_and_zero_d_numbers(value):
 def test_top_k_takes_a_numpy_integer(tiny_cnn, images):
     logits_fn, params = tiny_cnn
     assert sj.top_k(logits_fn, params, images, k=np.int64(2)).classes.shape == (3, 2)
+
+
+@pytest.mark.parametrize("settings", [
+    {"image_shape": (8.7, 8, 3)}, {"image_shape": (8, 8, "3")}, {"image_shape": 8}, {"image_shape": (8, 8, True)},
+    {"pixel_mean": float("nan")}, {"pixel_mean": "a"}, {"learning_rate": 1e39}, {"l2_weight": 1e39},
+    {"pixel_range": (0, 255, 1)}, {"pixel_range": (1e39, 1e40)}, {"pixel_range": "ab"},
+])
+def test_class_model_settings_are_checked_by_name(tiny_cnn, settings):
+    logits_fn, _ = tiny_cnn
+    name = next(iter(settings))
+    with pytest.raises(ValueError, match=name):
+        sj.class_model_ascent(logits_fn, **{"image_shape": (8, 8, 3), **settings})
+
+
+def test_class_model_takes_numpy_sizes(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    shape = (np.int64(8), np.int64(8), np.int64(3))
+    result = sj.class_models(logits_fn, params, np.array([1]), key=jax.random.key(0), steps=2, image_shape=shape)
+    assert result.images.shape == (1, 8, 8, 3)
