@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _checks
-from saliency_jax.backprop_rules import backprop_rule, check_rule
+from saliency_jax.backprop_rules import _is_jitted, backprop_rule, check_rule
 from saliency_jax.parallel import vary_like
 from saliency_jax.types import LogitsFn
 
@@ -116,6 +116,11 @@ def _module_path(context) -> tuple[str, ...] | None:
 
 def _run_capturing(logits_fn: LogitsFn, params: Any, images: jax.Array, path: tuple[str, ...] | None):
     """Runs the model; returns (logits, outputs of the module at ``path``, every module path called)."""
+    if _is_jitted(logits_fn):
+        raise ValueError(
+            "logits_fn must not be jax.jit-wrapped for the layer functions: a jitted model runs as one compiled "
+            "call whose modules cannot be seen; pass the plain function and jit the call to the library instead"
+        )
     captured, called = [], []
 
     def interceptor(next_fun, args, kwargs, context):
@@ -169,7 +174,7 @@ def _capture_fn(logits_fn: LogitsFn, params: Any, path: tuple[str, ...], batch: 
             seen = sorted({"/".join(p) for p, _ in called})
             raise ValueError(
                 f"layer {name!r} is not a module called by the model; "
-                f"available layers: {seen if seen else 'none (is logits_fn built on Flax Linen?)'}"
+                f"available layers: {seen if seen else 'none (is logits_fn built on Flax Linen, and not jitted inside?)'}"
             )
         if len(captured) > 1:
             raise ValueError(

@@ -183,3 +183,14 @@ def test_class_model_takes_numpy_sizes(tiny_cnn):
     shape = (np.int64(8), np.int64(8), np.int64(3))
     result = sj.class_models(logits_fn, params, np.array([1]), key=jax.random.key(0), steps=2, image_shape=shape)
     assert result.images.shape == (1, 8, 8, 3)
+
+
+def test_layer_functions_refuse_a_jitted_model_by_name(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    jitted = jax.jit(logits_fn)
+    for call in (lambda: sj.list_layers(jitted, params, images),
+                 lambda: sj.layer_activations(jitted, params, images, layer="conv2"),
+                 lambda: sj.layer_gradients(jitted, params, images, 1, layer="conv2"),
+                 lambda: sj.layer_reconstruction(jitted, params, images, 1, layer="conv2", rule="deconvnet")):
+        with pytest.raises(ValueError, match="must not be jax.jit-wrapped"):
+            call()
