@@ -64,6 +64,23 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
     return value
 
 
+def check_key(key, what: str) -> jax.Array:
+    """Returns ``key`` if it is one PRNG key (typed or raw ``uint32[2]``), else raises ``ValueError``.
+
+    ``what`` names the function that needs it.
+    """
+    if key is None:
+        raise ValueError(f"key must be a PRNG key for {what} (e.g. key=jax.random.key(0)), got None")
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        raise ValueError(f"key must be a PRNG key (jax.random.key(0)), got {type(key).__name__}")
+    if not jnp.issubdtype(dtype, jax.dtypes.prng_key) and not (dtype == jnp.uint32 and key.shape == (2,)):
+        raise ValueError(f"key must be one PRNG key (jax.random.key(0)), got dtype {dtype} and shape {key.shape}")
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape != ():
+        raise ValueError(f"key must be a single PRNG key, got shape {key.shape}")
+    return key
+
+
 def check_images(images, name: str = "images", *, channels=(1, 3)) -> None:
     """Raises ``ValueError`` unless ``images`` is a finite ``[B, H, W, C]`` batch."""
     shape = getattr(images, "shape", None)

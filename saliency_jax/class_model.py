@@ -316,6 +316,7 @@ def class_model_ascent(
         return -jnp.sum(value), (scores, value)
 
     def init(params, classes, *, key) -> ClassModelState:
+        _checks.check_key(key, "the class models")
         classes = _checks.class_ids(classes)
         if classes.ndim > 1 or classes.size == 0:
             raise ValueError(f"classes must be an int scalar or a non-empty [K] array, got shape {classes.shape}")

@@ -194,3 +194,10 @@ def test_layer_functions_refuse_a_jitted_model_by_name(tiny_cnn, images):
                  lambda: sj.layer_reconstruction(jitted, params, images, 1, layer="conv2", rule="deconvnet")):
         with pytest.raises(ValueError, match="must not be jax.jit-wrapped"):
             call()
+
+
+@pytest.mark.parametrize("key", [None, 0, np.zeros(3, np.uint32)])
+def test_class_models_name_a_bad_key(tiny_cnn, key):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match="key must be"):
+        sj.class_models(logits_fn, params, np.array([1]), key=key, steps=1, image_shape=(8, 8, 3))

@@ -89,16 +89,7 @@ def check_pair(value, name: str) -> tuple[int, int]:
 
 def check_key(key, method: str) -> jax.Array:
     """Raises ``ValueError`` unless ``key`` is a PRNG key (typed or raw ``uint32[2]``)."""
-    if key is None:
-        raise ValueError(f"key must be a PRNG key for {method} (e.g. key=jax.random.key(0)), got None")
-    dtype = getattr(key, "dtype", None)
-    if dtype is None:
-        raise ValueError(f"key must be a PRNG key (jax.random.key(0)), got {type(key).__name__}")
-    if not jnp.issubdtype(dtype, jax.dtypes.prng_key) and not (dtype == jnp.uint32 and key.shape == (2,)):
-        raise ValueError(f"key must be one PRNG key (jax.random.key(0)), got dtype {dtype} and shape {key.shape}")
-    if jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape != ():
-        raise ValueError(f"key must be a single PRNG key, got shape {key.shape}")
-    return key
+    return _checks.check_key(key, method)
 
 
 def as_images(images) -> jax.Array:
