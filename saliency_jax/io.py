@@ -196,10 +196,69 @@ def _pillow_to_rgb_uint8(img: Image.Image, name: str, integer_top: int = 65535) 
         rgb = np.clip(colour + 255 - alpha, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.broadcast_to(rgb, rgb.shape[:2] + (3,)))
     if _has_transparency(img):
-        rgba = np.asarray(img.convert("RGBA")).astype(np.float64)
-        alpha = rgba[..., 3:] / 255.0
-        return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        return _over_white(np.asarray(img if img.mode == "RGBA" else img.convert("RGBA")))
     return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+def _over_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
+    """uint8 RGBA ``[H, W, 4]`` composited over white, rounded: ``(c * a + 255 * (255 - a)) / 255``.
+
+    Exact integer arithmetic (the quotient never ends in .5), a band of rows at a
+    time, so that a large image costs little more than its output.
+    """
+    out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        band = rgba[top:top + rows].astype(np.uint32)
+        alpha = band[..., 3:]
+        out[top:top + rows] = (band[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+    return out
+
+
+def _check_source(text: str) -> None:
+    """Raises, naming ``text``, unless it is a bundled photo's name or a regular file."""
+    if text.startswith("bundled:"):
+        name = text.split(":", 1)[1]
+        if name not in BUNDLED_PHOTOS:
+            raise ValueError(f"image: {text!r}: no bundled photo named {name!r}; the bundled photos are "
+                             f"{', '.join(BUNDLED_PHOTOS)}")
+        return
+    if os.path.isfile(text):
+        return
+    if os.path.islink(text) and not os.path.exists(text):
+        raise FileNotFoundError(f"image: {text!r} is a broken symbolic link")
+    if not os.path.exists(text):
+        raise FileNotFoundError(f"image: no such file {text!r}")
+    what = "a folder" if os.path.isdir(text) else "not a regular file (a pipe, socket or device)"
+    raise ValueError(f"image: {text!r} is {what}, not an image file")
+
+
+def check_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> None:
+    """Checks, from the file's header only, that :func:`load_image` can start reading ``path``.
+
+    Raises the errors of :func:`load_image` for a missing file, a folder or pipe,
+    an unknown bundled name, a file Pillow cannot open, or more than
+    ``max_pixels`` pixels; a file that is corrupt past its header passes.
+    """
+    text = os.fspath(path)
+    _check_source(text)
+    if text.startswith("bundled:"):
+        return
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with _pillow_pixel_limit() as set_limit:
+            set_limit(None)
+            with Image.open(text) as img:
+                _check_pixels(img, limit)
+    except _TooManyPixels as e:
+        width, height = e.size
+        raise ValueError(
+            f"image: {text!r} has {width}x{height} = {width * height} pixels, more than the limit of {limit} "
+            "pixels (max_pixels); refused as a possible decompression bomb"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise ValueError(f"image: {text!r} is not a readable image file ({type(e).__name__}: {e})") from None
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
@@ -239,8 +298,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
       uint8 ``[H, W, 3]``.
 
     Raises:
-      FileNotFoundError: no such file.
-      ValueError: the file is not an image that Pillow can read (unknown format,
+      FileNotFoundError: no such file (or a broken symbolic link).
+      ValueError: ``path`` is a folder, pipe or unknown bundled name, the file is not an image that Pillow can read (unknown format,
         truncated or corrupt), holds NaN or infinite pixels, or has more than
         ``max_pixels`` pixels; the message names the file.
     """
@@ -251,10 +310,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
 
         limit = check_int(max_pixels, "max_pixels", 1)
     text = os.fspath(path)
+    _check_source(text)
     if text.startswith("bundled:"):
         return bundled_photo(text.split(":", 1)[1])
-    if not os.path.isfile(text):
-        raise FileNotFoundError(f"image: no such file {text!r}")
     try:
         frame = _read_first_frame(text, limit)
     except (_TooManyPixels, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -314,6 +372,9 @@ def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 _TEMP_PREFIX = ".tmp-"
+# The temporaries this process is writing now: a signal handler that ends the
+# process at once (os._exit) removes them first (remove_live_temporaries).
+_LIVE_TEMPORARIES: set[str] = set()
 
 
 def _temporary_owner(name: str) -> tuple[str, int] | None:
@@ -343,6 +404,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TEMP_PREFIX}{_host()}-{os.getpid()}-", suffix=suffix)
+    _LIVE_TEMPORARIES.add(tmp)
     os.close(fd)
     try:
         yield tmp
@@ -353,6 +415,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
+            os.remove(tmp)
+        _LIVE_TEMPORARIES.discard(tmp)
+
+
+def remove_live_temporaries() -> None:
+    """Removes the temporaries this process is writing (for a handler that ends the process at once)."""
+    for tmp in list(_LIVE_TEMPORARIES):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
 
 
@@ -404,11 +474,11 @@ def save_npy(path, array: np.ndarray) -> None:
 
 
 def save_json(path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON atomically."""
+    """Writes ``obj`` as indented JSON atomically; NaN or infinity (not JSON) raises ``ValueError``."""
 
     def writer(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
+            json.dump(obj, f, indent=2, allow_nan=False)
             f.write("\n")
 
     _write_atomic(path, writer)

@@ -1,23 +1,33 @@
 """What every subcommand shares: options, the model, inputs, the output folder and its records.
 
 Every command writes, per input, files whose names are a contract, plus one JSON
-record that says which command made them, from which input, with which settings.
-The record is what ``--resume`` trusts (a file made with other settings is
-recomputed) and what keeps one command from overwriting another's files in a
-shared folder.
+record that says which command made them, from which input (and the input's
+content hash), with which settings, and the size of each file. The record is what
+``--resume`` trusts (a file made with other settings or from other bytes is
+recomputed) and what keeps one command from overwriting another's files, or any
+file it did not write, in a shared folder.
+
+A set is written record first, marked incomplete, then its files, then the record
+again, complete: an interrupted or failed set is never taken as done.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 MODELS = ("lite0", "lite1", "lite2")
 MAX_STEPS = 100_000
+MAX_IG_STEPS = 10_000
+MAX_SAMPLES = 100_000
+MAX_SEED = 2**63  # jax.random.key takes a signed 64-bit seed
 
 
 class CommandError(ValueError):
@@ -41,6 +51,42 @@ def plain_int(text: str) -> int:
     return int(stripped)
 
 
+def bounded_int(top: int) -> Callable[[str], int]:
+    """An ``argparse`` type: a plain decimal integer in ``[1, top]``."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > top:
+            raise argparse.ArgumentTypeError(f"at most {top:,}, got {text!r}")
+        return value
+
+    return parse
+
+
+def seed_int(text: str) -> int:
+    """An ``argparse`` type: a PRNG seed, a plain decimal integer in ``[0, 2**63)``."""
+    value = plain_int(text)
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {text!r}")
+    return value
+
+
+def finite_float(minimum: float, *, strict: bool) -> Callable[[str], float]:
+    """An ``argparse`` type: a finite number ``> minimum`` (``strict``) or ``>= minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
 def add_common_options(parser: argparse.ArgumentParser, *, batch_size: int, batch_help: str) -> None:
     """Adds ``--out --resume --progress/--no-progress --seed --batch-size --model``."""
     parser.add_argument("--out", default="outputs", metavar="DIR", help="output folder (default: outputs)")
@@ -48,7 +94,7 @@ def add_common_options(parser: argparse.ArgumentParser, *, batch_size: int, batc
                         help="skip inputs whose outputs exist and were made with the same settings")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show progress bars (default: when writing to a terminal)")
-    parser.add_argument("--seed", type=plain_int, default=0, help="PRNG seed of any randomness (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="PRNG seed of any randomness, 0 to 2**63 - 1 (default: 0)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
                         help=f"{batch_help} (default: {batch_size})")
     parser.add_argument("--model", choices=MODELS, default="lite0",
@@ -108,7 +154,11 @@ def prepare_out_dir(out: str) -> str:
     """
     from saliency_jax import io
 
+    if not out:
+        raise CommandError("--out: empty; name a folder ('.' for the current one)")
     path = os.path.abspath(out)
+    if os.path.islink(path) and not os.path.exists(path):
+        raise CommandError(f"--out: {out!r} is a broken symbolic link")
     if os.path.exists(path) and not os.path.isdir(path):
         raise CommandError(f"--out: {out!r} is a file, not a folder")
     parent = path
@@ -129,14 +179,13 @@ def prepare_out_dir(out: str) -> str:
     return path
 
 
-def record_path(out: str, name: str) -> str:
-    return os.path.join(out, name)
-
-
 def read_record(path: str) -> dict[str, Any] | None:
     """The JSON record at ``path``, ``None`` if there is none; an unreadable one is refused."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
+    if os.path.isdir(path):
+        raise CommandError(f"--out: {path!r} is a folder where a record of saliency-jax goes; "
+                           "remove it or choose another --out")
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
@@ -165,11 +214,159 @@ def claim_outputs(record_file: str, command: str, source: str) -> dict[str, Any]
     return record
 
 
-def up_to_date(record: dict[str, Any] | None, settings: dict[str, Any], files: Sequence[str]) -> bool:
-    """Whether a previous run made all ``files`` with exactly these ``settings``."""
-    return record is not None and record.get("settings") == settings and all(os.path.exists(f) for f in files)
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(record_file: str, files: Sequence[str], command: str, source: str,
+                  inputs: Sequence[str]) -> dict[str, Any] | None:
+    """Refuses, before any work, to write where writing would destroy something.
+
+    That is: over one of the ``inputs``, onto a folder, over another command's or
+    input's record, or over a file that no record of this command and input claims.
+    Returns the existing record of this command and input, if any.
+    """
+    for path in (*files, record_file):
+        for given in inputs:
+            if not given.startswith("bundled:") and _same_file(path, given):
+                raise CommandError(f"IMAGE: {given!r} is also where the output {path!r} goes; "
+                                   "move it or choose another --out")
+        if os.path.isdir(path):
+            raise CommandError(f"--out: {path!r} is a folder where an output file goes; "
+                               "remove it or choose another --out")
+    record = claim_outputs(record_file, command, source)
+    if record is None:
+        for path in files:
+            if os.path.lexists(path):
+                raise CommandError(f"--out: {path!r} exists and was not written by saliency-jax {command} "
+                                   f"for {source!r}; remove it or choose another --out")
+    return record
+
+
+class Input(NamedTuple):
+    """One input: as given, its output stem, how records name it, and its content hash."""
+
+    path: str
+    stem: str
+    source: str
+    identity: str
+
+
+def input_identity(path: str) -> str:
+    """What a record keeps of the input's content: a bundled photo's name, a file's SHA-256."""
+    if path.startswith("bundled:"):
+        return path
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def check_inputs(command: str, images: Sequence[str], max_pixels: int | None) -> tuple[list[Input], list[str]]:
+    """The inputs that can be read, and the names of those that cannot (each reported in one line).
+
+    Only headers are read (the pixels are read one batch at a time, later).
+    Raises :class:`CommandError` when no input can be read.
+    """
+    from saliency_jax import io
+
+    stems = input_stems(images)
+    good, bad = [], []
+    for path, stem in zip(images, stems):
+        try:
+            io.check_image(path, max_pixels=max_pixels)
+            good.append(Input(path, stem, source_name(path), input_identity(path)))
+        except (OSError, ValueError) as e:
+            message = str(e) if isinstance(e, ValueError) or e.filename is None else \
+                f"image: {path!r}: {e.strerror or e}"
+            if len(images) == 1:
+                raise CommandError(message) from None
+            report(command, message)
+            bad.append(path)
+    if not good:
+        raise CommandError(f"IMAGE: none of the {len(images)} images can be read")
+    return good, bad
+
+
+def up_to_date(record: dict[str, Any] | None, settings: dict[str, Any], identity: str, out: str) -> bool:
+    """Whether a previous run completed this set from the same input bytes with exactly these ``settings``.
+
+    Every file the record lists must still exist with the size it had.
+    """
+    if record is None or record.get("complete") is not True or record.get("settings") != settings:
+        return False
+    if record.get("identity") != identity or not isinstance(record.get("files"), dict):
+        return False
+    return all(_size(os.path.join(out, name)) == size for name, size in record["files"].items())
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+class OutputError(Exception):
+    """Writing one input's files failed; the message names the file and the error."""
+
+
+def write_outputs(record_file: str, record: dict[str, Any], files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
+    """Writes one input's set: the record marked incomplete, each file, then the complete record.
+
+    ``files`` are ``(path, write)`` pairs; ``write(path)`` writes atomically. On
+    a failure the set's files and record are removed (nothing half claimed) and
+    :class:`OutputError` names the file.
+    """
+    from saliency_jax import io
+
+    base = {"command": record["command"], "input": record["input"]}
+    current = record_file
+    try:
+        io.save_json(record_file, {**base, "complete": False})
+        sizes = {}
+        for path, write in files:
+            current = path
+            write(path)
+            sizes[os.path.basename(path)] = os.stat(path).st_size
+        current = record_file
+        io.save_json(record_file, {**record, "complete": True, "files": sizes})
+    except (OSError, ValueError) as e:
+        for path in (*(p for p, _ in files), record_file):
+            if not os.path.isdir(path):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputError(f"cannot write {printable(current)!r}: {reason}") from None
 
 
 def source_name(path: str) -> str:
     """How a record names its input: ``bundled:NAME`` as given, files by absolute path."""
-    return path if path.startswith("bundled:") else os.path.abspath(path)
+    return path if path.startswith("bundled:") else printable(os.path.abspath(path))
+
+
+def printable(text: str) -> str:
+    """``text`` with any byte that is not UTF-8 (a surrogate from the file system) written as an escape."""
+    return os.fsdecode(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def report(command: str, message: str) -> None:
+    """One line on stderr."""
+    print(f"saliency-jax {command}: {printable(message)}", file=sys.stderr)
+
+
+def say(text: str) -> None:
+    """A line on stdout; a closed stdout (``| head``) silences the rest rather than failing."""
+    try:
+        print(printable(text), flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null, so that neither later prints nor the flush at exit fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

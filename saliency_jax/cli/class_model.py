@@ -9,6 +9,9 @@
   0-255 scale, unrounded: feeding it to the model reproduces the reported score;
 * ``DIR/class_<id>.json``: the class, its score and posterior, and the settings.
 
+An ascent that diverges (NaN or infinite pixels) is reported by class and not
+written; the command then exits with status 1.
+
 The ascent runs as jitted chunks of steps with a progress bar over the chunks;
 the classes are optimised together, ``--batch-size`` at a time.
 """
@@ -44,8 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "rescale, TV, blur, clipping")
     parser.add_argument("--steps", type=_common.positive_int, default=None,
                         help=f"optimiser steps, at most {_common.MAX_STEPS} (default: the mode's)")
-    parser.add_argument("--learning-rate", type=float, default=None, help="Adam step size (default: the mode's)")
-    parser.add_argument("--l2-weight", type=float, default=None, help="the paper's lambda (default: the mode's)")
+    parser.add_argument("--learning-rate", type=_common.finite_float(0.0, strict=True), default=None,
+                        help="Adam step size, > 0 (default: the mode's)")
+    parser.add_argument("--l2-weight", type=_common.finite_float(0.0, strict=False), default=None,
+                        help="the paper's lambda, >= 0 (default: the mode's)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="score", help="what to maximise (default: score)")
     parser.add_argument("--chunk", type=_common.positive_int, default=10,
                         help="steps per jitted chunk / progress update (default: 10)")
@@ -77,34 +82,57 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     todo = []
     for cid in class_ids:
         stem = os.path.join(out, f"class_{cid}")
-        record = _common.claim_outputs(stem + ".json", COMMAND, str(cid))
-        if not (args.resume and _common.up_to_date(record, settings, [stem + ".png", stem + ".npy"])):
+        record = _common.check_outputs(stem + ".json", (stem + ".npy", stem + ".png"), COMMAND, str(cid), ())
+        if not (args.resume and _common.up_to_date(record, settings, str(cid), out)):
             todo.append(cid)
+    failed = []
     if todo:
         overrides = {k: v for k, v in (("learning_rate", args.learning_rate), ("l2_weight", args.l2_weight))
                      if v is not None}
-        with tqdm(total=steps * len(todo), desc=f"class-model ({args.mode})", unit="step",
-                  disable=_common.progress_enabled(args), file=sys.stderr) as bar:
-            result = classifier_class_models(
-                classifier, np.asarray(todo, np.int32), key=jax.random.key(args.seed), steps=steps,
-                mode=args.mode, batch_size=args.batch_size, chunk=args.chunk, objective=args.objective,
-                on_chunk=lambda n, history: bar.update(n * history.scores.shape[1]), **overrides,
-            )
+        try:
+            bar = tqdm(total=steps * len(todo), desc=f"class-model ({args.mode})", unit="step",
+                       disable=_common.progress_enabled(args), file=sys.stderr)
+            with bar:
+                result = classifier_class_models(
+                    classifier, np.asarray(todo, np.int32), key=jax.random.key(args.seed), steps=steps,
+                    mode=args.mode, batch_size=args.batch_size, chunk=args.chunk, objective=args.objective,
+                    on_chunk=lambda n, history: bar.update(n * history.scores.shape[1]), **overrides,
+                )
+        except ValueError as e:  # the library's bounds on the options, named as the options
+            message = str(e)
+            for name, option in (("learning_rate", "--learning-rate"), ("l2_weight", "--l2-weight")):
+                if message.startswith(name):
+                    raise _common.CommandError(f"{option}: {message}") from None
+            raise
         logits = np.asarray(result.logits, np.float64)
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
         for i, (cid, image) in enumerate(zip(np.asarray(result.classes).tolist(), np.asarray(result.images))):
             stem = os.path.join(out, f"class_{cid}")
             image = np.asarray(image, np.float32)
+            score = float(result.scores[i])
+            if not (np.isfinite(image).all() and np.isfinite(logits[i]).all() and np.isfinite(score)):
+                _common.report(COMMAND, f"class_{cid}: the ascent diverged (NaN or infinite pixels or scores); "
+                                        "not written: lower --learning-rate or --l2-weight")
+                failed.append(f"class_{cid}")
+                continue
             top = int(logits[i].argmax())
-            io.save_npy(stem + ".npy", image)
-            io.save_png(stem + ".png", np.clip(np.round(image), 0, 255).astype(np.uint8))
-            io.save_json(stem + ".json", {
-                "command": COMMAND, "input": str(cid), "settings": settings, "class": cid,
-                "score": float(result.scores[i]), "probability": float(probabilities[i, cid]), "top1": top,
-            })
-            print(f"class_{cid}\t{classifier.class_names[cid].split(',')[0]}\tscore {float(result.scores[i]):.3f}"
-                  f"\tP {probabilities[i, cid]:.3f}\ttop-1 {top} ({classifier.class_names[top].split(',')[0]})")
+            try:
+                _common.write_outputs(stem + ".json", {
+                    "command": COMMAND, "input": str(cid), "identity": str(cid), "settings": settings, "class": cid,
+                    "score": score, "probability": float(probabilities[i, cid]), "top1": top,
+                }, [(stem + ".npy", lambda p: io.save_npy(p, image)),
+                    (stem + ".png", lambda p: io.save_png(p, np.clip(np.round(image), 0, 255).astype(np.uint8)))])
+            except _common.OutputError as e:
+                _common.report(COMMAND, str(e))
+                failed.append(f"class_{cid}")
+                continue
+            _common.say(f"class_{cid}\t{classifier.class_names[cid].split(',')[0]}\tscore {score:.3f}"
+                        f"\tP {probabilities[i, cid]:.3f}\ttop-1 {top} ({classifier.class_names[top].split(',')[0]})")
     skipped = len(class_ids) - len(todo)
-    print(f"wrote {len(todo)} class model(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
+    _common.say(f"wrote {len(todo) - len(failed)} class model(s) to {args.out}/"
+                + (f" ({skipped} already there)" if skipped else ""))
+    if failed:
+        _common.report(COMMAND, f"could not make {len(failed)} class model(s): {', '.join(failed)}")
+        return 1
     return 0

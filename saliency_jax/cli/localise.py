@@ -14,8 +14,9 @@ For each input ``<stem>`` it writes, atomically:
   seeds, GraphCut mask, box).
 
 An input that cannot be localised (a 1x1 image, a map with one value) is
-reported by name; the others are still written, and the command exits with
-status 1 at the end.
+reported by name, as is one that cannot be read or written; the others are
+still written, and the command exits with status 1 at the end. Inputs are read a
+batch at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -105,52 +105,65 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         config = dataclasses.replace(config, **changes)
     except ValueError as e:
         raise _common.CommandError(f"--pairwise-weight/--max-side: {e}") from None
-    stems = _common.input_stems(args.images)
     out = _common.prepare_out_dir(args.out)
-    # Read every input before loading the model: a bad file fails before any work.
-    read = {p: io.load_image(p, max_pixels=args.max_pixels) for p in args.images}
+    # Headers only, before the model loads: a missing or refused file is named before any work.
+    inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
+    records = {}
+    for item in inputs:
+        files = outputs(out, item.stem)
+        records[item.path] = _common.check_outputs(files.box, (files.mask, files.figure), COMMAND, item.source,
+                                                   args.images)
     if classifier is None:
         classifier = _common.load_classifier(args.model)
     forced = None if args.class_ is None else _common.resolve_class(args.class_, classifier.class_names)
     settings = {"model": args.model, "method": args.seed_map, "class": forced, "seed": args.seed,
                 "graphcut": dataclasses.asdict(config)}
-    todo = []
-    for path, stem in zip(args.images, stems):
-        files = outputs(out, stem)
-        record = _common.claim_outputs(files.box, COMMAND, _common.source_name(path))
-        if not (args.resume and _common.up_to_date(record, settings, [files.mask, files.figure])):
-            todo.append((path, stem))
-    photos = [read[p] for p, _ in todo]
-    failed = []
-    if todo:
+    todo = [item for item in inputs
+            if not (args.resume and _common.up_to_date(records[item.path], settings, item.identity, out))]
+    unlocalised, written = [], 0
+    key = jax.random.key(args.seed)
+    for start in range(0, len(todo), args.batch_size):
+        chunk, photos = [], []
+        for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
+            try:
+                photos.append(io.load_image(item.path, max_pixels=args.max_pixels))
+                chunk.append(item)
+            except (OSError, ValueError) as e:
+                _common.report(COMMAND, str(e))
+                failed.append(item.path)
+        if not chunk:
+            continue
         work = np.stack([io.resize_image(photo, classifier.image_size) for photo in photos])
         if forced is None:
             classes = top_classes(classifier, work, 1, batch_size=args.batch_size)[:, 0]
         else:
             classes = np.full(len(work), forced, np.int64)
-        maps, _ = variant_maps(classifier, work, classes, args.seed_map, key=jax.random.key(args.seed),
-                               batch_size=args.batch_size)
+        maps, _ = variant_maps(classifier, work, classes, args.seed_map, key=key, batch_size=args.batch_size)
         found = _localise_each(photos, maps, config, args.processes)
-        for (path, stem), photo, saliency, result, c in zip(todo, photos, maps, found, classes):
+        for item, photo, saliency, result, c in zip(chunk, photos, maps, found, classes):
             if isinstance(result, Exception):
-                failed.append(path)
-                print(f"saliency-jax {COMMAND}: {path}: cannot localise: {result}", file=sys.stderr)
+                unlocalised.append(item.path)
+                _common.report(COMMAND, f"{item.path}: cannot localise: {result}")
                 continue
-            files = outputs(out, stem)
+            files = outputs(out, item.stem)
             panels = figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), result)
             figure = figures.image_grid(panels, list(figures.PANEL_TITLES), columns=len(panels))
-            figure.suptitle(f"{stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}",
-                            fontsize=9)
-            io.save_png(files.mask, result.mask.astype(np.uint8) * 255)
-            io.save_figure(files.figure, figure)
-            io.save_json(files.box, {"box": [int(v) for v in result.box], "class": int(c), "method": args.seed_map,
-                                     "command": COMMAND, "input": _common.source_name(path),
-                                     "settings": settings})
-    written = len(todo) - len(failed)
-    skipped = len(args.images) - len(todo)
-    print(f"wrote {written} localisation(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
+            figure.suptitle(_common.printable(
+                f"{item.stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}"), fontsize=9)
+            try:
+                _common.write_outputs(files.box, {
+                    "box": [int(v) for v in result.box], "class": int(c), "method": args.seed_map,
+                    "command": COMMAND, "input": item.source, "identity": item.identity, "settings": settings,
+                }, [(files.mask, lambda p: io.save_png(p, result.mask.astype(np.uint8) * 255)),
+                    (files.figure, lambda p: io.save_figure(p, figure))])
+                written += 1
+            except _common.OutputError as e:
+                _common.report(COMMAND, str(e))
+                failed.append(item.path)
+    skipped = len(inputs) - len(todo)
+    _common.say(f"wrote {written} localisation(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
+    if unlocalised:
+        _common.report(COMMAND, f"could not localise {len(unlocalised)} image(s): {', '.join(unlocalised)}")
     if failed:
-        print(f"saliency-jax {COMMAND}: could not localise {len(failed)} image(s): {', '.join(failed)}",
-              file=sys.stderr)
-        return 1
-    return 0
+        _common.report(COMMAND, f"could not read or write {len(failed)} image(s): {', '.join(failed)}")
+    return 1 if unlocalised or failed else 0

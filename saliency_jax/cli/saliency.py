@@ -67,6 +67,8 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
         settings["num_masks"] = 2000 if args.samples is None else args.samples
     if method.output == "layer":
         settings["layer"] = args.layer or default_layer(classifier)
+        if args.layer is not None:
+            _check_layer(classifier, args.layer)
     elif args.layer is not None:
         raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
     if args.method == "occlusion":
@@ -74,6 +76,18 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
             raise _common.CommandError(f"--patch/--stride: at most the input size {classifier.image_size}")
         settings.update(patch=args.patch, stride=args.stride)
     return settings
+
+
+def _check_layer(classifier, layer: str) -> None:
+    """Refuses, naming ``--layer``, a layer that is not a feature map ``[B, h, w, k]`` of the model."""
+    from saliency_jax.reconstruction import list_layers
+
+    image = np.zeros((1, classifier.image_size, classifier.image_size, 3), np.float32)
+    maps = [entry.name for entry in list_layers(classifier.logits_fn, classifier.params, image)
+            if entry.name and len(entry.shape) == 4]
+    if layer.strip("/") not in maps:
+        raise _common.CommandError(f"--layer: {layer!r} is not a feature map of the model; "
+                                   f"its feature maps are {', '.join(maps)}")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -87,10 +101,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        f"{name} = {text}" for name, text in METHOD_NAMES.items()).replace("%", "%%"))
     p.add_argument("--rule", choices=RULES, default="gradient",
                    help="ReLU backward rule of the gradient-based methods (paper §4)")
-    p.add_argument("--ig-steps", type=_common.positive_int, default=32, metavar="N",
-                   help="integration steps of integrated-gradients and blur-ig (default: 32)")
-    p.add_argument("--samples", type=_common.positive_int, default=None, metavar="N",
-                   help="noise samples of smoothgrad/squaregrad/vargrad (default: 16) or RISE masks (default: 2000)")
+    p.add_argument("--ig-steps", type=_common.bounded_int(_common.MAX_IG_STEPS), default=32, metavar="N",
+                   help="integration steps of integrated-gradients and blur-ig, "
+                        f"at most {_common.MAX_IG_STEPS:,} (default: 32)")
+    p.add_argument("--samples", type=_common.bounded_int(_common.MAX_SAMPLES), default=None, metavar="N",
+                   help="noise samples of smoothgrad/squaregrad/vargrad (default: 16) or RISE masks (default: 2000), "
+                        f"at most {_common.MAX_SAMPLES:,}")
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="layer of gradcam/gradcam++/crop-gradcam (default: the model's last feature map)")
     p.add_argument("--patch", type=_common.positive_int, default=16, metavar="P",
@@ -117,10 +133,13 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     from saliency_jax.attribution import METHODS, attribution_map
     from saliency_jax.scores import top_k_of_logits
 
-    stems = _common.input_stems(args.images)
     out = _common.prepare_out_dir(args.out)
-    # Read every input before loading the model: a bad file fails before any work.
-    photos = {p: io.load_image(p, max_pixels=args.max_pixels) for p in args.images}
+    # Headers only, before the model loads: a missing or refused file is named before any work.
+    inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
+    records = {}
+    for item in inputs:
+        npy, png, js = outputs(out, item.stem)
+        records[item.path] = _common.check_outputs(js, (npy, png), COMMAND, item.source, args.images)
     if classifier is None:
         classifier = _common.load_classifier(args.model)
     forced = None if args.class_ is None else _common.resolve_class(args.class_, classifier.class_names)
@@ -128,12 +147,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     settings = method_settings(args, classifier)
     record_settings = {"model": args.model, "method": args.method, "class": forced, **settings,
                        **({"seed": args.seed} if method.needs_key else {})}
-    todo = []
-    for path, stem in zip(args.images, stems):
-        files = outputs(out, stem)
-        record = _common.claim_outputs(files[2], COMMAND, _common.source_name(path))
-        if not (args.resume and _common.up_to_date(record, record_settings, files[:2])):
-            todo.append((path, stem))
+    todo = [item for item in inputs
+            if not (args.resume and _common.up_to_date(records[item.path], record_settings, item.identity, out))]
     size = classifier.image_size
     key = jax.random.key(args.seed)
 
@@ -145,23 +160,44 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         maps = attribution_map(attributions, size=size)
         return maps, classes, best.classes, best.probabilities
 
+    written = 0
     with tqdm(total=len(todo), desc=COMMAND, unit="image", disable=_common.progress_enabled(args)) as bar:
         for start in range(0, len(todo), args.batch_size):
-            chunk = todo[start:start + args.batch_size]
-            batch = np.stack([io.resize_image(photos[p], size) for p, _ in chunk])
+            chunk, batch = [], []
+            for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
+                try:
+                    batch.append(io.resize_image(io.load_image(item.path, max_pixels=args.max_pixels), size))
+                    chunk.append(item)
+                except (OSError, ValueError) as e:
+                    _common.report(COMMAND, str(e))
+                    failed.append(item.path)
+                    bar.update(1)
+            if not chunk:
+                continue
+            batch = np.stack(batch)
             classes = None if forced is None else np.full(len(chunk), forced, np.int32)
             maps, classes, top_c, top_p = jax.device_get(explain(classifier.params, batch, classes, key))
-            for k, (path, stem) in enumerate(chunk):
-                npy, png, js = outputs(out, stem)
+            for k, item in enumerate(chunk):
+                npy, png, js = outputs(out, item.stem)
                 c = int(classes[k])
-                io.save_npy(npy, np.maximum(np.asarray(maps[k], np.float32), 0.0))
-                title = f"{stem}: {classifier.class_names[c].split(',')[0]} ({args.method})"
-                io.save_figure(png, figures.saliency_figure(batch[k], maps[k], title))
+                title = _common.printable(f"{item.stem}: {classifier.class_names[c].split(',')[0]} ({args.method})")
                 top5 = [[int(i), classifier.class_names[int(i)], round(float(q), 6)]
                         for i, q in zip(top_c[k], top_p[k])]
-                io.save_json(js, {"class": c, "top5": top5, "method": args.method, "command": COMMAND,
-                                  "input": _common.source_name(path), "settings": record_settings})
+                saliency = np.maximum(np.asarray(maps[k], np.float32), 0.0)
+                try:
+                    _common.write_outputs(js, {
+                        "class": c, "top5": top5, "method": args.method, "command": COMMAND, "input": item.source,
+                        "identity": item.identity, "settings": record_settings,
+                    }, [(npy, lambda p: io.save_npy(p, saliency)),
+                        (png, lambda p: io.save_figure(p, figures.saliency_figure(batch[k], maps[k], title)))])
+                    written += 1
+                except _common.OutputError as e:
+                    _common.report(COMMAND, str(e))
+                    failed.append(item.path)
                 bar.update(1)
-    skipped = len(args.images) - len(todo)
-    print(f"wrote {len(todo)} saliency map(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
+    skipped = len(inputs) - len(todo)
+    _common.say(f"wrote {written} saliency map(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
+    if failed:
+        _common.report(COMMAND, f"could not make {len(failed)} saliency map(s): {', '.join(failed)}")
+        return 1
     return 0
