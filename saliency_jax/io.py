@@ -473,12 +473,17 @@ def save_npy(path, array: np.ndarray) -> None:
     _write_atomic(path, writer)
 
 
-def save_json(path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON atomically; NaN or infinity (not JSON) raises ``ValueError``."""
+def save_json(path, obj: Any, *, strict: bool = False) -> None:
+    """Writes ``obj`` as indented JSON atomically.
+
+    With ``strict``, NaN or infinity (not JSON) raises ``ValueError`` (the command
+    line's records); otherwise they are written as Python's ``json`` writes them
+    (``NaN``, ``Infinity``: the experiments' tables mark a missing figure so).
+    """
 
     def writer(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
+            json.dump(obj, f, indent=2, allow_nan=not strict)
             f.write("\n")
 
     _write_atomic(path, writer)

@@ -134,8 +134,10 @@ def test_numbers_out_of_range_are_refused_by_name_at_parse_time(capsys, argv, me
 
 def test_json_records_refuse_nan(tmp_path):
     with pytest.raises(ValueError):
-        io.save_json(tmp_path / "r.json", {"score": float("nan")})
+        io.save_json(tmp_path / "r.json", {"score": float("nan")}, strict=True)
     assert not os.listdir(tmp_path)
+    io.save_json(tmp_path / "table.json", {"pointing": float("nan")})  # an experiment's missing figure
+    assert "NaN" in (tmp_path / "table.json").read_text()
 
 
 # --- one bad input does not stop the others ------------------------------------------------------

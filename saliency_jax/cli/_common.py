@@ -327,14 +327,14 @@ def write_outputs(record_file: str, record: dict[str, Any], files: Sequence[tupl
     base = {"command": record["command"], "input": record["input"]}
     current = record_file
     try:
-        io.save_json(record_file, {**base, "complete": False})
+        io.save_json(record_file, {**base, "complete": False}, strict=True)
         sizes = {}
         for path, write in files:
             current = path
             write(path)
             sizes[os.path.basename(path)] = os.stat(path).st_size
         current = record_file
-        io.save_json(record_file, {**record, "complete": True, "files": sizes})
+        io.save_json(record_file, {**record, "complete": True, "files": sizes}, strict=True)
     except (OSError, ValueError) as e:
         for path in (*(p for p, _ in files), record_file):
             if not os.path.isdir(path):
