@@ -155,6 +155,10 @@ def test_an_unreadable_or_unwritable_input_is_named_and_the_others_written(tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err and "missing.png" in err and "trunc.png" in err and "File name too long" in err
     assert sorted(os.listdir(out)) == ["ok.json", "ok_saliency.npy", "ok_saliency.png"]
+    # none readable (one refused from its header, one only when decoded): a refusal, status 2
+    for command in ("saliency", "localise"):
+        argv = [command, str(tmp_path / "missing.png"), str(tmp_path / "trunc.png"), "--out", str(tmp_path / command)]
+        assert _run(argv, red_model) == 2
 
 
 def test_a_name_that_is_not_utf8_and_messages_that_say_what_is_wrong(tmp_path, capsys, red_model):

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     out = _common.prepare_out_dir(args.out)
     # Headers only, before the model loads: a missing or refused file is named before any work.
     inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
+    unread = len(failed)  # inputs that cannot be read: from their headers, then when decoded
     records = {}
     for item in inputs:
         files = outputs(out, item.stem)
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
             except (OSError, ValueError) as e:
                 _common.report(COMMAND, str(e))
                 failed.append(item.path)
+                unread += 1
         if not chunk:
             continue
         work = np.stack([io.resize_image(photo, classifier.image_size) for photo in photos])
@@ -166,4 +168,6 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         _common.report(COMMAND, f"could not localise {len(unlocalised)} image(s): {', '.join(unlocalised)}")
     if failed:
         _common.report(COMMAND, f"could not read or write {len(failed)} image(s): {', '.join(failed)}")
+    if unread == len(args.images):
+        return 2  # no input could be read at all (README: a refusal)
     return 1 if unlocalised or failed else 0

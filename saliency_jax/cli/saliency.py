@@ -136,6 +136,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     out = _common.prepare_out_dir(args.out)
     # Headers only, before the model loads: a missing or refused file is named before any work.
     inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
+    unread = len(failed)  # inputs that cannot be read: from their headers, then when decoded
     records = {}
     for item in inputs:
         npy, png, js = outputs(out, item.stem)
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                 except (OSError, ValueError) as e:
                     _common.report(COMMAND, str(e))
                     failed.append(item.path)
+                    unread += 1
                     bar.update(1)
             if not chunk:
                 continue
@@ -199,5 +201,5 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     _common.say(f"wrote {written} saliency map(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
     if failed:
         _common.report(COMMAND, f"could not make {len(failed)} saliency map(s): {', '.join(failed)}")
-        return 1
+        return 2 if unread == len(args.images) else 1
     return 0
