@@ -67,8 +67,23 @@ def curve_baseline(images: jax.Array, baseline: Any = "blur", *, blur_sigma: flo
 
 
 def pixel_ranks(saliency: jax.Array) -> jax.Array:
-    """int32 ``[B, H * W]``: each pixel's rank in its map, 0 for the most salient (ties: row-major order)."""
+    """int32 ``[B, H * W]``: each pixel's rank in its map, 0 for the most salient (ties: row-major order).
+
+    A numpy map is ranked on the host in its own precision, so a float64 map keeps
+    orders that float32 cannot resolve (values closer than its precision, or beyond
+    its range); a JAX array, traced or not, is ranked on the device.
+    """
+    if _checks.is_concrete(saliency) and not isinstance(saliency, jax.Array):
+        flat = np.asarray(saliency).reshape(np.shape(saliency)[0], -1)
+        if not np.issubdtype(flat.dtype, np.floating):
+            flat = flat.astype(np.float64)  # negating unsigned integers or booleans would not reverse them
+        order = np.argsort(-flat, axis=1, kind="stable")
+        ranks = np.empty(flat.shape, np.int32)
+        np.put_along_axis(ranks, order, np.arange(flat.shape[1], dtype=np.int32)[None, :], axis=1)
+        return jnp.asarray(ranks)
     flat = saliency.reshape(saliency.shape[0], -1)
+    if not jnp.issubdtype(flat.dtype, jnp.floating):
+        flat = flat.astype(jnp.float32)  # negating unsigned integers or booleans would not reverse them
     order = jnp.argsort(-flat, axis=1, stable=True)
     rows = jnp.arange(flat.shape[0])[:, None]
     positions = jnp.broadcast_to(jnp.arange(flat.shape[1], dtype=jnp.int32)[None, :], flat.shape)
@@ -78,17 +93,34 @@ def pixel_ranks(saliency: jax.Array) -> jax.Array:
 def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, insert) -> Curve:
     images = _common.as_images(images)
     batch, height, width, _ = images.shape
-    saliency = jnp.asarray(saliency, jnp.float32)
-    if saliency.shape != (batch, height, width):
+    if not hasattr(saliency, "dtype"):
+        try:
+            saliency = np.asarray(saliency)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"saliency must be an array of real numbers [B, H, W], got {type(saliency).__name__}"
+            ) from None
+    dtype = np.dtype(saliency.dtype)
+    if not (dtype == bool or jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise ValueError(f"saliency must hold real numbers, got dtype {dtype}")
+    if tuple(saliency.shape) != (batch, height, width):
         raise ValueError(
             f"saliency must be maps of shape [B, H, W] = {(batch, height, width)} (reduce attributions with "
-            f"attribution_map, resizing layer maps with size=), got shape {saliency.shape}"
+            f"attribution_map, resizing layer maps with size=), got shape {tuple(saliency.shape)}"
         )
-    steps = _checks.check_int(steps, "steps", 1)
+    concrete = _checks.is_concrete(saliency)
+    if concrete and not bool(np.isfinite(np.asarray(saliency, np.float64)).all()):
+        raise ValueError("saliency contains NaN or infinite values, which have no rank")
+    # At most one step per pixel: more would repeat points (and a huge count would never end).
+    steps = _checks.check_int(steps, "steps", 1, height * width)
     batch_size = _common.check_batch_size(batch_size)
     canvas = curve_baseline(images, baseline, blur_sigma=blur_sigma)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
-    ranks = pixel_ranks(saliency)
+    # A numpy map is ranked in its own precision; a JAX array (traced or not) in float32.
+    ranks = pixel_ranks(saliency if isinstance(saliency, np.ndarray) else jnp.asarray(saliency, jnp.float32))
+    # Under jit the map's values are unknown while tracing: a map with NaN or
+    # infinite values gets a NaN curve, never a plausible one.
+    finite = None if concrete else jnp.all(jnp.isfinite(saliency.reshape(batch, -1)), axis=1)
     # Pixels changed after step k: the first round(k * H * W / steps) of the ranking.
     counts = jnp.asarray(np.round(np.arange(steps + 1) * (height * width) / steps).astype(np.int32))
 
@@ -103,6 +135,8 @@ def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_s
         return chosen * jax.nn.one_hot(k, steps + 1, dtype=chosen.dtype)
 
     curve = _common.sum_over_expansions(row, batch, steps + 1, batch_size)
+    if finite is not None:
+        curve = jnp.where(finite[:, None], curve, jnp.nan)
     auc = (jnp.sum(curve, axis=1) - 0.5 * (curve[:, 0] + curve[:, -1])) / steps
     fractions = jnp.asarray(np.linspace(0.0, 1.0, steps + 1), jnp.float32)
     return Curve(fractions, curve, auc)
@@ -128,7 +162,8 @@ def deletion_curve(
       images: float32 ``[B, H, W, C]``.
       saliency: ``[B, H, W]``, the maps to check (any scale; only their order matters).
       classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
-      steps: equal shares of the pixels, ``>= 1``; the curve has ``steps + 1`` points.
+      steps: equal shares of the pixels, ``>= 1`` and at most ``H * W``; the curve
+        has ``steps + 1`` points.
       baseline: what removed pixels become, see :func:`curve_baseline`.
       blur_sigma: the blur of ``baseline="blur"``, in pixels.
       batch_size: perturbed images per model call.

@@ -11,16 +11,47 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from saliency_jax import _checks
+
+# Pixel coordinates beyond 2**53 are not whole numbers in float64, and the areas of
+# boxes that large would overflow it (an IoU of inf / inf).
+MAX_COORDINATE = float(2**53)
+
 
 def _as_boxes(boxes, name: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64)
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be real numbers of shape [..., 4] (x0, y0, x1, y1), got {type(boxes).__name__} "
+            f"that is not a numeric array"
+        ) from None
     if array.ndim == 0 or array.shape[-1] != 4:
         raise ValueError(f"{name} must have shape [..., 4] (x0, y0, x1, y1), got shape {np.shape(boxes)}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite coordinates")
+    if array.size and float(np.abs(array).max()) > MAX_COORDINATE:
+        raise ValueError(
+            f"{name} must have coordinates within +-2**53 pixels, got values up to {float(np.abs(array).max()):g}"
+        )
     if (array[..., 2] < array[..., 0]).any() or (array[..., 3] < array[..., 1]).any():
         raise ValueError(f"{name} must have x1 >= x0 and y1 >= y0 (x0, y0, x1, y1 order)")
     return array
+
+
+def _as_mask(mask, name: str) -> np.ndarray:
+    """A mask as bool (non-zero is the object), refusing NaN, which ``bool`` would count as object."""
+    array = np.asarray(mask)
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
+        raise ValueError(f"{name} must be a boolean (or 0/1) mask, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values (a mask is boolean)")
+    return array.astype(bool)
+
+
+def _check_threshold(threshold) -> float:
+    """The IoU a hit needs, in ``(0, 1]``: at 0 every box, even a disjoint one, would hit."""
+    return _checks.check_number(threshold, "threshold", low=0.0, high=1.0, open_low=True)
 
 
 def box_area(boxes) -> np.ndarray:
@@ -52,7 +83,7 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
 
 def mask_iou(mask_a, mask_b) -> float:
     """Intersection over union of two boolean ``[H, W]`` masks (0 when both are empty)."""
-    a, b = np.asarray(mask_a, bool), np.asarray(mask_b, bool)
+    a, b = _as_mask(mask_a, "mask_a"), _as_mask(mask_b, "mask_b")
     if a.shape != b.shape:
         raise ValueError(f"mask_a and mask_b must have the same shape, got {a.shape} and {b.shape}")
     union = np.logical_or(a, b).sum()
@@ -63,7 +94,14 @@ def _ground_truth_list(ground_truth, count: int, name: str) -> list[np.ndarray]:
     """Per-image ``[M_i, 4]`` arrays from ``[N, 4]``, ``[N, M, 4]`` or a list of ``[M_i, 4]``."""
     if isinstance(ground_truth, np.ndarray) and ground_truth.ndim == 2:
         ground_truth = ground_truth[:, None]
-    items = [_as_boxes(np.reshape(g, (-1, 4)) if np.size(g) else np.zeros((0, 4)), name) for g in ground_truth]
+    if (isinstance(ground_truth, (str, bytes)) or not hasattr(ground_truth, "__iter__")
+            or getattr(ground_truth, "ndim", 1) == 0):
+        raise ValueError(f"{name} must hold one entry of boxes per image ({count}), got {type(ground_truth).__name__}")
+    items = []
+    for g in ground_truth:
+        if np.size(g) % 4:
+            raise ValueError(f"{name} must hold [M, 4] boxes per image (x0, y0, x1, y1), got shape {np.shape(g)}")
+        items.append(_as_boxes(np.reshape(g, (-1, 4)) if np.size(g) else np.zeros((0, 4)), name))
     if len(items) != count:
         raise ValueError(f"{name} must hold one entry per image ({count}), got {len(items)}")
     return items
@@ -81,6 +119,7 @@ def localisation_hits(pred_boxes, gt_boxes, threshold: float = 0.5) -> np.ndarra
     Returns:
       bool ``[N]``.
     """
+    threshold = _check_threshold(threshold)
     pred = _as_boxes(pred_boxes, "pred_boxes")
     if pred.ndim != 2:
         raise ValueError(f"pred_boxes must have shape [N, 4], got shape {pred.shape}")
@@ -94,6 +133,7 @@ def localisation_accuracy(pred_boxes, gt_boxes, threshold: float = 0.5) -> float
     """Fraction of images whose box has IoU ``>= threshold`` with one of their objects.
 
     The ILSVRC criterion with ``threshold = 0.5``; see :func:`localisation_hits`.
+    ``nan`` for no images.
     """
     hits = localisation_hits(pred_boxes, gt_boxes, threshold)
     return float(hits.mean()) if hits.size else float("nan")
@@ -121,9 +161,13 @@ def top5_localisation_error(
       threshold: IoU needed, 0.5.
 
     Returns:
-      The error in ``[0, 1]``.
+      The error in ``[0, 1]``; ``nan`` for no images. An image without boxes is
+      not localised.
     """
+    threshold = _check_threshold(threshold)
     classes = np.asarray(pred_classes)
+    if classes.size and not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"pred_classes must be integer class ids, got dtype {classes.dtype}")
     boxes = _as_boxes(pred_boxes, "pred_boxes")
     if classes.ndim != 2 or boxes.shape != classes.shape + (4,):
         raise ValueError(
@@ -133,12 +177,16 @@ def top5_localisation_error(
         raise ValueError(f"the ILSVRC protocol allows at most 5 guesses per image, got {classes.shape[1]}")
     truth_boxes = _ground_truth_list(gt_boxes, len(classes), "gt_boxes")
     truth_classes = [np.atleast_1d(np.asarray(c)).reshape(-1) for c in gt_classes]
+    for c in truth_classes:
+        # Class ids of another kind (WordNet ids as strings, floats) never equal an integer guess.
+        if c.size and not np.issubdtype(c.dtype, np.integer):
+            raise ValueError(f"gt_classes must be integer class ids (as pred_classes), got dtype {c.dtype}")
     if len(truth_classes) != len(classes):
         raise ValueError(f"gt_classes must hold one entry per image ({len(classes)}), got {len(truth_classes)}")
     errors = []
     for guesses, guess_boxes, t_classes, t_boxes in zip(classes, boxes, truth_classes, truth_boxes):
-        if len(t_classes) == 1 and len(t_boxes) > 1:
-            t_classes = np.repeat(t_classes, len(t_boxes))  # one label for all of the image's boxes
+        if len(t_classes) == 1 and len(t_boxes) != 1:
+            t_classes = np.repeat(t_classes, len(t_boxes))  # one label for all of the image's boxes (or none)
         if len(t_classes) != len(t_boxes):
             raise ValueError(
                 f"gt_classes and gt_boxes disagree: {len(t_classes)} classes for {len(t_boxes)} boxes"
@@ -164,7 +212,9 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
 
     A hit is a maximum within ``tolerance`` pixels (Euclidean) of a pixel of the
     object; on ties the first maximum in row-major order is the one that points.
-    Give the objects as ``masks`` or as ``boxes``, not both.
+    Give the objects as ``masks`` or as ``boxes``, not both. A box covers the
+    map's pixels inside it: a box with no pixel in the map (empty, or outside the
+    map) is no object, as its mask would be empty.
 
     Args:
       saliency_maps: ``N`` maps ``[H, W]`` (an ``[N, H, W]`` array or a list).
@@ -176,17 +226,21 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
     Returns:
       bool ``[N]``; an image without objects is a miss.
     """
+    if not isinstance(saliency_maps, (list, tuple)) and np.ndim(saliency_maps) == 2:
+        raise ValueError(
+            f"saliency_maps must be N maps [N, H, W] (or a list of [H, W]), got one map of shape "
+            f"{np.shape(saliency_maps)} (use saliency[None])"
+        )
     maps = list(saliency_maps)
     if (masks is None) == (boxes is None):
         raise ValueError("pass the objects as exactly one of masks= or boxes=")
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    tolerance = _checks.check_number(tolerance, "tolerance", low=0.0)
     hits = []
     if masks is not None:
         if len(masks) != len(maps):
             raise ValueError(f"masks must hold one mask per map ({len(maps)}), got {len(masks)}")
         for saliency, mask in zip(maps, masks):
-            mask = np.asarray(mask, bool)
+            mask = _as_mask(mask, "masks")
             if mask.shape != np.shape(saliency):
                 raise ValueError(f"masks must match the maps' shape {np.shape(saliency)}, got {mask.shape}")
             y, x = saliency_peak(saliency)
@@ -195,6 +249,11 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
         return np.array(hits, dtype=bool)
     for saliency, object_boxes in zip(maps, _ground_truth_list(boxes, len(maps), "boxes")):
         y, x = saliency_peak(saliency)
+        height, width = np.shape(saliency)
+        # The box's pixels in the map; a box with none (empty, or outside) is no object.
+        object_boxes = np.clip(object_boxes, 0, [width, height, width, height])
+        inside = (object_boxes[:, 2] > object_boxes[:, 0]) & (object_boxes[:, 3] > object_boxes[:, 1])
+        object_boxes = object_boxes[inside]
         # Distance from pixel (x, y) to the nearest pixel of each box, columns x0 .. x1 - 1.
         dx = np.maximum(np.maximum(object_boxes[:, 0] - x, x - (object_boxes[:, 2] - 1)), 0)
         dy = np.maximum(np.maximum(object_boxes[:, 1] - y, y - (object_boxes[:, 3] - 1)), 0)
@@ -203,6 +262,6 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
 
 
 def pointing_accuracy(saliency_maps, *, masks=None, boxes=None, tolerance: float = 15.0) -> float:
-    """Fraction of hits in the pointing game; see :func:`pointing_hits`."""
+    """Fraction of hits in the pointing game; see :func:`pointing_hits`. ``nan`` for no maps."""
     hits = pointing_hits(saliency_maps, masks=masks, boxes=boxes, tolerance=tolerance)
     return float(hits.mean()) if hits.size else float("nan")

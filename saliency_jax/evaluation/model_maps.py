@@ -12,6 +12,9 @@ import functools
 
 import numpy as np
 
+from saliency_jax import _checks
+
+
 def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.ndarray:
     """The ``k`` highest-scoring classes of each image, best first.
 
@@ -28,8 +31,13 @@ def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.nd
 
     from saliency_jax.scores import top_k
 
-    best = jax.jit(functools.partial(top_k, classifier.logits_fn, k=k))
+    batch_size = _checks.check_int(batch_size, "batch_size", 1)
     images = np.asarray(images, np.float32)
+    if images.ndim == 4 and len(images) == 0:
+        return np.zeros((0, k), np.int64)
+    # Checked here, on the host: inside the jitted call a NaN image would get plausible classes.
+    _checks.check_images(images)
+    best = jax.jit(functools.partial(top_k, classifier.logits_fn, k=k))
     out = [np.asarray(best(classifier.params, images[i : i + batch_size]).classes)
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, k), np.int64)
@@ -39,13 +47,24 @@ def scale_box(box, from_shape: tuple[int, int], to_shape: tuple[int, int]) -> np
     """A box ``x0, y0, x1, y1`` (exclusive ends) in an ``[h, w]`` image, in ``[H, W]`` pixels.
 
     Starts round down and ends round up, so the scaled box covers the pixels the
-    original one covered.
+    original one covered; the result is clipped to the ``[H, W]`` image.
     """
-    box = np.asarray(box, np.float64)
-    sy, sx = to_shape[0] / from_shape[0], to_shape[1] / from_shape[1]
-    x0, y0, x1, y1 = box[..., 0] * sx, box[..., 1] * sy, box[..., 2] * sx, box[..., 3] * sy
+    from saliency_jax.evaluation.metrics import _as_boxes
+
+    sizes = []
+    for name, shape in (("from_shape", from_shape), ("to_shape", to_shape)):
+        if np.shape(shape) != (2,):
+            raise ValueError(f"{name} must be (height, width), got {shape!r}")
+        sizes.append([_checks.check_int(v, f"{name}[{i}]", 1) for i, v in enumerate(shape)])
+    (h, w), (to_h, to_w) = sizes
+    box = _as_boxes(box, "box")
+    # Multiply before dividing: an exact product over the size is exact when the
+    # result is a whole number, so floor and ceil do not step past it
+    # (7 * (61 / 7) is 60.99999999999999).
+    x0, y0, x1, y1 = box[..., 0] * to_w / w, box[..., 1] * to_h / h, box[..., 2] * to_w / w, box[..., 3] * to_h / h
     return np.stack(
-        [np.floor(x0), np.floor(y0), np.minimum(np.ceil(x1), to_shape[1]), np.minimum(np.ceil(y1), to_shape[0])],
+        [np.clip(np.floor(x0), 0, to_w), np.clip(np.floor(y0), 0, to_h),
+         np.clip(np.ceil(x1), 0, to_w), np.clip(np.ceil(y1), 0, to_h)],
         axis=-1,
     ).astype(np.int64)
 
@@ -72,10 +91,15 @@ def make_predictor(classifier, *, variant: str = "paper", top_k: int = 5, batch_
       :class:`~saliency_jax.evaluation.tfds_eval.Prediction`.
     """
     from saliency_jax import io
-    from saliency_jax.evaluation.localisation_variants import variant_maps
+    from saliency_jax.evaluation.localisation_variants import VARIANTS, variant_maps
     from saliency_jax.evaluation.tfds_eval import Prediction
     from saliency_jax.localisation import localise_photo
 
+    # Checked now, not at the first image.
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
+    top_k = _checks.check_int(top_k, "top_k", 1)
+    batch_size = _checks.check_int(batch_size, "batch_size", 1)
     size = classifier.image_size
 
     def predict(image):

@@ -129,6 +129,9 @@ def randomize_layers(params: Any, layers: Sequence[str], *, key: jax.Array) -> A
     Returns:
       A tree of the same structure, shapes and dtypes.
     """
+    _checks.check_key(key, "randomize_layers")
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a sequence of layer names, got the string {layers!r} (use [{layers!r}])")
     tree, is_variables = _variables_params(params)
     layers = tuple(layers)
     unknown = [name for name in layers if name not in tree]
@@ -162,13 +165,15 @@ def spearman_rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
       b: ``[B, ...]``, the same shape.
 
     Returns:
-      float64 ``[B]`` in ``[-1, 1]``; ``nan`` where a map is constant.
+      float64 ``[B]`` in ``[-1, 1]``; ``nan`` where a map is constant or holds NaN.
     """
     from scipy import stats
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape or a.ndim < 2:
+    if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape [B, ...], got {a.shape} and {b.shape}")
+    if a.ndim < 2:
+        raise ValueError(f"a and b must be batches of maps [B, ...] (rank >= 2), got shape {a.shape} (use a[None])")
     out = np.empty(a.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
@@ -220,6 +225,14 @@ def cascading_randomization(
     """
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
+    _checks.check_key(key, "cascading_randomization")
+    if not isinstance(cascading, (bool, np.bool_)):
+        raise ValueError(f"cascading must be True or False, got {cascading!r}")
+    # A string is a sequence of its letters: "fc" would be the stages "f" and "c".
+    if isinstance(rules, str):
+        raise ValueError(f"rules must be a sequence of rule names, got the string {rules!r} (use ({rules!r},))")
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a sequence of stages, got the string {layers!r} (use [{layers!r}])")
     rules = tuple(check_rule(r, "rules") for r in rules)
     if not rules:
         raise ValueError("rules must name at least one rule")

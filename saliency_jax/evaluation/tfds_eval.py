@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.evaluation import metrics
 from saliency_jax.training.input_pipeline import load_source
 
@@ -81,6 +82,16 @@ class RealScores(NamedTuple):
     pointing: float
 
 
+def _check_limit(limit) -> int | None:
+    return None if limit is None else _checks.check_int(limit, "limit", 0)
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _take(source, limit: int | None) -> Iterator:
     count = len(source) if limit is None else min(limit, len(source))
     for index in range(count):
@@ -104,7 +115,19 @@ def normalised_to_pixels(bbox: np.ndarray, height: int, width: int, *, one_based
     Returns:
       int64 ``[M, 4]``, ``x0, y0, x1, y1`` with exclusive ends, clipped to the image.
     """
-    bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
+    height = _checks.check_int(height, "height", 1)
+    width = _checks.check_int(width, "width", 1)
+    try:
+        bbox = np.asarray(bbox, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"bbox must be real numbers [M, 4] (ymin, xmin, ymax, xmax), got {type(bbox).__name__}"
+        ) from None
+    if bbox.size % 4 or (bbox.ndim and bbox.shape[-1] != 4):
+        raise ValueError(f"bbox must have shape [M, 4] (ymin, xmin, ymax, xmax), got shape {bbox.shape}")
+    if not np.isfinite(bbox).all():
+        raise ValueError("bbox contains NaN or infinite coordinates")
+    bbox = bbox.reshape(-1, 4)
     ymin, xmin, ymax, xmax = (bbox[:, i] for i in range(4))
     shift = 1 if one_based else 0
     x0 = np.clip(np.round(xmin * width) - shift, 0, width)
@@ -133,6 +156,8 @@ def voc_examples(
       :class:`LocalisationExample` with VOC class ids; images left without
       objects are skipped.
     """
+    limit = _check_limit(limit)
+    include_difficult = _check_bool(include_difficult, "include_difficult")
     for example in _take(load_source("voc/2007", split, data_dir), limit):
         image = np.asarray(example["image"])
         objects = example["objects"]
@@ -149,6 +174,31 @@ def voc_examples(
             continue
         boxes = normalised_to_pixels(bbox[keep], image.shape[0], image.shape[1], one_based=True)
         yield LocalisationExample(image, boxes, labels[keep].astype(np.int64), _text(example.get("image/filename", "")))
+
+
+def _xml_boxes(file: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The boxes and WordNet ids of one ILSVRC annotation file."""
+    try:
+        root = ElementTree.parse(file).getroot()
+        boxes, wnids = [], []
+        for obj in root.iter("object"):
+            box = obj.find("bndbox")
+            coords = [float(box.find(tag).text) for tag in ("xmin", "ymin", "xmax", "ymax")]
+            boxes.append([coords[0], coords[1], coords[2] + 1, coords[3] + 1])
+            wnids.append(obj.find("name").text.strip())
+    except (ElementTree.ParseError, AttributeError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"annotations: {file!r} is not an ILSVRC annotation (objects with a name and a bndbox of "
+            f"xmin, ymin, xmax, ymax): {error}"
+        ) from None
+    return _annotation_boxes(boxes, file), tuple(wnids)
+
+
+def _annotation_boxes(boxes, where: str) -> np.ndarray:
+    array = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not np.isfinite(array).all() or (array[:, 2:] < array[:, :2]).any():
+        raise ValueError(f"annotations: {where!r} has a box that is not finite with xmin <= xmax and ymin <= ymax")
+    return array.astype(np.int64)
 
 
 def read_imagenet_boxes(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
@@ -169,29 +219,34 @@ def read_imagenet_boxes(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, 
         for folder, _, files in os.walk(path):
             for file in sorted(files):
                 if file.endswith(".xml"):
-                    root = ElementTree.parse(os.path.join(folder, file)).getroot()
-                    boxes, wnids = [], []
-                    for obj in root.iter("object"):
-                        box = obj.find("bndbox")
-                        coords = [float(box.find(tag).text) for tag in ("xmin", "ymin", "xmax", "ymax")]
-                        boxes.append([coords[0], coords[1], coords[2] + 1, coords[3] + 1])
-                        wnids.append(obj.find("name").text.strip())
-                    found[os.path.splitext(file)[0]] = (np.asarray(boxes, np.int64).reshape(-1, 4), tuple(wnids))
+                    found[os.path.splitext(file)[0]] = _xml_boxes(os.path.join(folder, file))
         if not found:
             raise ValueError(f"annotations: no .xml files under {path!r}")
         return found
     if not os.path.isfile(path):
         raise FileNotFoundError(f"annotations: no such file or folder {path!r}")
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            fields = row["PredictionString"].split()
+        reader = csv.DictReader(f)
+        if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or ()):
+            raise ValueError(
+                f"annotations: {path!r} must be a table with the columns ImageId,PredictionString, "
+                f"got columns {reader.fieldnames}"
+            )
+        for row in reader:
+            fields = (row["PredictionString"] or "").split()
             if len(fields) % 5:
                 raise ValueError(f"annotations: {row['ImageId']!r} has a PredictionString not in groups of 5")
             wnids = tuple(fields[0::5])
-            coords = np.asarray([[float(v) for v in fields[i + 1 : i + 5]] for i in range(0, len(fields), 5)])
+            try:
+                coords = np.asarray([[float(v) for v in fields[i + 1 : i + 5]] for i in range(0, len(fields), 5)])
+            except ValueError:
+                raise ValueError(
+                    f"annotations: {row['ImageId']!r} has a PredictionString whose groups are not "
+                    f"'wnid x0 y0 x1 y1' with numbers"
+                ) from None
             coords = coords.reshape(-1, 4)
             coords[:, 2:] += 1
-            found[row["ImageId"]] = (coords.astype(np.int64), wnids)
+            found[row["ImageId"]] = (_annotation_boxes(coords, row["ImageId"]), wnids)
     return found
 
 
@@ -216,6 +271,7 @@ def imagenet_examples(
     """
     import tensorflow_datasets as tfds
 
+    limit = _check_limit(limit)
     boxes = annotations if isinstance(annotations, dict) else read_imagenet_boxes(annotations)
     builder = tfds.builder("imagenet2012", data_dir=data_dir)
     wnids = builder.info.features["label"].names
@@ -255,10 +311,19 @@ def evaluate(
 
     Returns:
       :class:`RealScores`.
+
+    Raises:
+      ValueError: for no examples (a split, limit or annotation join that left
+        nothing to score), or a prediction that is not one box per class with a
+        map at the image's size.
     """
+    class_agnostic = _check_bool(class_agnostic, "class_agnostic")
+    tolerance = _checks.check_number(tolerance, "tolerance", low=0.0)
     top1_hits, top5_misses, points = [], [], []
     for example in examples:
         guess = predict(example.image)
+        if not (hasattr(guess, "classes") and hasattr(guess, "boxes") and hasattr(guess, "saliency")):
+            raise ValueError(f"predict must return a Prediction (classes, boxes, saliency), got {type(guess).__name__}")
         classes = np.asarray(guess.classes).reshape(-1)
         boxes = np.asarray(guess.boxes).reshape(-1, 4)
         if len(classes) != len(boxes) or not len(classes):
@@ -267,18 +332,28 @@ def evaluate(
             )
         if class_agnostic:
             targets = example.boxes
-        else:
+        elif len(example.labels):
             targets = example.boxes[example.labels == example.labels[0]]  # the image's label
+        else:
+            targets = example.boxes[:0]  # no objects: nothing to hit
+        if not class_agnostic:
             top5_misses.append(
                 metrics.top5_localisation_error(classes[None, :5], boxes[None, :5], [example.labels], [example.boxes])
             )
         top1_hits.append(bool(metrics.localisation_hits(boxes[:1], [targets])[0]))
         if guess.saliency is not None:
+            if np.shape(guess.saliency) != np.shape(example.image)[:2]:
+                raise ValueError(
+                    f"predict must return a saliency map at the image's size {np.shape(example.image)[:2]}, "
+                    f"got shape {np.shape(guess.saliency)} (resize the map to the image)"
+                )
             points.append(bool(metrics.pointing_hits([guess.saliency], boxes=[example.boxes], tolerance=tolerance)[0]))
     count = len(top1_hits)
+    if not count:
+        raise ValueError("examples must hold at least one image to score, got none")
     return RealScores(
         num_images=count,
-        top1_accuracy=float(np.mean(top1_hits)) if count else float("nan"),
+        top1_accuracy=float(np.mean(top1_hits)),
         top5_error=float(np.mean(top5_misses)) if top5_misses else float("nan"),
         pointing=float(np.mean(points)) if points else float("nan"),
     )
