@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 
 from saliency_jax import parallel
@@ -17,13 +18,23 @@ from saliency_jax.training import TrainConfig, parse_override, train_and_evaluat
 
 
 def load_config(path: str) -> TrainConfig:
-    """Runs ``get_config()`` of a config file."""
+    """Runs ``get_config()`` of a config file; it must return a :class:`TrainConfig`."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--config must be an existing Python file with get_config(), got {path!r} (no such file)")
     spec = importlib.util.spec_from_file_location("experiment_config", path)
     if spec is None or spec.loader is None:
         raise ValueError(f"--config must be a Python file with get_config(), got {path!r}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ValueError(f"--config must be a Python file with get_config(), got {path!r}, which defines none")
+    config = get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(
+            f"--config's get_config() must return a TrainConfig, got {type(config).__name__} from {path!r}"
+        )
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

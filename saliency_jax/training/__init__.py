@@ -13,7 +13,15 @@ from saliency_jax.training.input_pipeline import (
     train_batches,
     train_indices,
 )
-from saliency_jax.training.loop import EvalResult, TrainResult, chance_accuracy, evaluate, train_and_evaluate
+from saliency_jax.training.loop import (
+    RESUMABLE_CHANGES,
+    EvalResult,
+    TrainResult,
+    chance_accuracy,
+    check_resumable,
+    evaluate,
+    train_and_evaluate,
+)
 from saliency_jax.training.metrics_log import MetricsLog, read_metrics
 from saliency_jax.training.steps import (
     StepMetrics,
@@ -27,6 +35,7 @@ from saliency_jax.training.steps import (
 )
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "ArraySource",
     "Batch",
     "EvalResult",
@@ -38,6 +47,7 @@ __all__ = [
     "build_model",
     "cache_in_memory",
     "chance_accuracy",
+    "check_resumable",
     "checkpoint_manager",
     "create_train_state",
     "eval_batches",

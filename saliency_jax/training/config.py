@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+import numpy as np
+
+from saliency_jax._checks import check_int, check_number
+
+# Without jax_enable_x64 a JAX key keeps only the low 32 bits of a seed: a larger
+# seed would silently repeat a smaller one's initialisation and dropout.
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +49,13 @@ class TrainConfig:
       global_batch_size: examples per step over all devices and hosts.
       eval_batch_size: examples per evaluation step over all devices and hosts.
       num_train_steps: optimiser steps.
-      log_every: steps between metrics lines.
+      log_every: steps between training metrics lines (each checkpoint step also
+        gets one, so a resumed run logs the same lines as one that never stopped).
       checkpoint_every: steps between checkpoints (the last step is always saved).
       keep_checkpoints: how many checkpoints to keep.
       eval_every: steps between evaluation passes (0: only at the end).
       eval_examples: cap on evaluated examples (``None``: the whole split).
-      seed: seeds initialisation, data order, augmentation and dropout.
+      seed: seeds initialisation, data order, augmentation and dropout; in ``[0, 2**32)``.
     """
 
     dataset: str = "imagenet2012"
@@ -86,23 +96,56 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # Checked here, before any data is read: a mistake in a config must not
+        # surface hours later (or never, as NaN weights) from deep inside a run.
+        # Values are normalised (NumPy scalars to Python ones, paths to strings)
+        # so that the config can be written to, and compared with, config.json.
+        def set_(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("dataset", "train_split", "eval_split", "image_key", "label_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if self.data_dir is not None:
+            if isinstance(self.data_dir, os.PathLike):
+                set_("data_dir", os.fspath(self.data_dir))
+            if not isinstance(self.data_dir, str) or not self.data_dir:
+                raise ValueError(f"data_dir must be a non-empty path or None, got {self.data_dir!r}")
+        for name in ("random_flip", "cache_in_memory"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+            set_(name, bool(value))
         if self.model not in ("paper", "scaled"):
             raise ValueError(f"model must be 'paper' or 'scaled', got {self.model!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        for name in ("image_size", "global_batch_size", "eval_batch_size", "num_train_steps", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "num_workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resize_size is not None and self.resize_size < self.image_size:
-            raise ValueError(f"resize_size must be >= image_size ({self.image_size}), got {self.resize_size}")
-        if self.eval_every < 0 or self.warmup_steps < 0:
-            raise ValueError("eval_every and warmup_steps must be >= 0")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
+        for name in ("image_size", "global_batch_size", "eval_batch_size", "num_train_steps", "log_every",
+                     "checkpoint_every", "keep_checkpoints", "num_workers", "dense_features"):
+            set_(name, check_int(getattr(self, name), name, 1))
+        for name in ("mid_convs", "warmup_steps", "eval_every"):
+            set_(name, check_int(getattr(self, name), name, 0))
+        set_("seed", check_int(self.seed, "seed", 0, MAX_SEED))
+        if self.resize_size is not None:
+            set_("resize_size", check_int(self.resize_size, "resize_size (or None)", self.image_size))
+        if self.eval_examples is not None:
+            set_("eval_examples", check_int(self.eval_examples, "eval_examples (or None)", 1))
+
+        set_("learning_rate", check_number(self.learning_rate, "learning_rate", low=0.0, open_low=True))
+        set_("momentum", check_number(self.momentum, "momentum", low=0.0, high=1.0))
+        set_("weight_decay", check_number(self.weight_decay, "weight_decay", low=0.0))
+        set_("width", check_number(self.width, "width", low=0.0, open_low=True))
+        set_("dropout_rate", check_number(self.dropout_rate, "dropout_rate", low=0.0))
+        if self.dropout_rate >= 1.0:
+            raise ValueError(f"dropout_rate must be a finite number >= 0.0 and < 1.0, got {self.dropout_rate}")
+        if self.pixel_mean is not None:
+            set_("pixel_mean", check_number(self.pixel_mean, "pixel_mean (or None)"))
+        if self.pixel_scale is not None:
+            set_("pixel_scale", check_number(self.pixel_scale, "pixel_scale (or None)", low=0.0, open_low=True))
 
 def replace(config: TrainConfig, **overrides) -> TrainConfig:
     """A copy of ``config`` with some fields changed; unknown names raise ``ValueError``."""
@@ -132,9 +175,15 @@ def parse_override(config: TrainConfig, text: str) -> TrainConfig:
             raise ValueError(f"{name} must be true or false, got {raw!r}")
         value = raw.lower() in ("true", "1")
     elif isinstance(current, int) or str(fields[name].type).startswith("int"):
-        value = int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {raw!r} in override {text!r}") from None
     elif isinstance(current, float) or str(fields[name].type).startswith("float"):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r} in override {text!r}") from None
     else:
         value = raw
     return replace(config, **{name: value})

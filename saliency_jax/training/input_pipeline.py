@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from saliency_jax._checks import check_int
+
 
 class Batch(NamedTuple):
     """One batch of this process.
@@ -148,6 +150,8 @@ def train_indices(num_examples: int, global_batch_size: int, step: int, seed: in
     """
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+    global_batch_size = check_int(global_batch_size, "global_batch_size", 1)
+    step, seed = check_int(step, "step", 0), check_int(seed, "seed", 0)
     positions = step * global_batch_size + np.arange(global_batch_size)
     epochs, offsets = np.divmod(positions, num_examples)
     out = np.empty(global_batch_size, np.int64)
@@ -155,6 +159,14 @@ def train_indices(num_examples: int, global_batch_size: int, step: int, seed: in
         chosen = epochs == epoch
         out[chosen] = _permutation(num_examples, seed, int(epoch))[offsets[chosen]]
     return out
+
+
+def _check_pipeline_args(image_size, resize_size, num_workers, prefetch) -> None:
+    image_size = check_int(image_size, "image_size", 1)
+    if resize_size is not None:
+        check_int(resize_size, "resize_size (or None)", image_size)
+    check_int(num_workers, "num_workers", 0)
+    check_int(prefetch, "prefetch", 1)  # 0 would make the queue unbounded
 
 
 def process_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
@@ -193,6 +205,9 @@ def fit_image(
       uint8 ``[image_size, image_size, 3]``.
     """
     image = np.asarray(image)
+    if image.dtype != np.uint8:
+        # A cast would wrap other integers and turn a float image on the 0-1 scale black.
+        raise ValueError(f"image must be uint8 (0-255, as TFDS decodes images), got dtype {image.dtype}")
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
@@ -258,45 +273,65 @@ class _Reader:
 
 
 class _Prefetch:
-    """Runs a generator on a background thread, ``depth`` items ahead."""
+    """Runs a generator on a background thread, ``depth`` items ahead.
+
+    Once the items are exhausted, the generator failed (its error is raised
+    once) or :meth:`close` was called, ``next`` raises ``StopIteration`` at
+    once, like a Python generator's: it never waits for an item that cannot come.
+    """
 
     _DONE = object()
 
     def __init__(self, items: Iterator[Any], depth: int, on_close=None):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._finished = False
         self._on_close = on_close
         self._thread = threading.Thread(target=self._run, args=(items,), daemon=True)
         self._thread.start()
 
+    def _put(self, item) -> bool:
+        """Queues ``item`` unless closed first; whether it was queued."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, items):
         try:
             for item in items:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
-            self._queue.put(self._DONE)
+            self._put(self._DONE)
         except BaseException as error:  # hand the failure to the consumer
-            self._queue.put(error)
+            self._put(error)
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        item = self._queue.get()
-        if item is self._DONE:
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set() or (not self._thread.is_alive() and self._queue.empty()):
+                    self._finished = True  # closed, or the thread is gone without a last word
+                continue
+            if item is self._DONE:
+                self._finished = True
+            elif isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            else:
+                return item
+        raise StopIteration
 
     def close(self):
         self._stop.set()
+        self._finished = True
         self._thread.join(timeout=5)
         if self._on_close is not None:
             self._on_close()
@@ -330,10 +365,18 @@ def train_batches(
       An iterator of :class:`Batch` (``b = global_batch_size / process_count``
       rows), prefetched on a thread; call ``close()`` when done early.
     """
+    global_batch_size = check_int(global_batch_size, "global_batch_size", 1)
+    seed = check_int(seed, "seed", 0)
+    start_step = check_int(start_step, "start_step", 0)
+    if num_steps is not None:
+        num_steps = check_int(num_steps, "num_steps (or None)", 0)
+    _check_pipeline_args(image_size, resize_size, num_workers, prefetch)
     rows = process_rows(global_batch_size, process_index, process_count)
+    n = len(source)
+    if n < 1:
+        raise ValueError("source must hold at least one example, got an empty source")
     reader = _Reader(source, image_key=image_key, label_key=label_key, image_size=image_size,
                      resize_size=resize_size, num_workers=num_workers)
-    n = len(source)
 
     def batches():
         step = start_step
@@ -373,6 +416,10 @@ def eval_batches(
     Returns:
       An iterator of :class:`Batch`, prefetched on a thread.
     """
+    global_batch_size = check_int(global_batch_size, "global_batch_size", 1)
+    if num_examples is not None:
+        num_examples = check_int(num_examples, "num_examples (or None)", 1)
+    _check_pipeline_args(image_size, resize_size, num_workers, prefetch)
     n = len(source) if num_examples is None else min(num_examples, len(source))
     rows = process_rows(global_batch_size, process_index, process_count)
     reader = _Reader(source, image_key=image_key, label_key=label_key, image_size=image_size,

@@ -3,7 +3,9 @@
 ``workdir`` holds ``checkpoints/<step>/`` (orbax), ``metrics.jsonl`` and
 ``config.json``. Running again with the same ``workdir`` resumes from the
 latest checkpoint and continues exactly as an uninterrupted run would: the
-batches and dropout masks of a step depend only on the seed and the step.
+batches and dropout masks of a step depend only on the seed and the step, and
+the metrics log is cut back to the checkpoint. A config that would train other
+weights than the run being resumed is refused (:func:`check_resumable`).
 """
 
 from __future__ import annotations
@@ -71,14 +73,38 @@ class TrainResult(NamedTuple):
     resumed_from: int | None
 
 
+def _check_source(source, what: str, config: TrainConfig) -> None:
+    """Raises ``ValueError`` unless ``source`` is a non-empty random-access source with the config's keys."""
+    try:
+        size = len(source)
+        example = source[0] if size else None
+    except (TypeError, AttributeError, KeyError) as error:
+        raise ValueError(f"{what} must be a random-access data source (len and [i]), got {type(source).__name__}: "
+                         f"{error}") from error
+    if not size:
+        raise ValueError(f"{what} must hold at least one example, got an empty source")
+    if not isinstance(example, Mapping):
+        raise ValueError(f"{what} must give dicts of features, got {type(example).__name__} for example 0")
+    for name in ("image_key", "label_key"):
+        key = getattr(config, name)
+        if key not in example:
+            raise ValueError(f"{name} must name a feature of {what}, got {key!r}; its features are {sorted(example)}")
+
+
 def _open_sources(config: TrainConfig, sources: Mapping[str, Any] | None):
     if sources is not None:
+        if not isinstance(sources, Mapping):
+            raise ValueError(f"sources must be a mapping with keys 'train' and 'eval', got {type(sources).__name__}")
         missing = {"train", "eval"} - set(sources)
         if missing:
             raise ValueError(f"sources must have keys 'train' and 'eval', missing {sorted(missing)}")
+        _check_source(sources["train"], "sources['train']", config)
+        _check_source(sources["eval"], "sources['eval']", config)
         return sources["train"], sources["eval"]
     train = input_pipeline.load_source(config.dataset, config.train_split, config.data_dir)
     evaluation = input_pipeline.load_source(config.dataset, config.eval_split, config.data_dir)
+    _check_source(train, f"the {config.train_split!r} split of {config.dataset!r} (train_split)", config)
+    _check_source(evaluation, f"the {config.eval_split!r} split of {config.dataset!r} (eval_split)", config)
     if config.cache_in_memory:
         keys = [config.image_key, config.label_key]
         train = input_pipeline.cache_in_memory(train, keys, label_key=config.label_key, num_workers=config.num_workers)
@@ -120,13 +146,38 @@ def evaluate(
             total = metrics if total is None else jax.tree.map(lambda a, b: a + b, total, metrics)
     finally:
         batches.close()
-    loss, correct, count = (float(x) for x in jax.device_get(total))
+    if total is None:
+        raise ValueError("source must hold at least one example to evaluate, got an empty source")
+    loss, correct, count, bad = (float(x) for x in jax.device_get(total))
+    if bad:
+        raise ValueError(
+            f"{config.label_key} values must be class ids in [0, K), K the model's number of classes, but "
+            f"{int(bad)} of the {int(count)} evaluated examples are not"
+        )
     return EvalResult(loss / max(count, 1.0), correct / max(count, 1.0), int(count))
 
 
-@functools.lru_cache(maxsize=4)
 def _compiled(config: TrainConfig, num_classes: int, mesh: Mesh):
-    """The model and its jitted init, train and eval functions for a config (reused across runs)."""
+    """The model and its jitted init, train and eval functions for a config (reused across runs).
+
+    Runs whose configs differ only in what the jitted functions do not see (the
+    data, batch sizes, seed, how often to log) share one compilation.
+    """
+    return _compiled_for(_compile_key(config), num_classes, mesh)
+
+
+def _compile_key(config: TrainConfig) -> TrainConfig:
+    """``config`` with every field the model, optimiser and schedule do not read set to a fixed value."""
+    return dataclasses.replace(
+        config, dataset="-", data_dir=None, train_split="-", eval_split="-", image_key="-", label_key="-",
+        resize_size=None, random_flip=False, cache_in_memory=False, num_workers=1, global_batch_size=1,
+        eval_batch_size=1, log_every=1, checkpoint_every=1, keep_checkpoints=1, eval_every=0, eval_examples=None,
+        seed=0,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_for(config: TrainConfig, num_classes: int, mesh: Mesh):
     model = build_model(config, num_classes)
     tx = make_optimizer(config)
     replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
@@ -152,6 +203,8 @@ def _write_json_atomic(path: str, payload: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -178,7 +231,16 @@ def train_and_evaluate(
 
     Returns:
       :class:`TrainResult`.
+
+    Raises:
+      ValueError: a bad argument; a checkpoint in ``workdir`` that ``config``
+        cannot resume (:func:`check_resumable`); a source without examples or
+        without the config's keys; labels outside ``[0, K)``.
     """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
+        raise ValueError(f"workdir must be a non-empty path, got {workdir!r}")
     workdir = os.path.abspath(os.fspath(workdir))
     mesh = parallel.data_mesh() if mesh is None else mesh
     if config.global_batch_size % mesh.size or config.eval_batch_size % mesh.size:
@@ -189,20 +251,26 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     if is_main:
         os.makedirs(workdir, exist_ok=True)
-        _write_json_atomic(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
-
-    train_source, eval_source = _open_sources(config, sources)
-    num_classes = input_pipeline.num_classes_of(train_source, config.label_key)
-    model, schedule, init, step_fn, eval_fn = _compiled(config, num_classes, mesh)
-    root_key = jax.random.key(config.seed)
-    state = init(jax.random.fold_in(root_key, 0))
-    dropout_key = jax.random.fold_in(root_key, 1)
-
     manager = checkpoints.checkpoint_manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
-    resumed_from = checkpoints.latest_step(manager)
-    if resumed_from is not None:
-        state = checkpoints.restore(manager, state, resumed_from)
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=is_main)
+    try:
+        resumed_from = checkpoints.latest_step(manager)
+        if resumed_from is not None:
+            check_resumable(config, workdir, resumed_from)
+        if is_main:  # after the check: a refused resume leaves the run's record as it was
+            _write_json_atomic(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
+
+        train_source, eval_source = _open_sources(config, sources)
+        num_classes = input_pipeline.num_classes_of(train_source, config.label_key)
+        model, schedule, init, step_fn, eval_fn = _compiled(config, num_classes, mesh)
+        root_key = jax.random.key(config.seed)
+        state = init(jax.random.fold_in(root_key, 0))
+        dropout_key = jax.random.fold_in(root_key, 1)
+        if resumed_from is not None:
+            state = checkpoints.restore(manager, state, resumed_from)
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=is_main)
+    except BaseException:
+        manager.close()
+        raise
 
     start = int(jax.device_get(state.step))
     batches = None
@@ -228,8 +296,16 @@ def train_and_evaluate(
             window = metrics if window is None else jax.tree.map(lambda a, b: a + b, window, metrics)
             done = step + 1
             bar.update(1)
-            if done % config.log_every == 0 or done == config.num_train_steps:
-                loss, correct, count = (float(x) for x in jax.device_get(window))
+            save_now = done % config.checkpoint_every == 0 or done == config.num_train_steps
+            # A window of training metrics also closes at every checkpoint, so a run
+            # resumed from one logs the same windows as a run that never stopped.
+            if done % config.log_every == 0 or save_now:
+                loss, correct, count, bad = (float(x) for x in jax.device_get(window))
+                if bad:  # before anything is saved: the weights of this window are garbage
+                    raise ValueError(
+                        f"{config.label_key} values must be class ids in [0, {num_classes}), but {int(bad)} of the "
+                        f"training examples of steps {window_start + 1} to {done} are not"
+                    )
                 elapsed = time.perf_counter() - window_time
                 log.write(done, {
                     "train_loss": loss / count,
@@ -239,11 +315,14 @@ def train_and_evaluate(
                 })
                 bar.set_postfix(loss=f"{loss / count:.3f}", acc=f"{correct / count:.3f}")
                 window, window_start, window_time = None, done, time.perf_counter()
-            if done % config.checkpoint_every == 0 or done == config.num_train_steps:
-                checkpoints.save(manager, state)
+            # Evaluate before saving: a run that dies during the evaluation resumes
+            # from the previous checkpoint and evaluates again, instead of from this
+            # step's checkpoint with the evaluation line missing.
             if config.eval_every and done % config.eval_every == 0 and done != config.num_train_steps:
                 result = evaluate(eval_fn, state.params, eval_source, config, mesh)
                 log.write(done, {"eval_loss": result.loss, "eval_accuracy": result.accuracy})
+            if save_now:
+                checkpoints.save(manager, state)
             if step_callback is not None:
                 step_callback(done)
     finally:
@@ -265,6 +344,53 @@ def train_and_evaluate(
     return TrainResult(model, state, result, num_classes, resumed_from)
 
 
+# Settings a run may change when it resumes: where data is read from and how often
+# the run logs, saves and evaluates, none of which changes the trained weights.
+# ``num_train_steps`` may change too when the schedule is constant (a cosine
+# schedule's shape depends on it).
+RESUMABLE_CHANGES = frozenset({
+    "data_dir", "eval_split", "cache_in_memory", "num_workers", "eval_batch_size", "log_every",
+    "checkpoint_every", "keep_checkpoints", "eval_every", "eval_examples",
+})
+
+
+def check_resumable(config: TrainConfig, workdir: str | os.PathLike, step: int) -> None:
+    """Raises ``ValueError`` unless ``config`` may continue the run in ``workdir`` from checkpoint ``step``.
+
+    The run's ``config.json`` (if there is one) must agree with ``config`` in
+    every field but :data:`RESUMABLE_CHANGES`, and ``num_train_steps`` must not
+    be below ``step``.
+    """
+    workdir = os.fspath(workdir)
+    if step > config.num_train_steps:
+        raise ValueError(
+            f"num_train_steps must be >= {step}, the step of the latest checkpoint in {workdir}, to resume "
+            f"that run, got {config.num_train_steps} (use a new workdir to train a shorter run)"
+        )
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}, the config of the run to resume: {error}") from error
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}, the config of the run to resume, must hold a JSON object, got {stored!r:.80}")
+    free = RESUMABLE_CHANGES | ({"num_train_steps"} if config.schedule == "constant" else set())
+    changed = [
+        f"{field.name}: {stored[field.name]!r} -> {getattr(config, field.name)!r}"
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in free and field.name in stored and stored[field.name] != getattr(config, field.name)
+    ]
+    if changed:
+        raise ValueError(
+            f"config must match the run in {workdir} to resume it from its checkpoint at step {step}, but it "
+            f"changes {'; '.join(changed)}. Restore those values or use a new workdir (a resumed run may change "
+            f"only {', '.join(sorted(RESUMABLE_CHANGES))}, and num_train_steps with a constant schedule)"
+        )
+
+
 def chance_accuracy(labels: np.ndarray, num_classes: int) -> float:
     """Accuracy of always answering the most frequent class of ``labels`` (at least ``1/K``)."""
     labels = np.asarray(labels)
@@ -273,4 +399,12 @@ def chance_accuracy(labels: np.ndarray, num_classes: int) -> float:
     return max(float(np.bincount(labels, minlength=num_classes).max() / labels.size), 1.0 / num_classes)
 
 
-__all__ = ["EvalResult", "TrainResult", "chance_accuracy", "evaluate", "train_and_evaluate"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "EvalResult",
+    "TrainResult",
+    "chance_accuracy",
+    "check_resumable",
+    "evaluate",
+    "train_and_evaluate",
+]

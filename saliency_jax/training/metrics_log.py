@@ -45,6 +45,8 @@ class MetricsLog:
         with open(tmp, "w") as f:
             for record in kept:
                 f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the old log
         os.replace(tmp, self.path)
 
     def has_record(self, step: int, key: str) -> bool:

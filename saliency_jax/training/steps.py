@@ -40,11 +40,16 @@ class StepMetrics(NamedTuple):
       loss: float32 scalar, summed cross-entropy.
       correct: float32 scalar, number of top-1 hits.
       count: float32 scalar, number of examples.
+      bad_labels: float32 scalar, number of examples whose label is not a class
+        id in ``[0, K)``. Their loss is meaningless (the cross-entropy of a
+        missing class): the loop refuses a batch with any. Counted inside the
+        jitted step, so every process of a multi-host run sees the same total.
     """
 
     loss: jax.Array
     correct: jax.Array
     count: jax.Array
+    bad_labels: jax.Array
 
 
 def build_model(config: TrainConfig, num_classes: int) -> convnet.ConvNet:
@@ -108,7 +113,8 @@ def create_train_state(
 def _metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> StepMetrics:
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return StepMetrics(jnp.sum(losses * weights), jnp.sum(hits * weights), jnp.sum(weights))
+    bad = ((labels < 0) | (labels >= logits.shape[-1])).astype(jnp.float32)
+    return StepMetrics(jnp.sum(losses * weights), jnp.sum(hits * weights), jnp.sum(weights), jnp.sum(bad * weights))
 
 
 def train_step(
