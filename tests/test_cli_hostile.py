@@ -92,6 +92,38 @@ def test_resume_recomputes_when_the_input_changes_or_a_file_is_replaced(tmp_path
     assert _run(argv, red_model) == 0 and np.load(out / "a_saliency.npy").shape == (SIZE, SIZE)
 
 
+@pytest.mark.parametrize("command", ["saliency", "localise"])
+def test_an_input_replaced_while_the_command_runs_is_not_recorded_under_its_old_hash(tmp_path, capsys, red_model,
+                                                                                    monkeypatch, command):
+    changing, steady, out = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "out"
+    _write_photo(changing, 40, 40, (5, 5, 20, 20))
+    _write_photo(steady, 40, 40, (5, 5, 20, 20))
+    read = io.load_image
+
+    def load_then_replace(path, **kwargs):  # the file changes after it was hashed and decoded
+        image = read(path, **kwargs)
+        if os.fspath(path) == str(changing):
+            _write_photo(changing, 40, 40, (20, 20, 35, 35))
+        return image
+
+    monkeypatch.setattr(io, "load_image", load_then_replace)
+    assert _run([command, str(changing), str(steady), "--out", str(out)], red_model) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a.png' changed while the command was running" in err, err
+    record_name = "{}.json" if command == "saliency" else "{}_box.json"
+    assert not [n for n in os.listdir(out) if n.startswith("a")] and (out / record_name.format("b")).exists()
+    monkeypatch.setattr(io, "load_image", read)
+    assert _run([command, str(changing), str(steady), "--out", str(out), "--resume"], red_model) == 0
+    record = json.loads((out / record_name.format("a")).read_text())
+    assert record["complete"] is True and record["identity"] == _common_identity(changing)
+
+
+def _common_identity(path):
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 # --- nothing is overwritten that the command did not write ----------------------------------------
 
 
@@ -196,7 +228,10 @@ def test_a_signal_ends_the_command_at_once_with_one_line_and_no_partial_set(tmp_
     exe = os.path.join(os.path.dirname(sys.executable), "saliency-jax")
     proc = subprocess.Popen([exe, "saliency", "bundled:chelsea", "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)  # loading or compiling the model
+    deadline = time.monotonic() + 120
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the command has started its work (it makes --out first) ...
+    time.sleep(1.5)  # ... and is loading or compiling the model
     proc.send_signal(sig)
     sent = time.monotonic()
     _, err = proc.communicate(timeout=60)
@@ -206,3 +241,8 @@ def test_a_signal_ends_the_command_at_once_with_one_line_and_no_partial_set(tmp_
     left = os.listdir(out)
     assert not [f for f in left if f.startswith(".tmp-")]
     assert "chelsea.json" not in left or not json.loads((out / "chelsea.json").read_text())["complete"]
+
+
+def test_the_command_named_at_start_up_is_each_subcommand_name():
+    # a signal before the subcommands are imported still names the command
+    assert cli._COMMAND_NAMES == tuple(command.COMMAND for command in cli._commands())

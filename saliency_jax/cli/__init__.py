@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 # subcommands (and with them JAX) are imported.
 from saliency_jax.cli import _common
 
+_COMMAND_NAMES = ("saliency", "localise", "class-model")  # each module's COMMAND (a test checks)
 _EXIT_STATUS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
 
 
@@ -121,6 +122,9 @@ def main(argv: Sequence[str] | None = None, *, classifier=None) -> int:
     """
     ending = _Ending()
     restore = ending.install()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Named before the subcommands (and JAX) are imported, so that a signal during start-up names it too.
+    ending.command = argv[0] if argv and argv[0] in _COMMAND_NAMES else ""
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -266,6 +266,23 @@ def input_identity(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def load_input(item: Input, max_pixels: int | None):
+    """The input's pixels, refused when the file no longer holds the bytes its record will name.
+
+    The file is hashed again after it is decoded: a file replaced since
+    :func:`check_inputs` hashed it would otherwise give outputs whose record names
+    the old bytes, which ``--resume`` would then trust. Raises ``ValueError`` (or
+    ``OSError`` for a file that has gone).
+    """
+    from saliency_jax import io
+
+    image = io.load_image(item.path, max_pixels=max_pixels)
+    if input_identity(item.path) != item.identity:
+        raise ValueError(f"image: {printable(item.path)!r} changed while the command was running; "
+                         "its outputs were not written (run the command again)")
+    return image
+
+
 def check_inputs(command: str, images: Sequence[str], max_pixels: int | None) -> tuple[list[Input], list[str]]:
     """The inputs that can be read, and the names of those that cannot (each reported in one line).
 

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         chunk, photos = [], []
         for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
             try:
-                photos.append(io.load_image(item.path, max_pixels=args.max_pixels))
+                photos.append(_common.load_input(item, args.max_pixels))
                 chunk.append(item)
             except (OSError, ValueError) as e:
                 _common.report(COMMAND, str(e))

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
             chunk, batch = [], []
             for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
                 try:
-                    batch.append(io.resize_image(io.load_image(item.path, max_pixels=args.max_pixels), size))
+                    batch.append(io.resize_image(_common.load_input(item, args.max_pixels), size))
                     chunk.append(item)
                 except (OSError, ValueError) as e:
                     _common.report(COMMAND, str(e))
