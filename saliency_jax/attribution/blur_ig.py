@@ -6,10 +6,14 @@ to 0, so no baseline has to be chosen and the path adds no new features:
 
     BlurIG_c(x) = -sum_i (s_{i+1} - s_i) * dx/ds (s_i) * dS_c/dI (x(s_i)),
 
-with ``s_i = i * max_sigma / steps`` (or its square root schedule), ``i = 0 ..
-steps - 1``, and ``dx/ds`` a forward difference of step ``grad_step``, as in the
-authors' implementation (PAIR saliency, whose blur pads with zeros). Its sum is
-about ``S_c(x) - S_c(G_max_sigma * x)``.
+with ``s_i = i * max_sigma / steps`` (with ``sqrt=True``: ``s_i = sqrt(i *
+max_sigma / steps)``, so the strongest blur is then ``sqrt(max_sigma)`` pixels),
+``i = 0 .. steps - 1``, and ``dx/ds`` a forward difference of step ``grad_step``,
+as in the authors' implementation (PAIR saliency's ``BlurIG`` with
+``batch_size=1``, whose blur pads with zeros). Its sum is about ``S_c(x) -
+S_c(G_s * x)`` with ``s = s_steps``, the strongest blur: ``max_sigma``, or
+``sqrt(max_sigma)`` with ``sqrt``. PAIR's defaults are ``steps=100``,
+``max_sigma=50``, ``grad_step=0.01``; here ``steps`` defaults to 32.
 
 The blur is separable and written as two ``[H, H]`` and ``[W, W]`` matrices whose
 entries depend on ``sigma``, so a batch can be blurred with a different, traced
@@ -189,14 +193,16 @@ def blur_integrated_gradients(
       key: unused; accepted for the common interface.
       batch_size: path points per model call (``None``: all ``B * steps`` at once).
       steps: points of the path, ``>= 2`` (the authors use 100).
-      max_sigma: the strongest blur, in pixels, ``> 0`` (the authors' 50).
+      max_sigma: the strongest blur, in pixels, ``> 0`` (the authors' 50); with
+        ``sqrt``, the strongest blur is ``sqrt(max_sigma)`` (PAIR's schedule).
       grad_step: the step in ``sigma`` of the forward difference ``dx/ds``, ``> 0``.
-      sqrt: space the blur levels as ``sqrt`` of a uniform grid (finer near the image).
+      sqrt: blur levels ``sqrt(i * max_sigma / steps)`` (PAIR's ``sqrt=True``: finer
+        near the image, up to ``sqrt(max_sigma)``) instead of ``i * max_sigma / steps``.
       rule: the ReLU backward rule (§4).
 
     Returns:
       float32 ``[B, H, W, C]``, in score units; summed, about
-      ``S_c(x) - S_c(blur(x, max_sigma))``.
+      ``S_c(x) - S_c(blur(x, max_sigma))`` (``sqrt(max_sigma)`` with ``sqrt``).
     """
     del key
     images = _common.as_images(images)

@@ -17,6 +17,19 @@ is intercepted in the model's own forward pass (no hooks, no second model), and 
 zero added to it there gives ``dS_c/dA`` as the gradient with respect to that zero.
 For the embedded models the default layer is the classifier's
 ``feature_layer`` (:func:`default_layer`), the last spatial feature map.
+
+Against Captum's ``LayerGradCam(model, layer)``: Grad-CAM here is its
+``attribute(x, target, relu_attributions=True)[:, 0]``, always rectified as in
+Selvaraju et al. (Captum's default, ``relu_attributions=False``, keeps the
+negative part). The map stays at the layer's resolution; resizing it with
+:func:`~saliency_jax.attribution.attribution_map`'s ``size`` is bilinear with
+half-pixel centres, Captum's ``LayerAttribution.interpolate(..., interpolate_mode=
+"bilinear")`` (``align_corners=False``) when upsampling; Captum's default mode is
+``"nearest"``. Captum's ``GuidedGradCam`` is ``gradient(..., rule="guided")``
+multiplied by the Grad-CAM map upsampled to the input (its default: nearest, by
+whole cells with ``jnp.repeat`` when the sizes divide). Grad-CAM++ equals
+pytorch-grad-cam's, whose denominator adds ``1e-6``; here a zero denominator
+gives a zero weight instead.
 """
 
 from __future__ import annotations

@@ -4,6 +4,14 @@
 ``batch_size`` images at a time; ``gradient_x_input`` multiplies it by the image
 (Shrikumar et al., 2016), i.e. IG with one step from a zero baseline for a model
 that is linear along the path.
+
+Against Captum: ``gradient`` is ``Saliency(model).attribute(x, target, abs=False)``,
+signed; Captum's ``Saliency`` returns ``|dS_c/dI|`` by default (``abs=True``), which
+is ``jnp.abs`` of this (the paper's map :func:`~saliency_jax.attribution.attribution_map`
+takes ``max_c |.|`` either way). ``gradient_x_input`` is ``InputXGradient``.
+``rule="guided"`` is ``GuidedBackprop`` and ``rule="deconvnet"`` is ``Deconvolution``
+(both keep max-pooling's switches), for a model whose rectifiers are
+:func:`saliency_jax.backprop_rules.relu`, as Captum's need ``nn.ReLU`` modules.
 """
 
 from __future__ import annotations

@@ -7,6 +7,15 @@ halved at both ends, summing to 1), so the attributions' sum tends to
 ``S_c(x) - S_c(x')`` (completeness) as ``steps`` grows, and is exact for any
 ``steps`` on a model linear along the path.
 
+Against Captum's ``IntegratedGradients``: the same attributions (multiplied by
+``x - x'``, one per input element) as its ``method="riemann_trapezoid"`` with
+``n_steps=steps`` times ``steps / (steps - 1)``. Captum's trapezoid puts its points
+at the same ``a`` but weighs them ``1 / steps`` (halved at both ends), weights that
+sum to ``(steps - 1) / steps``, so its sums fall short of completeness by that
+factor even on a linear model; the weights here are the trapezoid rule's. Captum's
+default rule is Gauss-Legendre with 50 points; PAIR saliency's IG averages the
+gradients at ``linspace(0, 1, steps)`` with equal weights ``1 / steps``.
+
 The ``B * steps`` interpolants run ``batch_size`` at a time (see
 :mod:`saliency_jax.attribution._common`): memory is bounded by ``batch_size``,
 not by ``steps``.
@@ -62,7 +71,9 @@ def integrated_gradients(
       baseline: ``x'``: a number, ``[H, W, C]`` or ``[B, H, W, C]``; ``None`` is the
         black image (zeros; 0 is black on the embedded models' 0-255 scale).
       steps: points of the path, ``>= 2``, ends included.
-      rule: the ReLU backward rule (§4); ``"gradient"`` for IG proper.
+      rule: the ReLU backward rule (§4); ``"gradient"`` for IG proper (``"guided"``
+        integrates guided back-propagation along the straight path: not PAIR's
+        Guided IG, whose path adapts to the gradient).
 
     Returns:
       float32 ``[B, H, W, C]``, in score units; summed, about ``S_c(x) - S_c(x')``.

@@ -3,13 +3,23 @@
 SmoothGrad (Smilkov et al., 2017) averages a method's attributions over copies
 ``x + e`` with Gaussian noise ``e`` of standard deviation ``noise_scale * (max(x) -
 min(x))`` (each image's value range); SquareGrad averages their squares and
-VarGrad (Adebayo et al., 2018) takes their variance, as Captum's ``NoiseTunnel``.
+VarGrad (Adebayo et al., 2018) takes their variance (``E[a^2] - E[a]^2``), as
+Captum's ``NoiseTunnel`` with ``nt_type`` ``"smoothgrad"``, ``"smoothgrad_sq"`` and
+``"vargrad"``, and PAIR saliency's ``SmoothGrad`` (``magnitude=True`` squares).
+The noise is relative, as in Smilkov et al. and PAIR (``stdev_spread``, default
+0.15): Captum's ``stdevs`` is an absolute standard deviation (default 1.0), so
+Captum's equivalent of ``noise_scale`` is ``stdevs = noise_scale * (x.max() -
+x.min())`` for each image. Captum's gradient (``Saliency``) is ``abs=True`` by
+default: pass ``method=`` a function returning ``jnp.abs`` of the gradient to
+match that. The wrapped method keeps its own settings (IG's ``baseline`` is not
+noised, as in Captum).
+
 Written once for every method of the package: ``method`` (default: the gradient)
 is called on chunks of ``batch_size`` noisy copies, with its own settings passed
 through, and the moments are summed in a ``lax.scan``, so memory does not grow
 with ``num_samples``.
 
-The noise of sample ``n`` is ``normal(fold_in(key, n), [H, W, C])`` scaled by
+The noise of sample ``n`` is ``normal(fold_in(split(key)[0], n), [H, W, C])`` scaled by
 each image's range: the same draw for every image of a batch and every class,
 so an image's result does not depend on the batch it is in. The class explained
 is fixed from the clean image (``classes=None``: its top-1).

@@ -1,12 +1,16 @@
 """Occlusion (Zeiler & Fergus, 2014): the score lost when a patch is covered.
 
 A ``patch`` square (or ``(ph, pw)`` rectangle) slides over the image with
-``stride``, from the top-left corner, as long as it fits (Captum's ``Occlusion``
-positions: ``(H - ph) // sh + 1`` rows of them); each placement replaces the
+``stride``, from the top-left corner, until it has reached the bottom and right
+edges: Captum's ``Occlusion`` placements, ``ceil((H - ph) / sh) + 1`` rows of
+them (and as many columns), the last one cut at the edge where the stride does
+not tile the image, so every pixel is covered. Each placement replaces the
 patch's pixels, in every channel, by ``baseline``. A pixel's attribution is the
 mean, over the placements covering it, of the class score's drop
-``S_c(x) - S_c(x with the patch covered)``; pixels no placement covers get 0.
-The attribution is the same in every channel.
+``S_c(x) - S_c(x with the patch covered)`` (Captum's sign and averaging). The
+attribution is the same in every channel (Captum's ``sliding_window_shapes=(C,
+ph, pw)``). A stride wider than the patch, which Captum refuses, is allowed:
+the pixels between placements are covered by none and get 0.
 
 The ``B * placements`` occluded copies run ``batch_size`` at a time.
 """
@@ -27,6 +31,10 @@ from saliency_jax.types import LogitsFn
 def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarray:
     """int32 ``[P, 2]``: the top-left ``(y, x)`` of every placement of the patch.
 
+    The starts along an axis of ``n`` pixels are ``0, s, 2 s, ...`` below ``n - p + s``
+    (and below ``n``): Captum's ``ceil((n - p) / s) + 1`` of them, the last
+    placement cut at the edge when ``s`` does not divide ``n - p``.
+
     Raises:
       ValueError: if the patch is larger than the image or a size is not a positive integer.
     """
@@ -34,8 +42,9 @@ def occlusion_positions(image_shape: tuple[int, int], patch, stride) -> np.ndarr
     height, width = image_shape
     if ph > height or pw > width:
         raise ValueError(f"patch must fit in the image ({height}x{width}), got {ph}x{pw}")
-    ys = np.arange(0, height - ph + 1, sh)
-    xs = np.arange(0, width - pw + 1, sw)
+    ys = np.arange(0, height - ph + sh, sh)
+    xs = np.arange(0, width - pw + sw, sw)
+    ys, xs = ys[ys < height], xs[xs < width]  # a stride wider than the patch: no empty placement
     return np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int32)
 
 
@@ -62,7 +71,8 @@ def occlusion(
       key: unused; accepted for the common interface.
       batch_size: occluded copies per model call (``None``: all at once).
       patch: the patch's side, or ``(height, width)``, no larger than the image.
-      stride: the step between placements, or ``(y, x)``.
+      stride: the step between placements, or ``(y, x)`` (the last placement is cut at
+        the edge when it does not tile the image, as in Captum).
       baseline: the value the covered pixels take (0: black on a 0-255 scale), a number
         that float32 holds.
 

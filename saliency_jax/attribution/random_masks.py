@@ -10,6 +10,15 @@ expectation ``p``:
 
     RISE_c(x) = 1 / (N p) * sum_n P_c(x * M_n) M_n
 
+The upsampling holds the edge cells (half-pixel centres, as ``tf.image.resize``
+in Xplique's ``Rise``); the authors' code (skimage ``resize``, ``mode="reflect"``)
+mirrors the grid instead, which changes a mask only within half an upsampled
+cell of the upsampled grid's border, and not its expectation ``p``. The
+normalisation is the paper's ``1 / (N p)``; Xplique's ``Rise`` divides by
+``sum_n M_n`` instead (a ratio estimator of the same ``E[P_c(x * M) | M = 1]``)
+and weighs the model's output for the class as it comes (probabilities only if
+the model outputs them), where this uses the softmax of the logits, as the paper.
+
 Mask ``n`` is drawn from ``fold_in(key, n)``: the same masks for every image of a
 batch (so an image's map does not depend on the batch it is in) and for every
 class. The ``B * num_masks`` masked copies run ``batch_size`` at a time.
@@ -30,6 +39,9 @@ from saliency_jax.types import LogitsFn
 
 def rise_mask(key: jax.Array, image_shape: tuple[int, int], *, grid: int = 7, p: float = 0.5) -> jax.Array:
     """One RISE mask, float32 ``[H, W]`` in ``[0, 1]``, from ``key``.
+
+    The cells are drawn from the first key of ``jax.random.split(key)``, the shift
+    (``[0, cell)`` on each axis) from the second.
 
     Args:
       key: a PRNG key.
