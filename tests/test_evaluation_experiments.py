@@ -59,3 +59,28 @@ def test_fig3_with_the_real_model(experiment, tmp_path):
     # three rows of five panels: the photo, then the two-object scene once per object's class
     assert height < width < 3 * height  # one row alone would be over 4 times as wide as high
     assert np.asarray(Image.open(out)).std() > 10
+
+
+def test_graphcut_sweep_ranks_settings_against_the_reference(experiment, tmp_path, capsys, monkeypatch):
+    from saliency_jax.evaluation import benchmark as bench
+
+    sweep = experiment("sweep_graphcut")
+    cache = tmp_path / "maps.npz"
+    for seed in (1, 2):  # simulated maps in the cache: no model is loaded
+        data = bench.make_benchmark(6, size=64, seed=seed)
+        stored = dict(np.load(cache)) if cache.exists() else {}
+        np.savez(cache, **stored, **{f"seed{seed}_n6": bench.simulated_saliency(data.masks, seed=seed)})
+    original = bench.make_benchmark
+    monkeypatch.setattr(bench, "make_benchmark", lambda n, size=224, seed=0: original(n, size=64, seed=seed))
+    result = sweep.main(["--seeds", "1,2", "--images", "6", "--components", "2", "--weights", "50",
+                         "--reference", "5,50", "--processes", "1", "--maps-cache", str(cache),
+                         "--out", str(tmp_path / "sweep.json")])
+    rows = {(r["components"], r["weight"]): r for r in result["rows"]}
+    assert set(rows) == {(2, 50.0), (5, 50.0)}  # the reference is always swept
+    assert rows[(5, 50.0)]["wins"] == 0
+    for r in rows.values():
+        assert len(r["per_seed"]) == 2 and r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+        assert 0.0 <= r["mean"] <= 1.0
+    assert [r["mean"] for r in result["rows"]] == sorted((r["mean"] for r in result["rows"]), reverse=True)
+    assert "| components | weight | seed 1 | seed 2 |" in capsys.readouterr().out
+    assert (tmp_path / "sweep.json").exists()
