@@ -22,7 +22,11 @@ with ``num_samples``.
 The noise of sample ``n`` is ``normal(fold_in(split(key)[0], n), [H, W, C])`` scaled by
 each image's range: the same draw for every image of a batch and every class,
 so an image's result does not depend on the batch it is in. The class explained
-is fixed from the clean image (``classes=None``: its top-1).
+is fixed from the clean image (``classes=None``: its top-1). A random ``method``
+(RISE, or a noise wrapper inside this one) gets one key per call, that is per
+chunk of ``batch_size`` copies, so the copies of a chunk share its randomness
+(RISE's masks) and the result depends on ``batch_size``; ``batch_size=1`` gives
+every copy a key of its own.
 """
 
 from __future__ import annotations
