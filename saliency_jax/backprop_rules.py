@@ -14,15 +14,22 @@ The rule is read when a function is *traced*, from :func:`backprop_rule`, so any
 model built with :func:`relu` / :func:`relu6` gets all three without hooks or
 model surgery. Library entry points take ``rule=`` and set it inside the traced
 function; when you ``jax.jit`` a function yourself, enter the context inside it
-(or make the rule a static argument), since a cached trace keeps the rule it was
-traced with.
+(or make the rule a static argument). The rule is also a JAX user context
+(``jax.make_user_context``), part of the key of JAX's trace and compilation
+caches: a function that JAX traced under one rule (a ``jax.jit`` inside the
+model, or a body given to ``jax.lax.cond``, ``jax.lax.scan`` or ``jax.checkpoint``
+that is the same Python function object on every call) is traced again under
+another, so no cached trace keeps a stale rule.
 
 Two consequences of the rules worth knowing:
 
-* The deconvnet and guided rules are ``jax.custom_vjp`` functions: reverse mode
-  only (no ``jax.jvp``/``jax.hessian`` through them), and their backward pass is
-  not linear in the incoming signal (it rectifies it), so a pullback of a sum of
-  seeds is not the sum of the pullbacks. The gradient rule is plain autodiff.
+* The deconvnet and guided rules are ``jax.custom_vjp`` functions: no forward mode
+  through the rectifier itself (``jax.jvp`` or ``jax.jacfwd`` of a function of it
+  raises), but a backward pass made with them can be differentiated again, in
+  reverse or forward mode (``jax.grad`` of a gradient, ``jax.hessian``), and gives
+  the derivative of the rule's piecewise formula. Their backward pass is not linear
+  in the incoming signal (it rectifies it), so a pullback of a sum of seeds is not
+  the sum of the pullbacks. The gradient rule is plain autodiff.
 * The deconvnet rule never looks at the forward pass. In a network whose only
   input-dependent backward operations are the rectifiers (no max-pooling, whose
   switches are kept under every rule), such as EfficientNet-Lite0, the deconvnet
@@ -44,6 +51,10 @@ RULES = ("gradient", "deconvnet", "guided")
 _CURRENT_RULE: contextvars.ContextVar[str] = contextvars.ContextVar(
     "saliency_jax_backprop_rule", default="gradient"
 )
+# The same rule as a key of JAX's caches, so that a trace JAX cached under one rule
+# is not reused under another (a JAX without user contexts keeps its caches as they are).
+_RULE_CACHE_KEY = (jax.make_user_context(default_value="gradient") if hasattr(jax, "make_user_context")
+                   else lambda rule: contextlib.nullcontext())
 # Rectifiers traced under the innermost :func:`backprop_rule`, counted so that a rule that
 # reached no rectifier is refused instead of silently giving the gradient.
 _RECTIFIERS_TRACED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
@@ -55,17 +66,18 @@ def check_rule(rule: str, name: str = "rule", *, logits_fn=None) -> str:
     """Returns ``rule`` if it is one of :data:`RULES`, else raises ``ValueError``.
 
     With ``logits_fn``, also refuses a non-gradient rule for a model that is
-    itself ``jax.jit``-wrapped: its trace is cached with the rule in force when
-    it was first traced, so the rule would be silently ignored. (A model
-    jitted by other means, e.g. ``jax.jit`` inside it, cannot be detected: jit
-    the function that calls the library instead of the model.)
+    itself ``jax.jit``-wrapped: a call that finds its trace in JAX's cache
+    traces none of its rectifiers, so the library could not check that the
+    rule reached them (:func:`applied_rule`). Jit the function that calls the
+    library instead of the model.
     """
     if rule not in RULES:
         raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
     if rule != "gradient" and logits_fn is not None and _is_jitted(logits_fn):
         raise ValueError(
-            f"{name}={rule!r} needs an un-jitted logits_fn: a jax.jit-wrapped model keeps the rule it was first "
-            "traced with; pass the plain function and jit the call to the library instead"
+            f"{name}={rule!r} needs an un-jitted logits_fn: the rectifiers of a jax.jit-wrapped model are not "
+            "traced when its trace is cached, so the rule could not be checked; pass the plain function and jit "
+            "the call to the library instead"
         )
     return rule
 
@@ -90,7 +102,8 @@ def backprop_rule(rule: str) -> Iterator[str]:
     """
     token = _CURRENT_RULE.set(check_rule(rule))
     try:
-        yield rule
+        with _RULE_CACHE_KEY(rule):
+            yield rule
     finally:
         _CURRENT_RULE.reset(token)
 
@@ -107,9 +120,11 @@ def applied_rule(rule: str) -> Iterator[str]:
     :func:`relu` / :func:`relu6`, ``"deconvnet"`` and ``"guided"`` give the plain
     gradient. That is right for a network without rectifiers (the rules differ only
     at the rectifiers, paper §4), but silently wrong for a model built on other
-    rectifiers (``jax.nn.relu``) or one whose trace ``jax.jit`` cached inside it
-    (e.g. a jitted function called from a lambda), so it is reported with a
-    :class:`RuleNotAppliedWarning`.
+    rectifiers (``jax.nn.relu``), so it is reported with a
+    :class:`RuleNotAppliedWarning`. A model whose rectifiers all sit inside a
+    ``jax.jit`` that an earlier call under the same rule traced (a jitted function
+    called from a lambda) is reported too, although the cached trace does apply
+    the rule: the library cannot tell the two apart.
 
     Yields:
       The rule.
@@ -124,10 +139,10 @@ def applied_rule(rule: str) -> Iterator[str]:
     if rule != "gradient" and counter[0] == 0:
         warnings.warn(
             f"rule={rule!r} reached no rectifier: the model applied no saliency_jax.backprop_rules.relu or relu6 "
-            "while it was traced, so the result is the plain gradient. Expected only for a network without "
-            "rectifiers; otherwise build the model on these rectifiers and pass it un-jitted (a model whose "
-            "trace jax.jit cached, e.g. a jitted function called from a lambda, keeps the rule of its first "
-            "trace; jit the call to the library instead)",
+            "while it was traced, so unless they were traced by an earlier call (inside a jax.jit that JAX "
+            "cached, e.g. a jitted function called from a lambda), the result is the plain gradient. Expected "
+            "only for a network without rectifiers; otherwise build the model on these rectifiers and pass it "
+            "un-jitted (jit the call to the library instead)",
             RuleNotAppliedWarning,
             stacklevel=4,
         )

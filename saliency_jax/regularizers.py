@@ -163,7 +163,8 @@ def translate(z: jax.Array, dy, dx, *, max_shift: int) -> jax.Array:
 
     Args:
       z: ``[H, W, C]``.
-      dy: shift down (negative: up), an int scalar, ``|dy| <= max_shift``; may be traced.
+      dy: shift down (negative: up), an int scalar, ``|dy| <= max_shift``; may be traced
+        (a concrete value outside the range is refused; a traced one is clipped to it).
       dx: shift right (negative: left), likewise.
       max_shift: static bound on the shifts, smaller than the image.
 
@@ -176,8 +177,17 @@ def translate(z: jax.Array, dy, dx, *, max_shift: int) -> jax.Array:
             f"max_shift must be in [0, {min(height, width)}) for an image of shape {z.shape}, got {max_shift}"
         )
     p = max_shift
+    shifts = []
+    for name, shift in (("dy", dy), ("dx", dx)):
+        if _checks.is_concrete(shift):
+            # A shift beyond the padding would make ``dynamic_slice`` wrap a negative start and clamp
+            # it, i.e. silently shift by another amount, even the other way.
+            shift = _checks.check_int(shift, name, -p, p)
+        else:
+            shift = jnp.clip(jnp.asarray(shift, jnp.int32), -p, p)
+        shifts.append(jnp.asarray(shift, jnp.int32))
     padded = jnp.pad(z, ((p, p), (p, p), (0, 0)), mode="reflect")
-    start = (p - jnp.asarray(dy, jnp.int32), p - jnp.asarray(dx, jnp.int32), jnp.zeros((), jnp.int32))
+    start = (p - shifts[0], p - shifts[1], jnp.zeros((), jnp.int32))
     return jax.lax.dynamic_slice(padded, start, (height, width, channels))
 
 
