@@ -31,29 +31,13 @@ from saliency_jax.training import (
     save,
     train_and_evaluate,
 )
+from test_training import TINY as BASE_TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = dict(
-    dataset="toy",
-    model="scaled",
-    width=0.0625,
-    mid_convs=1,
-    dense_features=16,
-    dropout_rate=0.5,
-    image_size=32,
-    resize_size=None,
-    optimizer="sgd",
-    learning_rate=0.05,
-    momentum=0.9,
-    global_batch_size=8,
-    eval_batch_size=8,
-    num_train_steps=6,
-    log_every=3,
-    checkpoint_every=2,  # checkpoints fall between log steps
-    eval_every=2,
-    num_workers=1,
-)
+# test_training's tiny run, with dropout, and checkpoints that fall between log steps
+TINY = dict(BASE_TINY, dataset="toy", dropout_rate=0.5, num_train_steps=6, log_every=3, eval_every=2,
+            num_workers=1)
 
 
 def _split(n, k=3, seed=0, labels=None):
