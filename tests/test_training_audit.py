@@ -410,3 +410,24 @@ def test_fit_image_refuses_images_that_are_not_uint8():
     with pytest.raises(ValueError, match="image must be uint8.*int64"):
         fit_image(np.full((8, 8, 3), 300), 4)
     assert fit_image(np.full((8, 8, 3), 200, np.uint8), 4).min() == 200
+
+
+@pytest.mark.parametrize("process", [0, 1])
+def test_a_generated_dataset_is_prepared_by_process_0_first(monkeypatch, process):
+    from jax.experimental import multihost_utils
+
+    events = []
+
+    class Builder:
+        class info:  # noqa: N801 - stands for a TFDS DatasetInfo
+            full_name = "cluttered_objects/k6_64/1.0.0"
+
+        def download_and_prepare(self):
+            events.append("prepare")
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: process)
+    monkeypatch.setattr(multihost_utils, "sync_global_devices", lambda name: events.append("barrier"))
+    input_pipeline._prepare_generated(Builder())
+    # process 0 writes before the barrier; the others only after it, when it is there
+    assert events == (["prepare", "barrier"] if process == 0 else ["barrier", "prepare"])

@@ -92,7 +92,7 @@ def load_source(name: str, split: str, data_dir: str | None = None):
         if name.split("/")[0] == "cluttered_objects":
             import saliency_jax.data.cluttered_objects  # noqa: F401  (registers the builder)
 
-            tfds.builder(name, data_dir=data_dir).download_and_prepare()  # generated once, no download
+            _prepare_generated(tfds.builder(name, data_dir=data_dir))  # generated once, no download
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as error:  # TFDS raises several types for a missing dataset or split
         try:
@@ -104,6 +104,28 @@ def load_source(name: str, split: str, data_dir: str | None = None):
                 "TensorFlow to read TFRecord files"
             ) from error
         return list(tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir, download=False)))
+
+
+def _prepare_generated(builder) -> None:
+    """Generates a dataset of this package where it is missing, one process first.
+
+    With several processes (``jax.distributed``), process 0 generates it while
+    the others wait at a barrier, then the others prepare it too: on a shared
+    ``data_dir`` they find it ready, on a disk of their own they make their own
+    copy. Two processes never write the same folder at once.
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        builder.download_and_prepare()
+        return
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        builder.download_and_prepare()
+    multihost_utils.sync_global_devices(f"saliency_jax: {builder.info.full_name} prepared")
+    if jax.process_index() != 0:
+        builder.download_and_prepare()
 
 
 def num_classes_of(source, label_key: str = "label") -> int:
