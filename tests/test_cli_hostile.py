@@ -246,3 +246,17 @@ def test_a_signal_ends_the_command_at_once_with_one_line_and_no_partial_set(tmp_
 def test_the_command_named_at_start_up_is_each_subcommand_name():
     # a signal before the subcommands are imported still names the command
     assert cli._COMMAND_NAMES == tuple(command.COMMAND for command in cli._commands())
+
+
+def test_a_signal_the_caller_ignores_stays_ignored():
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job a shell starts in the background
+    try:
+        restore = cli._Ending().install()
+        try:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)  # still handled
+        finally:
+            restore()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -84,7 +84,10 @@ class _Ending:
         """Installs the handlers (main thread only); returns what restores the previous ones."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {s: signal.signal(s, lambda signum, frame: self.end(signum)) for s in _EXIT_STATUS}
+        # A signal the caller ignores (SIG_IGN, e.g. SIGINT for a job a shell started in the
+        # background) stays ignored, as Python itself leaves it at start-up.
+        previous = {s: signal.signal(s, lambda signum, frame: self.end(signum))
+                    for s in _EXIT_STATUS if signal.getsignal(s) is not signal.SIG_IGN}
         reader, writer = socket.socketpair()
         writer.setblocking(False)
         old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
