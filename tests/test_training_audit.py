@@ -431,3 +431,15 @@ def test_a_generated_dataset_is_prepared_by_process_0_first(monkeypatch, process
     input_pipeline._prepare_generated(Builder())
     # process 0 writes before the barrier; the others only after it, when it is there
     assert events == (["prepare", "barrier"] if process == 0 else ["barrier", "prepare"])
+
+
+def test_extending_a_finished_run_marks_only_its_new_end_final(tmp_path):
+    first = TrainConfig(**dict(TINY, schedule="constant", num_train_steps=4, eval_every=0))
+    train_and_evaluate(first, tmp_path, sources=_sources(), progress=False)
+    train_and_evaluate(dataclasses.replace(first, num_train_steps=6), tmp_path, sources=_sources(), progress=False)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if r.get("final")] == [6]
+    at_4 = [r for r in records if r["step"] == 4 and "eval_accuracy" in r]
+    assert len(at_4) == 1 and "final" not in at_4[0]  # the old end's evaluation is kept, unmarked
+    train_and_evaluate(dataclasses.replace(first, num_train_steps=6), tmp_path, sources=_sources(), progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("final")] == [6]  # rerun: as it was

@@ -267,7 +267,8 @@ def train_and_evaluate(
         dropout_key = jax.random.fold_in(root_key, 1)
         if resumed_from is not None:
             state = checkpoints.restore(manager, state, resumed_from)
-        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=is_main)
+        log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=is_main,
+                         continuing=resumed_from is not None and resumed_from < config.num_train_steps)
     except BaseException:
         manager.close()
         raise

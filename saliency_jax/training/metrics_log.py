@@ -30,9 +30,13 @@ class MetricsLog:
       resume_step: keep only lines with ``step <= resume_step``; ``None`` starts
         a fresh file.
       enabled: ``False`` makes every call a no-op (non-zero hosts).
+      continuing: the run trains past ``resume_step`` (a finished run extended
+        to more steps): the kept lines lose their ``"final"`` mark, so only the
+        new end is marked final.
     """
 
-    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None, enabled: bool = True):
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None, enabled: bool = True,
+                 continuing: bool = False):
         self.path = os.fspath(path)
         self.enabled = enabled
         if not enabled:
@@ -41,6 +45,8 @@ class MetricsLog:
         kept = []
         if resume_step is not None and os.path.exists(self.path):
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            if continuing:
+                kept = [{k: v for k, v in r.items() if k != "final"} for r in kept]
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             for record in kept:
