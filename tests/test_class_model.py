@@ -327,14 +327,14 @@ def test_command_rejects_bad_arguments(tmp_path, capsys, tiny_imagenet_classifie
 
 # --- EfficientNet-Lite0, end to end -----------------------------------------------------------
 
-# Ten classes spread over ImageNet, none of them used to choose the defaults.
-SPREAD_CLASSES = (3, 76, 145, 231, 309, 388, 457, 530, 779, 949)
+# Five classes spread over ImageNet, none of them used to choose the defaults.
+SPREAD_CLASSES = (3, 145, 309, 457, 779)
 STEPS = {"paper": 20, "regularised": 100}
 
 
 @pytest.fixture(scope="module")
 def lite0_class_models(efficientnet):
-    """Both modes' class images for the ten classes, each one batch in one jitted run."""
+    """Both modes' class images for the spread classes, each one batch in one jitted run."""
     settings = classifier_settings(efficientnet)._asdict()
     out = {}
     for mode, steps in STEPS.items():
@@ -365,10 +365,10 @@ def test_lite0_class_images_are_top1_for_their_class(efficientnet, lite0_class_m
     assert list(predicted) == list(classes), f"{mode}: top-1 {predicted} for classes {classes}"
     # The saved image reproduces the reported score.
     logits = jax.jit(efficientnet.logits_fn)(efficientnet.params, result.images)
-    np.testing.assert_allclose(logits[np.arange(10), classes], result.scores, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(logits[np.arange(len(classes)), classes], result.scores, rtol=1e-3, atol=1e-3)
     # The target score rose steadily: the end beats the start, and the means of successive quarters rise.
     scores = np.asarray(result.history.scores)
-    quarters = scores.reshape(4, -1, 10).mean(axis=1)
+    quarters = scores.reshape(4, -1, len(classes)).mean(axis=1)
     assert np.all(np.diff(quarters, axis=0) > 0)
     objectives = np.asarray(result.history.objectives)
     assert np.all(objectives[-1] > objectives[0])

@@ -137,7 +137,7 @@ def test_table_on_a_small_model(eval_attribution, scene_net):
 def test_quick_run_with_the_embedded_model(eval_attribution, tmp_path):
     # A pixel method, a layer method, a product with the contrastive model, a baseline: every kind of
     # row on the embedded model (each method's own maps are checked on a small model above).
-    methods = ["gradient", "crop-gradcam", "gradcam*smoothgrad+contrast", "centre (no model)"]
+    methods = ["gradient", "gradcam", "gradcam*smoothgrad+contrast", "centre (no model)"]
     out = tmp_path / "eval.json"
     result = eval_attribution.main(["--quick", "--methods", ",".join(methods), "--out", str(out)])
     stored = json.loads(out.read_text())

@@ -59,7 +59,7 @@ def _launch(args, tmp_path, name):
     coordinator = f"localhost:{_free_port()}"
     env = dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} --xla_backend_optimization_level=1",
         JAX_PLATFORMS="cpu",
     )
     cache_dir = jax.config.jax_compilation_cache_dir  # the suite's cache (see conftest); only process 0 writes
