@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import COMPILE_FLAGS
 
 from saliency_jax.training import build_model, create_train_state, make_optimizer, read_metrics, train_and_evaluate
 
@@ -59,7 +60,7 @@ def _launch(args, tmp_path, name):
     coordinator = f"localhost:{_free_port()}"
     env = dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} --xla_backend_optimization_level=1",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} {COMPILE_FLAGS}",
         JAX_PLATFORMS="cpu",
     )
     cache_dir = jax.config.jax_compilation_cache_dir  # the suite's cache (see conftest); only process 0 writes
