@@ -6,7 +6,7 @@ import os
 # make it cheaper without changing what is computed (the tests compare paths compiled with the
 # same settings): LLVM at -O1 instead of -O2 compiles such programs about a third faster, and
 # XLA:CPU's older elemental code generator (instead of its fusion emitters) compiles each small
-# program in about 60% of the time, the whole suite about 10% faster. XLA's own optimisations
+# program in about 60% of the time, the whole suite about a quarter faster. XLA's own optimisations
 # (fusion, layouts) are unchanged. The speed of the compiled code is measured by the benchmarks
 # under experiments/, with the default settings.
 COMPILE_FLAGS = "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false"
