@@ -1,5 +1,6 @@
 """Tests for the depthwise convolution: the shifted-sum path equals XLA's grouped convolution."""
 
+import collections
 import functools
 
 import hypothesis
@@ -241,6 +242,31 @@ def test_transformations_match_the_grouped_conv(getkey, form):
     want = jax.jit(jax.grad(functools.partial(grad_norm, reference), argnums=(0, 1)))(x[0], kernel)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("argnums", [(0,), (1,), (0, 1)], ids=["input", "kernel", "both"])
+def test_only_the_gradients_asked_for_are_traced(getkey, argnums):
+    """A saliency map differentiates the input only: the kernel's gradient is not traced, and
+    the reverse; each gradient asked for still equals the grouped convolution's."""
+    x = jax.random.normal(getkey(), (2, 9, 8, 3))
+    kernel = jax.random.normal(getkey(), (3, 3, 1, 3))
+    cotangent = jax.random.normal(getkey(), (2, 9, 8, 3))
+
+    def loss(fn, x, kernel):
+        return jnp.sum(fn(x, kernel) * cotangent)
+
+    shifted = functools.partial(loss, functools.partial(depthwise_conv2d, strides=1, padding="SAME", impl="shifted"))
+    reference = functools.partial(loss, functools.partial(grouped_conv, strides=(1, 1), padding="SAME"))
+    got = jax.grad(shifted, argnums)(x, kernel)
+    want = jax.grad(reference, argnums)(x, kernel)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+    jaxpr = jax.make_jaxpr(jax.grad(shifted, argnums))(x, kernel).jaxpr
+    counts = collections.Counter(eqn.primitive.name for eqn in _eqns(jaxpr))
+    # The kernel's gradient loops over the batch; the input's correlates with the flipped kernel.
+    assert bool({"scan", "while"} & set(counts)) == (1 in argnums)
+    assert ("rev" in counts) == (0 in argnums)
 
 
 def test_follows_dtype_promotion():

@@ -40,6 +40,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from saliency_jax.parallel import vary_like
 
@@ -265,29 +266,43 @@ def _tap_slice(x, tap, rows, cols, strides, lo):
     )
 
 
-def _region_sum(x, kernel, strides, lo, out_hw, rows, cols):
-    """The outputs in ``rows x cols`` (half-open ranges), zeroing taps that fall off the image."""
+def _kernel_taps(kernel):
+    """The taps of a ``[kh, kw, C]`` kernel, each ``[1, 1, C]``, sliced once for every region."""
+    return tuple(
+        tuple(lax.slice(kernel, (i, j, 0), (i + 1, j + 1, kernel.shape[2])) for j in range(kernel.shape[1]))
+        for i in range(kernel.shape[0])
+    )
+
+
+def _region_sum(x, taps, strides, lo, out_hw, rows, cols):
+    """The outputs in ``rows x cols`` (half-open ranges), zeroing taps that fall off the image.
+
+    ``taps``: the kernel as :func:`_kernel_taps` gives it.
+    """
     (r0, r1), (c0, c1) = rows, cols
     acc = None
-    for i in range(kernel.shape[0]):
+    for i in range(len(taps)):
         a0, a1 = _tap_range(out_hw[0], strides[0], i, lo[0], x.shape[1])
         a0, a1 = max(a0, r0), min(a1, r1)
-        for j in range(kernel.shape[1]):
+        for j in range(len(taps[0])):
             b0, b1 = _tap_range(out_hw[1], strides[1], j, lo[1], x.shape[2])
             b0, b1 = max(b0, c0), min(b1, c1)
             if a1 <= a0 or b1 <= b0:
                 continue
-            term = _tap_slice(x, (i, j), (a0, a1), (b0, b1), strides, lo) * kernel[i, j][None, None, None, :]
+            # lax rather than jax.numpy: the same operations, traced several times faster (a
+            # Lite0 map traces thousands of these).
+            term = _tap_slice(x, (i, j), (a0, a1), (b0, b1), strides, lo)
+            term = lax.mul(term, lax.broadcast_in_dim(taps[i][j], term.shape, (0, 1, 3)))
             if (a0, a1, b0, b1) != (r0, r1, c0, c1):
-                zero = jnp.zeros((), term.dtype)
+                zero = lax.full((), 0, term.dtype)
                 term = lax.pad(term, zero, ((0, 0, 0), (a0 - r0, r1 - a1, 0), (b0 - c0, c1 - b1, 0), (0, 0, 0)))
-            acc = term if acc is None else acc + term
+            acc = term if acc is None else lax.add(acc, term)
     if acc is None:
         acc = jnp.zeros((x.shape[0], r1 - r0, c1 - c0, x.shape[3]), x.dtype)
     return acc
 
 
-def _strip_sum(x, kernel, strides, lo, rows, cols):
+def _strip_sum(x, taps, strides, lo, rows, cols):
     """The outputs in ``rows x cols`` from a zero-padded copy of the input window they read.
 
     For the thin border strips: padding the few rows or columns they read costs little, and
@@ -297,7 +312,7 @@ def _strip_sum(x, kernel, strides, lo, rows, cols):
     window, pads = [], []
     for axis, (o0, o1) in enumerate((rows, cols)):
         first = strides[axis] * o0 - lo[axis]  # the first and one past the last input read
-        last = strides[axis] * (o1 - 1) - lo[axis] + kernel.shape[axis]
+        last = strides[axis] * (o1 - 1) - lo[axis] + (len(taps), len(taps[0]))[axis]
         start, stop = min(max(first, 0), x.shape[1 + axis]), max(min(last, x.shape[1 + axis]), 0)
         if stop <= start:  # the strip reads only padding
             return jnp.zeros((x.shape[0], rows[1] - rows[0], cols[1] - cols[0], x.shape[3]), x.dtype)
@@ -306,11 +321,12 @@ def _strip_sum(x, kernel, strides, lo, rows, cols):
     (a0, a1), (b0, b1) = window
     padded = jnp.pad(x[:, a0:a1, b0:b1, :], ((0, 0), pads[0], pads[1], (0, 0)))
     size = (rows[1] - rows[0], cols[1] - cols[0])
-    return _region_sum(padded, kernel, strides, (0, 0), size, (0, size[0]), (0, size[1]))
+    return _region_sum(padded, taps, strides, (0, 0), size, (0, size[0]), (0, size[1]))
 
 
 def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes: int):
     """The depthwise correlation ``y`` defined above, shape ``[B, *out_hw, C]``."""
+    taps = _kernel_taps(kernel)
     if x.size * x.dtype.itemsize <= pad_below_bytes:
         # Padded once: every tap of every output then reads inside the padded input.
         hi = [
@@ -318,23 +334,23 @@ def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes: int):
             for n_out, s, k, before, n_in in zip(out_hw, strides, kernel.shape[:2], lo, x.shape[1:3])
         ]
         padded = jnp.pad(x, ((0, 0), (lo[0], hi[0]), (lo[1], hi[1]), (0, 0)))
-        return _region_sum(padded, kernel, strides, (0, 0), out_hw, (0, out_hw[0]), (0, out_hw[1]))
+        return _region_sum(padded, taps, strides, (0, 0), out_hw, (0, out_hw[0]), (0, out_hw[1]))
     ranges = []
     for axis in range(2):
-        taps = [
+        spans = [
             _tap_range(out_hw[axis], strides[axis], t, lo[axis], x.shape[1 + axis])
             for t in range(kernel.shape[axis])
         ]
-        ranges.append((max(t[0] for t in taps), min(t[1] for t in taps)))
+        ranges.append((max(t[0] for t in spans), min(t[1] for t in spans)))
     (r0, r1), (c0, c1) = ranges
     full_rows, full_cols = (0, out_hw[0]), (0, out_hw[1])
     if r1 <= r0 or c1 <= c0:  # No output sees the whole kernel inside the image.
-        return _region_sum(x, kernel, strides, lo, out_hw, full_rows, full_cols)
+        return _region_sum(x, taps, strides, lo, out_hw, full_rows, full_cols)
 
     def region(rows, cols):
         if (rows, cols) == ((r0, r1), (c0, c1)) or min(rows[1] - rows[0], cols[1] - cols[0]) == 1:
-            return _region_sum(x, kernel, strides, lo, out_hw, rows, cols)
-        return _strip_sum(x, kernel, strides, lo, rows, cols)
+            return _region_sum(x, taps, strides, lo, out_hw, rows, cols)
+        return _strip_sum(x, taps, strides, lo, rows, cols)
 
     def joined(pieces, axis):
         return jnp.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
@@ -353,24 +369,40 @@ def _tap_sum(x, kernel, strides, lo, out_hw, pad_below_bytes: int):
     return joined(bands, 1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _depthwise(x, kernel, strides, lo, out_hw, pads_below):
-    # pads_below: (this direction's pad_below_bytes, the transposed direction's)
+    """The shifted-sums correlation with its custom VJP.
+
+    ``pads_below``: (this direction's ``pad_below_bytes``, the transposed direction's).
+    """
+    return _shifted(x, kernel, (strides, lo, out_hw, pads_below, x.shape[1:3], kernel.shape[:2]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shifted(x, kernel, geometry):
+    strides, lo, out_hw, pads_below, _, _ = geometry
     return _tap_sum(x, kernel, strides, lo, out_hw, pads_below[0])
 
 
-def _depthwise_fwd(x, kernel, strides, lo, out_hw, pads_below):
-    return _tap_sum(x, kernel, strides, lo, out_hw, pads_below[0]), (x, kernel)
+def _shifted_fwd(x, kernel, geometry):
+    # With symbolic zeros, each input says whether it is differentiated. A saliency map
+    # differentiates the input only: the kernel's gradient is then neither traced nor lowered
+    # (it was a fifth of the tracing of Lite0's map), and the input is not kept for it. The
+    # residuals hold only what the wanted gradients read, ``None`` in place of the rest.
+    y = _shifted(x.value, kernel.value, geometry)
+    return y, (x.value if kernel.perturbed else None, kernel.value if x.perturbed else None)
 
 
-def _depthwise_bwd(strides, lo, out_hw, pads_below, residuals, g):
+def _shifted_bwd(geometry, residuals, g):
+    strides, lo, _, pads_below, in_hw, kernel_hw = geometry
     x, kernel = residuals
-    dx = _input_grad(g, kernel, strides, lo, x.shape[1:3], pads_below[::-1])
-    dkernel = _kernel_grad(x, g, kernel.shape[:2], strides, lo)
+    if isinstance(g, SymbolicZero):
+        return None, None
+    dx = None if kernel is None else _input_grad(g, kernel, strides, lo, in_hw, pads_below[::-1])
+    dkernel = None if x is None else _kernel_grad(x, g, kernel_hw, strides, lo)
     return dx, dkernel
 
 
-_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+_shifted.defvjp(_shifted_fwd, _shifted_bwd, symbolic_zeros=True)
 
 
 def _phase(stride, lo, ksize, r):
