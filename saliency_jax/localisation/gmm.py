@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture
 
 from saliency_jax.localisation._inputs import as_int, as_number
 from saliency_jax.localisation.config import MAX_REG_COVAR, GraphCutConfig
@@ -93,6 +94,11 @@ def fit_colour_model(
     distinct = len(np.unique(pixels, axis=0))
     if len(pixels) == 1:  # scikit-learn needs two samples; a repeat fits the same Gaussian
         pixels = np.repeat(pixels, 2, axis=0)
+    # Imported here: scikit-learn takes about half a second to import, and a command that makes
+    # saliency maps or class models, which builds the same argument parser, never needs it.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
     model = GaussianMixture(
         n_components=min(num_components, distinct),
         covariance_type="full",
