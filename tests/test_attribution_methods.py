@@ -252,6 +252,23 @@ def test_crop_gradcam_of_the_whole_image_by_hand(getkey):
     assert bool((more >= ours - 1e-6).all()) and float((more - ours).max()) > 1e-3
 
 
+@pytest.mark.parametrize("n_in, n_out", [(1, 5), (3, 8), (7, 90), (7, 224), (90, 224), (168, 224), (224, 224),
+                                         (224, 90), (260, 7), (13, 4)])
+def test_crops_are_resized_as_jax_image_resize_does(getkey, n_in, n_out):
+    """The crop and paste matrices (NumPy) are ``jax.image.resize``'s bilinear resize, antialiased when shrinking."""
+    from saliency_jax.attribution.crops import _crop_matrices, _resize_matrix
+
+    reference = np.asarray(jax.image.resize(jnp.eye(n_in), (n_out, n_in), method="bilinear"))
+    np.testing.assert_allclose(_resize_matrix(n_in, n_out), reference, rtol=0, atol=n_in * 1e-7)
+    # A crop of a random image, as the crop matrix cuts and resizes it.
+    size, start = n_in + 3, 2
+    image = jax.random.normal(getkey(), (size, 4))
+    rows = _crop_matrices(size, [start], [n_in])[0]  # [size, size]: the crop resized to the image's side
+    want = jax.image.resize(image[start : start + n_in], (size, 4), method="bilinear")
+    # (The weights differ from JAX's float32 ones by float rounding, up to about n_in * 6e-8.)
+    np.testing.assert_allclose(rows @ np.asarray(image), want, rtol=0, atol=n_in * 5e-7)
+
+
 def test_default_layer_comes_from_the_classifier():
     classifier = Classifier(lambda p, x: x, None, 8, ("a",), feature_layer="head_activation")
     assert A.default_layer(classifier) == "head_activation"
