@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,15 @@ import numpy as np
 
 COMMANDS = ("saliency", "localise")
 WAYS = ("cold", "cached")
-_CLI = "import sys; from saliency_jax.cli import main; sys.exit(main())"
+
+
+def _executable() -> str:
+    """The ``saliency-jax`` command installed beside this Python (as a user runs it)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "saliency-jax")
+    found = beside if os.path.exists(beside) else shutil.which("saliency-jax")
+    if found is None:
+        raise RuntimeError("the saliency-jax command is not installed (pip install -e .)")
+    return found
 
 
 def _run_command(command: str, out: str, cache: str | None) -> float:
@@ -34,7 +43,7 @@ def _run_command(command: str, out: str, cache: str | None) -> float:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
-    argv = [sys.executable, "-c", _CLI, command, "bundled:chelsea", "--out", out, "--no-progress"]
+    argv = [_executable(), command, "bundled:chelsea", "--out", out, "--no-progress"]
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -112,15 +121,12 @@ def run(rounds: int, commands=COMMANDS, pause: float = 0.5) -> dict:
     phases = subprocess.run([sys.executable, __file__, "--phases"], capture_output=True, text=True, check=True)
     result = {"rounds": rounds, "commands": {}, "phases": json.loads(phases.stdout.strip().splitlines()[-1])}
     for command in commands:
-        cold, cached = np.array(times[command, "cold"]), np.array(times[command, "cached"])
-        ratio = cached / cold
-        result["commands"][command] = {
-            **{f"{way}_s": float(np.median(t)) for way, t in (("cold", cold), ("cached", cached))},
-            **{f"{way}_iqr": [float(np.quantile(t, 0.25)), float(np.quantile(t, 0.75))]
-               for way, t in (("cold", cold), ("cached", cached))},
-            "ratio": float(np.median(ratio)),
-            "ratio_iqr": [float(np.quantile(ratio, 0.25)), float(np.quantile(ratio, 0.75))],
-        }
+        series = {way: np.array(times[command, way]) for way in WAYS}
+        series["ratio"] = series["cached"] / series["cold"]
+        row = result["commands"][command] = {}
+        for name, values in series.items():
+            row[name if name == "ratio" else f"{name}_s"] = float(np.median(values))
+            row[f"{name}_iqr"] = [float(q) for q in np.quantile(values, (0.25, 0.75))]
     return result
 
 
