@@ -27,10 +27,18 @@ jax.config.update(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-# The longest files first (measured), so that no worker ends the run alone on one of them.
-_LONGEST_FIRST = ("test_reproduce_small.py", "test_class_model.py", "test_eval_attribution.py", "test_saliency.py",
-                  "test_efficientnet_lite.py", "test_cli.py", "test_attribution_contract.py",
-                  "test_attribution_methods.py", "test_multiprocess.py")
+# The longest files first, in their measured order (a cold run on two cores, 2026-12), so that the
+# two workers end together: each takes the next file when it is free, and the short files come last.
+_LONGEST_FIRST = (
+    "test_reproduce_small.py", "test_class_model.py", "test_eval_attribution.py", "test_saliency.py",
+    "test_efficientnet_lite.py", "test_cli.py", "test_attribution_contract.py", "test_attribution_methods.py",
+    "test_reconstruction.py", "test_evaluation_experiments.py", "test_sanity.py", "test_depthwise.py",
+    "test_multiprocess.py", "test_paper_semantics.py", "test_backprop_rules.py", "test_attribution_reference.py",
+    "test_hostile_attribution.py", "test_max_pool.py", "test_attribution_crops_embedded.py", "test_shard_map.py",
+    "test_evaluation_faithfulness.py", "test_weights_fuzz.py", "test_cli_hostile.py", "test_training.py",
+    "test_patch_conv.py", "test_training_audit.py", "test_attribution_semantics.py", "test_regularizers.py",
+    "test_convnet.py", "test_evaluation_localisation_variants.py",
+)
 
 
 def pytest_collection_modifyitems(items):
