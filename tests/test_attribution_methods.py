@@ -265,7 +265,7 @@ def test_crops_are_resized_as_jax_image_resize_does(getkey, n_in, n_out):
     image = jax.random.normal(getkey(), (size, 4))
     rows = _crop_matrices(size, [start], [n_in])[0]  # [size, size]: the crop resized to the image's side
     want = jax.image.resize(image[start : start + n_in], (size, 4), method="bilinear")
-    # (The weights differ from JAX's float32 ones by float rounding, up to about n_in * 6e-8.)
+    # (The weights differ from JAX's float32 ones by float rounding, up to about n_in * 8e-8.)
     np.testing.assert_allclose(rows @ np.asarray(image), want, rtol=0, atol=n_in * 5e-7)
 
 

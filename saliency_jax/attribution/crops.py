@@ -84,7 +84,7 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     ``(i + 0.5) * n_in / n_out - 0.5`` with a triangle kernel, widened by ``n_in / n_out`` when
     shrinking (antialiasing), and each output pixel's weights are normalised to sum to one. In
     float64, then rounded: JAX's float32 arithmetic differs from these by up to about
-    ``n_in * 6e-8``. (Resizing an identity matrix with ``jax.image.resize`` eagerly compiled some
+    ``n_in * 8e-8``. (Resizing an identity matrix with ``jax.image.resize`` eagerly compiled some
     fifteen small programs per pair of sizes: 8 s for the 51 crops of a 224-pixel image.)
     """
     inv_scale = n_in / n_out
