@@ -93,7 +93,7 @@ def test_tfds_builder_writes_array_record_and_reads_back_without_tensorflow(tmp_
     assert "tensorflow" not in sys.modules
     assert builder.info.splits["train"].num_examples == 12
     assert builder.info.features["label"].names == list(co.SHAPES[:4])
-    files = sorted(p.name for p in (tmp_path / "cluttered_objects" / "tiny" / "1.0.0").iterdir())
+    files = sorted(p.name for p in (tmp_path / "cluttered_objects" / "tiny" / str(co.ClutteredObjects.VERSION)).iterdir())
     assert any(".array_record" in f for f in files)
 
     test = builder.as_data_source(split="test")
@@ -102,11 +102,16 @@ def test_tfds_builder_writes_array_record_and_reads_back_without_tensorflow(tmp_
     assert example["image"].shape == (32, 32, 3) and example["image"].dtype == np.uint8
     assert example["mask"].shape == (32, 32) and example["mask"].dtype == bool
     assert example["box"].shape == (4,)
-    # The stored examples are exactly the rendered ones (TFDS shuffles their order).
+    # The stored examples are exactly the rendered ones, every array to the bit (TFDS
+    # shuffles their order, so each is matched by its image's bytes).
     rendered = co.render_split("test", 5, SMALL, seed=3)
-    stored = sorted(int(test[i]["label"]) * 10**6 + int(test[i]["image"].sum()) for i in range(5))
-    expected = sorted(int(label) * 10**6 + int(img.sum()) for label, img in zip(rendered.label, rendered.image))
-    assert stored == expected
+    by_image = {rendered.image[i].tobytes(): i for i in range(5)}
+    assert sorted(by_image[test[i]["image"].tobytes()] for i in range(5)) == list(range(5))
+    for i in range(5):
+        j = by_image[test[i]["image"].tobytes()]
+        assert int(test[i]["label"]) == rendered.label[j]
+        np.testing.assert_array_equal(test[i]["mask"], rendered.mask[j])
+        np.testing.assert_array_equal(test[i]["box"], rendered.box[j])
 
     # Registered by name, so tfds.data_source and the training pipeline can open it.
     same = tfds.data_source("cluttered_objects/tiny", split="train", data_dir=str(tmp_path))

@@ -380,6 +380,9 @@ class ClutteredObjectsConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
+_BYTES = tfds.features.Encoding.BYTES
+
+
 class ClutteredObjects(tfds.core.GeneratorBasedBuilder):
     """Objects of K shape classes on cluttered, textured backgrounds (generated, no download).
 
@@ -391,8 +394,12 @@ class ClutteredObjects(tfds.core.GeneratorBasedBuilder):
     needs TensorFlow.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First version."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First version.",
+        "1.1.0": "Image and mask stored as raw bytes instead of integer lists: the same arrays, "
+        "written about ten times faster and in an eighth of the space.",
+    }
     BUILDER_CONFIGS = [
         ClutteredObjectsConfig(
             name="k6_64",
@@ -421,9 +428,11 @@ class ClutteredObjects(tfds.core.GeneratorBasedBuilder):
             description=__doc__.split("\n\n")[0],
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+                    # Raw bytes: TFDS's default stores every pixel as an int64 list entry, which
+                    # made serialising slower than rendering.
+                    "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8, encoding=_BYTES),
                     "label": tfds.features.ClassLabel(names=clutter.class_names),
-                    "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+                    "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_, encoding=_BYTES),
                     "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
                 }
             ),
