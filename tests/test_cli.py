@@ -230,6 +230,37 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path, capsys, red_model, monkeypa
 # --- localise ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", ["saliency", "localise"])
+def test_every_batch_has_one_size_and_the_padding_changes_no_output(tmp_path, red_model, command):
+    # Seven images at --batch-size 5 go as two batches of 4 (the last padded), not 5 and 2, so the
+    # model is traced, and compiled, for one batch size; each output is the one a run of its own writes.
+    boxes = [(4 + 3 * i, 6, 30, 28 + i) for i in range(7)]
+    names = []
+    for i, box in enumerate(boxes):
+        _write_photo(tmp_path / f"p{i}.png", 40 + 2 * i, 44, box)
+        names.append(str(tmp_path / f"p{i}.png"))
+    traced = []
+
+    def recording(params, images):
+        traced.append(images.shape[0])  # runs while tracing
+        return _red_logits(params, images)
+
+    model = red_model._replace(logits_fn=recording)
+    assert _run([command, *names, "--batch-size", "5", "--out", str(tmp_path / "all")], model) == 0
+    assert 4 in traced and set(traced) <= {4, 1}, traced  # 1: a one-image probe of the output shape
+    suffix = "_saliency.npy" if command == "saliency" else "_mask.png"
+    for i in (0, 6):  # the first batch's first image, and the last batch's last (before the padding)
+        alone = tmp_path / f"alone{i}"
+        assert _run([command, names[i], "--out", str(alone)], red_model) == 0
+        together = tmp_path / "all" / f"p{i}{suffix}"
+        if command == "saliency":
+            np.testing.assert_allclose(np.load(together), np.load(alone / f"p{i}{suffix}"), rtol=1e-6, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(np.asarray(Image.open(together)), np.asarray(Image.open(alone / f"p{i}{suffix}")))
+            assert json.loads((tmp_path / "all" / f"p{i}_box.json").read_text())["box"] == \
+                json.loads((alone / f"p{i}_box.json").read_text())["box"]
+
+
 def test_localise_writes_mask_box_and_figure_in_the_inputs_pixels(tmp_path, red_model):
     boxes = {"wide": (30, 20, 90, 60), "small": (8, 10, 30, 40)}
     _write_photo(tmp_path / "wide.png", 80, 120, boxes["wide"])

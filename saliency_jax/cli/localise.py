@@ -123,9 +123,10 @@ def run(args: argparse.Namespace, classifier=None) -> int:
             if not (args.resume and _common.up_to_date(records[item.path], settings, item.identity, out))]
     unlocalised, written = [], 0
     key = jax.random.key(args.seed)
-    for start in range(0, len(todo), args.batch_size):
+    rows = _common.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
+    for start in range(0, len(todo), rows):
         chunk, photos = [], []
-        for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
+        for item in todo[start:start + rows]:  # read a batch at a time: memory stays flat
             try:
                 photos.append(_common.load_input(item, args.max_pixels))
                 chunk.append(item)
@@ -135,12 +136,13 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                 unread += 1
         if not chunk:
             continue
-        work = np.stack([io.resize_image(photo, classifier.image_size) for photo in photos])
+        work = _common.pad_rows(np.stack([io.resize_image(photo, classifier.image_size) for photo in photos]), rows)
         if forced is None:
             classes = top_classes(classifier, work, 1, batch_size=args.batch_size)[:, 0]
         else:
             classes = np.full(len(work), forced, np.int64)
         maps, _ = variant_maps(classifier, work, classes, args.seed_map, key=key, batch_size=args.batch_size)
+        maps, classes = maps[:len(chunk)], classes[:len(chunk)]  # the padding's rows dropped
         found = _localise_each(photos, maps, config, args.processes)
         for item, photo, saliency, result, c in zip(chunk, photos, maps, found, classes):
             if isinstance(result, Exception):

@@ -162,10 +162,11 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         return maps, classes, best.classes, best.probabilities
 
     written = 0
+    rows = _common.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
     with tqdm(total=len(todo), desc=COMMAND, unit="image", disable=_common.progress_enabled(args)) as bar:
-        for start in range(0, len(todo), args.batch_size):
+        for start in range(0, len(todo), rows):
             chunk, batch = [], []
-            for item in todo[start:start + args.batch_size]:  # read a batch at a time: memory stays flat
+            for item in todo[start:start + rows]:  # read a batch at a time: memory stays flat
                 try:
                     batch.append(io.resize_image(_common.load_input(item, args.max_pixels), size))
                     chunk.append(item)
@@ -176,8 +177,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                     bar.update(1)
             if not chunk:
                 continue
-            batch = np.stack(batch)
-            classes = None if forced is None else np.full(len(chunk), forced, np.int32)
+            batch = _common.pad_rows(np.stack(batch), rows)  # the padding's outputs are not read
+            classes = None if forced is None else np.full(rows, forced, np.int32)
             maps, classes, top_c, top_p = jax.device_get(explain(classifier.params, batch, classes, key))
             for k, item in enumerate(chunk):
                 npy, png, js = outputs(out, item.stem)

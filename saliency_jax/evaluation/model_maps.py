@@ -15,6 +15,16 @@ import numpy as np
 from saliency_jax import _checks
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_top_k(logits_fn, k: int):
+    """One jitted ``top_k`` per model and ``k``: later calls with the same shapes reuse its compilation."""
+    import jax
+
+    from saliency_jax.scores import top_k
+
+    return jax.jit(functools.partial(top_k, logits_fn, k=k))
+
+
 def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.ndarray:
     """The ``k`` highest-scoring classes of each image, best first.
 
@@ -27,17 +37,13 @@ def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.nd
     Returns:
       int64 ``[B, k]``.
     """
-    import jax
-
-    from saliency_jax.scores import top_k
-
     batch_size = _checks.check_int(batch_size, "batch_size", 1)
     images = np.asarray(images, np.float32)
     if images.ndim == 4 and len(images) == 0:
         return np.zeros((0, k), np.int64)
     # Checked here, on the host: inside the jitted call a NaN image would get plausible classes.
     _checks.check_images(images)
-    best = jax.jit(functools.partial(top_k, classifier.logits_fn, k=k))
+    best = _jitted_top_k(classifier.logits_fn, k)
     out = [np.asarray(best(classifier.params, images[i : i + batch_size]).classes)
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, k), np.int64)
