@@ -101,6 +101,10 @@ def add_common_options(parser: argparse.ArgumentParser, *, batch_size: int, batc
                         help="embedded ImageNet classifier: EfficientNet-Lite0/1/2 (default: lite0)")
 
 
+IMAGE_BATCH_HELP = ("most images per compiled batch; the batches are evened out and the last one padded, "
+                    "so the model compiles once")
+
+
 def rows_per_call(count: int, batch_size: int) -> int:
     """Images per compiled call when ``count`` images go in batches of at most ``batch_size``.
 

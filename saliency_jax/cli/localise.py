@@ -65,7 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=_common.plain_int, default=512, metavar="PX",
                    help="the GraphCut runs on the photo reduced to this longest side (default: 512; 0: never reduce)")
     p.add_argument("--processes", type=_common.positive_int, default=1, help="GraphCut worker processes")
-    _common.add_common_options(p, batch_size=8, batch_help="images per compiled batch")
+    _common.add_common_options(p, batch_size=8, batch_help=_common.IMAGE_BATCH_HELP)
     _common.add_image_options(p)
     p.set_defaults(run=run)
     return p

@@ -113,7 +113,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="occlusion patch side in pixels (default: 16)")
     p.add_argument("--stride", type=_common.positive_int, default=8, metavar="S",
                    help="occlusion stride in pixels (default: 8)")
-    _common.add_common_options(p, batch_size=8, batch_help="images per compiled batch")
+    _common.add_common_options(p, batch_size=8, batch_help=_common.IMAGE_BATCH_HELP)
     _common.add_image_options(p)
     p.set_defaults(run=run)
     return p
