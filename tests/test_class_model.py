@@ -329,7 +329,9 @@ def test_command_rejects_bad_arguments(tmp_path, capsys, tiny_imagenet_classifie
 
 # Five classes spread over ImageNet, none of them used to choose the defaults.
 SPREAD_CLASSES = (3, 145, 309, 457, 779)
-STEPS = {"paper": 20, "regularised": 100}
+# 60 regularised steps leave each class image ahead of every other class by 8-20 logits, and by
+# 7-19 after the shifts and rescales below (100 steps: 15-27 and 11-23), at 60% of the time.
+STEPS = {"paper": 20, "regularised": 60}
 
 
 @pytest.fixture(scope="module")
