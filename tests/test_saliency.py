@@ -269,7 +269,9 @@ def test_images_per_pass_does_not_change_the_gradients(tiny_cnn, getkey, rule):
     images = _images(getkey(), (5, 8, 8, 3))
     for classes in (jnp.array([3, 0, 4, 1, 2]), 2, None):
         together = sj.input_gradients(logits_fn, params, images, classes, rule=rule, images_per_pass=5)
-        for per_pass in (1, 2, 3, 9):  # 2 and 3 leave images over for a last, smaller pass
+        # 2 and 3 leave images over for a last, smaller pass; every pass size with one form of
+        # classes, a pass size that leaves images over with the others.
+        for per_pass in (1, 2, 3, 9) if classes is None else (3,):
             jitted = jax.jit(sj.input_gradients, static_argnums=0, static_argnames=("rule", "images_per_pass"))
             got = jitted(logits_fn, params, images, classes, rule=rule, images_per_pass=per_pass)
             np.testing.assert_allclose(got.gradients, together.gradients, rtol=1e-5, atol=1e-7,
