@@ -36,6 +36,7 @@ is ``vmap``-ed over the seeds). All functions are jit-friendly with ``layer``,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -191,6 +192,33 @@ def _capture_fn(logits_fn: LogitsFn, params: Any, path: tuple[str, ...], batch: 
     return layer_fn
 
 
+@functools.partial(jax.jit, static_argnames=("logits_fn", "path"))
+def _one_image_layer(params: Any, image: jax.Array, *, logits_fn: LogitsFn, path: tuple[str, ...]) -> jax.Array:
+    return _capture_fn(logits_fn, params, path, 1)(image)
+
+
+def _layer_shape(logits_fn: LogitsFn, params: Any, images: jax.Array, path: tuple[str, ...]) -> jax.ShapeDtypeStruct:
+    """The shape of the layer's output for ``images``, from the model traced on one image.
+
+    Checks the layer as :func:`layer_activations` does. The trace is kept by JAX's
+    cache of jitted functions (the model, the path and the types of the weights and
+    of one image are its key), so the layer methods, which need the shape before
+    their own trace, trace the model once more per model and image size, not per call.
+    A ``logits_fn`` that cannot be hashed is traced every time. Inside ``shard_map``
+    the result varies over the axes the layer's output varies over.
+    """
+    first = images[:1]
+    try:
+        hash(logits_fn)
+    except TypeError:
+        one = jax.eval_shape(_capture_fn(logits_fn, params, path, 1), first)
+    else:
+        one = _one_image_layer.eval_shape(params, first, logits_fn=logits_fn, path=path)
+    return jax.ShapeDtypeStruct(
+        (images.shape[0],) + tuple(one.shape[1:]), one.dtype, manual_axis_type=getattr(one, "manual_axis_type", None)
+    )
+
+
 def layer_activations(logits_fn: LogitsFn, params: Any, images: jax.Array, *, layer: str | Sequence[str]) -> jax.Array:
     """The output of one layer, captured from the model's forward pass.
 
@@ -307,7 +335,7 @@ def layer_gradients_and_logits(
         scores = jnp.take_along_axis(logits, jnp.where(valid, classes, 0)[:, None], axis=1)[:, 0]
         return scores, (captured[0], logits)
 
-    layer = jax.eval_shape(_capture_fn(logits_fn, params, path, images.shape[0]), images)
+    layer = _layer_shape(logits_fn, params, images, path)
     # Inside ``shard_map`` the offset varies like the layer's output: a replicated zero's gradient
     # would be summed over the shards.
     offset = vary_like(jnp.zeros(layer.shape, jnp.float32), layer)

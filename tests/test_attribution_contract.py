@@ -119,6 +119,50 @@ def test_contract(setup, name, method, settings):
         _close(together[:, n], jitted(params, images, many[:, n], key=key))
 
 
+# Forward passes of the model in one method: occlusion scores the clean images apart from the occluded copies.
+MODEL_PASSES = {"occlusion": 2}
+
+
+@pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
+def test_a_compilation_traces_the_model_once_per_pass(setup, name, method, settings):
+    # The rows are chunked (BATCH_SIZE < 3 images), so a loop runs over them; its body replays
+    # the one trace of the model instead of tracing it again after a trace for the loop's shapes
+    # (seconds per compilation for EfficientNet-Lite0). The shape-only traces (the class count,
+    # a layer's shape) are kept by JAX per model, so a second compilation shows the method's own.
+    logits_fn, params, images, key = setup
+    traces = []
+
+    def counting(p, x):
+        traces.append(x.shape)
+        return logits_fn(p, x)
+
+    classes = jnp.array([0, 3, 1])
+    for _ in range(2):
+        traces.clear()
+        jitted = jax.jit(functools.partial(method, counting, batch_size=BATCH_SIZE, **settings))
+        jitted.trace(params, images, classes, key=key)
+    assert len(traces) == MODEL_PASSES.get(name, 1), traces
+
+
+def test_layer_methods_take_a_model_that_cannot_be_hashed(setup):
+    # A layer's shape is kept per hashable model; any other callable is traced for it every time.
+    logits_fn, params, images, key = setup
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, p, x):
+            return 0.02 * logits_fn(p, x)
+
+    classes = jnp.array([0, 3, 1])
+    for name in ("gradcam", "crop-gradcam"):
+        method, settings = A.METHODS[name].fn, SETTINGS[name]
+        got = method(Unhashable(), params, images, classes, batch_size=BATCH_SIZE, **settings)
+        _close(got, method(_tempered("crop-gradcam", logits_fn), params, images, classes, batch_size=BATCH_SIZE,
+                           **settings))
+        assert float(jnp.abs(got).max()) > 0
+
+
 # Each way the classes are resolved: the gradient's own, the shared one, a wrapper's.
 TOP1_CASES = [c for c in CASES if c[0] in ("gradient", "integrated-gradients", "smoothgrad", "flip-shift(gradcam)")]
 

@@ -78,7 +78,7 @@ def flip_shift_average(
         out = method(logits_fn, params, x, classes, key=k, batch_size=batch_size, **settings)
         return out if reduction is None else _common.attribution_map(out, reduction=reduction)
 
-    out = jax.eval_shape(call, images, key)
+    replay, out = _common.trace_once(call, images, key)  # the method's model traced once, for the loop too
     out_shape = out.shape
     if len(out_shape) < 3:
         raise ValueError(f"method must return [B, H, W, C] or [B, h, w] maps, got shape {out_shape}")
@@ -98,7 +98,7 @@ def flip_shift_average(
     def body(total, i):
         x = jnp.where(flip_flags[i], images[:, :, ::-1], images)
         x = jnp.roll(x, (shift_in[i], shift_in[i]), axis=(1, 2))
-        out = call(x, None if key is None else jax.random.fold_in(key, i))
+        out = replay(x, None if key is None else jax.random.fold_in(key, i))
         out = jnp.roll(out, (-shift_out[i], -shift_out[i]), axis=(1, 2))
         out = jnp.where(flip_flags[i], out[:, :, ::-1], out)
         return total + out, None

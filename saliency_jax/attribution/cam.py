@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax.attribution import _common
-from saliency_jax.reconstruction import _layer_path, layer_activations, layer_gradients
+from saliency_jax.reconstruction import _layer_path, _layer_shape, layer_gradients
 from saliency_jax.types import Classifier, LogitsFn
 
 
@@ -64,7 +64,7 @@ def _check_layer(logits_fn: LogitsFn, params: Any, images: jax.Array, layer) -> 
             "(see list_layers, or a Classifier's feature_layer)"
         )
     path = _layer_path(layer)
-    shape = jax.eval_shape(lambda p, x: layer_activations(logits_fn, p, x, layer=path), params, images[:1]).shape
+    shape = _layer_shape(logits_fn, params, images[:1], path).shape
     if len(shape) != 4:
         raise ValueError(f"layer {'/'.join(path)!r} must output [B, h, w, channels] feature maps, got shape {shape}")
     return path, shape
