@@ -95,6 +95,33 @@ def test_every_method_writes_a_non_negative_map_that_finds_the_red_patch(tmp_pat
         assert saliency[inside].mean() > 3 * saliency[~inside].mean(), method
 
 
+@pytest.mark.parametrize("method", ["gradient", "gradient-x-input"])
+def test_a_gradient_map_and_its_top5_come_from_one_forward_pass(tmp_path, red_model, method):
+    from saliency_jax.attribution import METHODS, attribution_map
+
+    traces = []
+
+    def counting(params, images):
+        traces.append(images.shape)
+        return _red_logits(params, images)
+
+    _write_photo(tmp_path / "a.png", 60, 80, (10, 10, 40, 30))
+    out = tmp_path / "out"
+    model = red_model._replace(logits_fn=counting)
+    assert _run(["saliency", str(tmp_path / "a.png"), "--method", method, "--out", str(out)], model) == 0
+    assert len(traces) == 1, traces  # the map's pass gives the top 5 too
+    # The same map and record as the method itself, given the top class of a separate forward pass.
+    work = jnp.asarray(io.resize_image(io.load_image(tmp_path / "a.png"), SIZE)[None], jnp.float32)
+    logits = _red_logits(red_model.params, work)[0]
+    top5 = np.argsort(-np.asarray(logits), kind="stable")[:5]
+    expected = attribution_map(METHODS[method].fn(_red_logits, red_model.params, work, jnp.asarray(top5[:1])))[0]
+    np.testing.assert_allclose(np.load(out / "a_saliency.npy"), np.maximum(expected, 0), rtol=1e-5, atol=1e-12)
+    record = json.loads((out / "a.json").read_text())
+    assert [row[0] for row in record["top5"]] == top5.tolist() and record["class"] == top5[0]
+    probabilities = np.asarray(jax.nn.softmax(logits))[top5]
+    np.testing.assert_allclose([row[2] for row in record["top5"]], probabilities, rtol=1e-4, atol=1e-6)
+
+
 def test_method_options_are_checked(tmp_path, capsys, red_model):
     cases = [(["--method", "gradcam"], "classifier has no feature_layer"),
              (["--method", "occlusion", "--rule", "guided"], "--rule: occlusion has no ReLU backward rule"),
