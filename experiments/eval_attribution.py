@@ -284,15 +284,14 @@ def cam_box(saliency: np.ndarray, threshold: float = CAM_THRESHOLD) -> np.ndarra
 
 @functools.lru_cache(maxsize=None)
 def curve_functions(config: Config, logits_fn):
-    """Jitted deletion and insertion curves with the experiment's settings."""
+    """The deletion and insertion curves with the experiment's settings, one jitted function for both."""
     import jax
 
-    from saliency_jax.evaluation.faithfulness import deletion_curve, insertion_curve
+    from saliency_jax.evaluation.faithfulness import deletion_and_insertion_curves
 
     settings = dict(steps=config.curve_steps, baseline="blur", blur_sigma=config.blur_sigma,
                     batch_size=config.curve_steps + 1)  # one curve per model call
-    return (jax.jit(functools.partial(deletion_curve, logits_fn, **settings)),
-            jax.jit(functools.partial(insertion_curve, logits_fn, **settings)))
+    return jax.jit(functools.partial(deletion_and_insertion_curves, logits_fn, **settings))
 
 
 def score_targets(config: Config, model, data, maps: np.ndarray) -> dict[str, np.ndarray]:
@@ -301,7 +300,7 @@ def score_targets(config: Config, model, data, maps: np.ndarray) -> dict[str, np
 
     from saliency_jax.evaluation import metrics
 
-    deletion, insertion = curve_functions(config, model.logits_fn)
+    curves = curve_functions(config, model.logits_fn)
     scores = {
         "pointing_mask": metrics.pointing_hits(maps, masks=data.masks, tolerance=15.0),
         "pointing_box": metrics.pointing_hits(maps, boxes=data.boxes[:, None], tolerance=15.0),
@@ -312,8 +311,9 @@ def score_targets(config: Config, model, data, maps: np.ndarray) -> dict[str, np
         images = jnp.asarray(data.images[targets], jnp.float32)
         classes = jnp.asarray(data.classes[targets], jnp.int32)
         saliency = jnp.asarray(maps[targets])
-        scores["deletion_auc"][targets] = np.asarray(deletion(model.params, images, saliency, classes).auc)
-        scores["insertion_auc"][targets] = np.asarray(insertion(model.params, images, saliency, classes).auc)
+        deletion, insertion = curves(model.params, images, saliency, classes)
+        scores["deletion_auc"][targets] = np.asarray(deletion.auc)
+        scores["insertion_auc"][targets] = np.asarray(insertion.auc)
     boxes = np.stack([cam_box(m) for m in maps])
     scores["cam_box_iou"] = np.diagonal(metrics.box_iou(boxes[:, None], data.boxes[None]))
     if config.graphcut:

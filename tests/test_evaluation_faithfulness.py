@@ -114,3 +114,34 @@ def test_bad_arguments_name_the_argument(linear_model):
         F.insertion_curve(logits_fn, params, images, saliency, classes=2.5)
     with pytest.raises(ValueError, match="batch_size"):
         F.insertion_curve(logits_fn, params, images, saliency, batch_size=0)
+
+
+@pytest.mark.parametrize("batch_size", [None, 4, 6])
+def test_both_curves_at_once_equal_each_curve_and_trace_the_model_once(tiny_cnn, getkey, batch_size):
+    logits_fn, params = tiny_cnn
+    images = jax.random.uniform(getkey(), (3, 8, 8, 3), minval=0.0, maxval=255.0)
+    saliency = jax.random.uniform(getkey(), (3, 8, 8))
+    classes = jnp.array([2, 0, 1])
+    traces = []
+
+    def counting(p, x):
+        traces.append(x.shape)
+        return logits_fn(p, x)
+
+    both = jax.jit(functools.partial(F.deletion_and_insertion_curves, counting, steps=5, batch_size=batch_size))
+    deletion, insertion = both(params, images, saliency, classes)
+    # One trace of the model serves both curves (beside the one-image trace that counts the classes).
+    assert len([shape for shape in traces if shape[0] > 1]) == 1, traces
+    for curve, alone in ((deletion, F.deletion_curve), (insertion, F.insertion_curve)):
+        expected = alone(logits_fn, params, images, saliency, classes, steps=5, batch_size=batch_size)
+        np.testing.assert_allclose(curve.probabilities, expected.probabilities, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(curve.auc, expected.auc, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(curve.fractions, expected.fractions)
+    # Deletion starts at the clean image and insertion ends there; each ends or starts at the blur.
+    np.testing.assert_allclose(deletion.probabilities[:, 0], insertion.probabilities[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(deletion.probabilities[:, -1], insertion.probabilities[:, 0], rtol=1e-5)
+    # Under jit a map with a NaN gets NaN curves, never plausible ones.
+    bad = saliency.at[1, 2, 3].set(jnp.nan)
+    deletion, insertion = both(params, images, bad, classes)
+    for curve in (deletion, insertion):
+        assert np.isnan(curve.auc[1]) and np.isfinite(np.delete(np.asarray(curve.auc), 1)).all()

@@ -90,7 +90,9 @@ def pixel_ranks(saliency: jax.Array) -> jax.Array:
     return jnp.zeros(flat.shape, jnp.int32).at[rows, order].set(positions)
 
 
-def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, insert) -> Curve:
+def _curves(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size,
+            modes: tuple[bool, ...]) -> tuple[Curve, ...]:
+    """One curve per mode (``False``: deletion, ``True``: insertion), all from one loop over the rows."""
     images = _common.as_images(images)
     batch, height, width, _ = images.shape
     if not hasattr(saliency, "dtype"):
@@ -124,22 +126,33 @@ def _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_s
     # Pixels changed after step k: the first round(k * H * W / steps) of the ranking.
     counts = jnp.asarray(np.round(np.arange(steps + 1) * (height * width) / steps).astype(np.int32))
 
-    def row(b, k):
+    points = steps + 1
+    inserting = jnp.asarray(np.array(modes))
+
+    def row(b, n):
+        # Expansion n is point n % points of mode n // points: each image's curves one after another.
+        k = n % points
         changed = (ranks[b] < counts[k][:, None]).reshape(-1, height, width, 1)
-        if insert:
-            perturbed = jnp.where(changed, images[b], canvas[b])
+        if len(modes) == 1:
+            replaced = ~changed if modes[0] else changed
         else:
-            perturbed = jnp.where(changed, canvas[b], images[b])
+            replaced = changed ^ inserting[n // points].reshape(-1, 1, 1, 1)
+        # Deletion shows the baseline where the pixels were changed, insertion where they were not.
+        perturbed = jnp.where(replaced, canvas[b], images[b])
         probabilities = jax.nn.softmax(logits_fn(params, perturbed), axis=-1)
         chosen = jnp.take_along_axis(probabilities, classes[b][:, None], axis=1)
-        return chosen * jax.nn.one_hot(k, steps + 1, dtype=chosen.dtype)
+        return chosen * jax.nn.one_hot(n, points * len(modes), dtype=chosen.dtype)
 
-    curve = _common.sum_over_expansions(row, batch, steps + 1, batch_size)
-    if finite is not None:
-        curve = jnp.where(finite[:, None], curve, jnp.nan)
-    auc = (jnp.sum(curve, axis=1) - 0.5 * (curve[:, 0] + curve[:, -1])) / steps
-    fractions = jnp.asarray(np.linspace(0.0, 1.0, steps + 1), jnp.float32)
-    return Curve(fractions, curve, auc)
+    every = _common.sum_over_expansions(row, batch, points * len(modes), batch_size)
+    fractions = jnp.asarray(np.linspace(0.0, 1.0, points), jnp.float32)
+    curves = []
+    for m in range(len(modes)):
+        curve = every[:, m * points : (m + 1) * points]
+        if finite is not None:
+            curve = jnp.where(finite[:, None], curve, jnp.nan)
+        auc = (jnp.sum(curve, axis=1) - 0.5 * (curve[:, 0] + curve[:, -1])) / steps
+        curves.append(Curve(fractions, curve, auc))
+    return tuple(curves)
 
 
 def deletion_curve(
@@ -171,7 +184,7 @@ def deletion_curve(
     Returns:
       :class:`Curve`; ``probabilities[:, 0]`` is the clean image's, ``[:, -1]`` the baseline's.
     """
-    return _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, False)
+    return _curves(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, (False,))[0]
 
 
 def insertion_curve(
@@ -193,4 +206,31 @@ def insertion_curve(
     Returns:
       :class:`Curve`; ``probabilities[:, 0]`` is the baseline's, ``[:, -1]`` the clean image's.
     """
-    return _curve(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, True)
+    return _curves(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size, (True,))[0]
+
+
+def deletion_and_insertion_curves(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    saliency: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    steps: int = 20,
+    baseline: Any = "blur",
+    blur_sigma: float = 5.0,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+) -> tuple[Curve, Curve]:
+    """:func:`deletion_curve` and :func:`insertion_curve` together, in one loop over the perturbed images.
+
+    Arguments as :func:`deletion_curve`. The ``2 * B * (steps + 1)`` perturbed images
+    run ``batch_size`` at a time, each image's deletion points then its insertion
+    points, so one model call serves both curves: under ``jit`` the model is traced
+    and compiled once, not once per curve. With ``batch_size = steps + 1`` every call
+    holds one curve of one image, as the separate functions' calls do.
+
+    Returns:
+      ``(deletion, insertion)``, equal to the two functions' results.
+    """
+    return _curves(logits_fn, params, images, saliency, classes, steps, baseline, blur_sigma, batch_size,
+                   (False, True))
