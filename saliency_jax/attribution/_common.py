@@ -183,7 +183,6 @@ def trace_once(fn: Callable, *args: Any) -> tuple[Callable, Any]:
     return replay, shapes
 
 
-
 def sum_over_expansions(
     row_fn: Callable[[jax.Array, jax.Array], Any],
     batch: int,
