@@ -161,7 +161,8 @@ def _in_passes(fn, per_pass: int, *args):
 
 
 def default_images_per_pass() -> int:
-    """The images per pass of :func:`input_gradients` and the class functions when none is given.
+    """The images per pass of :func:`input_gradients`, the class functions and
+    :func:`~saliency_jax.layer_gradients` when none is given.
 
     ``ROWS_PER_PASS`` when JAX's default backend is the CPU and there is one device;
     else :data:`ALL_IMAGES` (all images at once): an accelerator is fastest with the whole

@@ -86,3 +86,18 @@ def test_bad_requests_raise_naming_the_argument(tiny):
         lv.crop_gradcam_maps(tiny._replace(feature_layer=None), images, [0])
     with pytest.raises(ValueError, match="images"):
         lv.crop_gradcam_maps(tiny, np.zeros((1, 8, 6, 3), np.float32), [0])
+
+
+def test_crop_seed_maps_run_one_pass_of_crops_per_call_on_one_cpu(tiny, monkeypatch):
+    """Two crops per model call where the model runs passes of two; 16 or more elsewhere."""
+    from saliency_jax import saliency
+
+    calls = []
+    monkeypatch.setattr(lv, "crop_gradcam_maps", lambda clf, images, classes, *, batch_size: calls.append(batch_size)
+                        or np.zeros(images.shape[:3], np.float32))
+    images = np.zeros((1, 8, 8, 3), np.float32)
+    lv.seed_maps(tiny, images, [1], "crops", batch_size=8)
+    monkeypatch.setattr(saliency, "default_images_per_pass", lambda: 2)
+    lv.seed_maps(tiny, images, [1], "crops", batch_size=8)
+    lv.seed_maps(tiny, images, [1], "crops", batch_size=32)
+    assert calls == [16, 2, 2]

@@ -412,3 +412,59 @@ def test_layer_gradients_are_the_gradient_of_the_score_through_the_layer(small_c
 
     expected = jax.vmap(lambda a, c: jax.grad(lambda x: head(x[None])[0, c])(a))(features, classes)
     np.testing.assert_allclose(grads, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_layer_gradients_in_passes_of_images_are_the_same(small_cnn, images):
+    """``images_per_pass`` changes how many images each pass of the model sees, not the result."""
+    from saliency_jax.reconstruction import layer_gradients, layer_gradients_and_logits
+
+    logits_fn, params = small_cnn
+    classes = jnp.array([1, 4, 0])
+    together = layer_gradients_and_logits(logits_fn, params, images, classes, layer="conv2", images_per_pass=3)
+    for per_pass in (1, 2, 5):  # 2 leaves one image for a last, smaller pass
+        jitted = jax.jit(layer_gradients_and_logits, static_argnums=0, static_argnames=("layer", "images_per_pass"))
+        got = jitted(logits_fn, params, images, classes, layer="conv2", images_per_pass=per_pass)
+        for a, b in zip(got, together):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"images_per_pass={per_pass}")
+    features, grads = layer_gradients(logits_fn, params, images, classes, layer="conv2", images_per_pass=2)
+    np.testing.assert_allclose(grads, together[1], rtol=1e-5, atol=1e-7)
+    seen = []
+
+    def recording(p, x):
+        seen.append(x.shape[0])  # runs while tracing: one entry per traced pass
+        return logits_fn(p, x)
+
+    layer_gradients(recording, params, images, classes, layer="conv2", images_per_pass=2)
+    assert sorted(seen) == [1, 1, 2]  # the layer's shape from one image, passes of 2 (one trace), the 1 left over
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="images_per_pass must be an integer >= 1"):
+            layer_gradients(logits_fn, params, images, classes, layer="conv2", images_per_pass=bad)
+
+
+def test_layer_methods_in_passes_of_two_images_are_the_same(small_cnn, images, monkeypatch):
+    """The default on a single CPU device (passes of two images) gives the maps of one pass."""
+    from saliency_jax import attribution as attr
+    from saliency_jax import saliency
+
+    logits_fn, params = small_cnn
+    classes = jnp.array([1, 4, 0])
+    methods = {
+        "gradcam": functools.partial(attr.gradcam, layer="conv2"),
+        "gradcam_plus_plus": functools.partial(attr.gradcam_plus_plus, layer="conv2"),
+        "crop_gradcam": functools.partial(attr.crop_gradcam, layer="conv2", grid=((0.5, 2), (1.0, 1)), batch_size=3),
+    }
+    assert saliency.default_images_per_pass() == saliency.ALL_IMAGES  # several devices: one pass
+    together = {name: fn(logits_fn, params, images, classes) for name, fn in methods.items()}
+    seen = []
+
+    def recording(p, x):
+        seen.append(x.shape[0])
+        return logits_fn(p, x)
+
+    monkeypatch.setattr(saliency, "default_images_per_pass", lambda: 2)
+    for name, fn in methods.items():
+        np.testing.assert_allclose(fn(logits_fn, params, images, classes), together[name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+        seen.clear()
+        fn(recording, params, images, classes)
+        assert max(seen) <= 2, (name, seen)

@@ -9,9 +9,10 @@ image ``r // N``. The rows are processed ``batch_size`` at a time in a
 peak memory depends on ``batch_size`` and not on ``N``. Each chunk is one batched
 model call; that a batch of unrelated rows gives each row's own result is exact
 because the model's examples are independent (inference mode). The gradient-based
-methods take a chunk's gradients with :func:`saliency_jax.input_gradients`, which on
-a single CPU device runs them a few rows per forward and backward pass
-(:func:`saliency_jax.default_images_per_pass`).
+methods take a chunk's gradients with :func:`saliency_jax.input_gradients`, and the
+layer methods (Grad-CAM, Grad-CAM++, crop Grad-CAM) with
+:func:`saliency_jax.layer_gradients`; on a single CPU device both run a few rows per
+forward and backward pass (:func:`saliency_jax.default_images_per_pass`).
 """
 
 from __future__ import annotations
