@@ -48,6 +48,7 @@ import numpy as np
 from saliency_jax import _checks
 from saliency_jax.backprop_rules import _is_jitted, backprop_rule, check_rule
 from saliency_jax.parallel import vary_like
+from saliency_jax.saliency import _images_per_pass, _in_passes
 from saliency_jax.types import LogitsFn
 
 WEIGHTINGS = ("activation", "ones")
@@ -331,8 +332,6 @@ def layer_gradients_and_logits(
     EfficientNet-Lite0, against one pass: Grad-CAM of 8 images 0.78-0.83 of the time,
     crop Grad-CAM with its default 64 crops per call 0.71-0.72.
     """
-    from saliency_jax.saliency import _images_per_pass, _in_passes
-
     path = _layer_path(layer)
     _checks.check_images(images)
     images = jnp.asarray(images, jnp.float32)
