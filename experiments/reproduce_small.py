@@ -43,6 +43,7 @@ from saliency_jax.data import ClutteredObjects, ClutteredObjectsConfig
 from saliency_jax.evaluation import benchmark
 from saliency_jax.evaluation.sanity import spearman_rank_correlation
 from saliency_jax.localisation.pipeline import localise_many
+from saliency_jax.models import cpu_convolution_options
 from saliency_jax.saliency import saliency_map
 from saliency_jax.training import cache_in_memory, chance_accuracy, replace, train_and_evaluate
 
@@ -286,14 +287,16 @@ def run(config, out: str, *, data_dir: str | None = None, progress: bool = True)
     images = test.features["image"][:n]
     labels, masks, boxes = test.features["label"][:n], test.features["mask"][:n], test.features["box"][:n]
     batch = 50 * mesh.size
+    options = cpu_convolution_options()  # as the training loop compiles the ConvNet
     logits = parallel.sharded_map(lambda p, x: logits_fn(p, x), params, images.astype(np.float32),
-                                  batch_size=batch, mesh=mesh)
+                                  batch_size=batch, mesh=mesh, compiler_options=options)
     predicted = logits.argmax(-1).astype(np.int32)
     maps = {}
     for rule in config.rules:
         fn = functools.partial(_maps_fn, logits_fn, rule=rule)
         maps[rule] = parallel.sharded_map(
-            fn, params, {"images": images.astype(np.float32), "classes": predicted}, batch_size=batch, mesh=mesh
+            fn, params, {"images": images.astype(np.float32), "classes": predicted}, batch_size=batch, mesh=mesh,
+            compiler_options=options,
         )
     lap("saliency")
 
@@ -389,7 +392,7 @@ def _class_models(logits_fn, params, k, model, image_size, config, objective):
         l2_weight=config.class_model_l2,
     )
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=cpu_convolution_options())
     def run(params, key):
         ascent_key, noise_key = jax.random.split(key)
         state = ascent.init(params, jnp.arange(k), key=ascent_key)

@@ -19,7 +19,7 @@ replicated value is never summed over the shards by mistake.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -259,6 +259,7 @@ def sharded_map(
     batch_size: int,
     mesh: Mesh | None = None,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Runs a per-batch function data-parallel over a whole dataset.
 
@@ -281,6 +282,8 @@ def sharded_map(
         local devices in ``mesh``.
       mesh: from :func:`data_mesh` (default: all devices).
       progress: optional wrapper of the batch-index iterable, e.g. ``tqdm.tqdm``.
+      compiler_options: XLA options for ``fn``'s compilation (``jax.jit``'s
+        ``compiler_options``), e.g. :func:`saliency_jax.models.cpu_convolution_options`.
 
     Returns:
       ``outputs`` for all ``N`` rows: a pytree of numpy arrays ``[N, ...]``.
@@ -293,6 +296,10 @@ def sharded_map(
         raise ValueError(f"fn must be a function (params, batch) -> outputs, got {type(fn).__name__}")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be None or a wrapper of an iterable (e.g. tqdm.tqdm), got {progress!r}")
+    if compiler_options is not None and not (
+        isinstance(compiler_options, Mapping) and all(isinstance(k, str) for k in compiler_options)
+    ):
+        raise ValueError(f"compiler_options must be None or a mapping of option names to values, got {compiler_options!r}")
     mesh = data_mesh() if mesh is None else _check_mesh(mesh)
     batch_size = check_int(batch_size, "batch_size", 1)
     leaves = jax.tree.leaves(inputs)
@@ -317,7 +324,7 @@ def sharded_map(
         raise ValueError(
             f"batch_size must be a positive multiple of the {local_devices} local devices, got {batch_size}"
         )
-    jitted = jax.jit(fn, out_shardings=batch_sharding(mesh))
+    jitted = jax.jit(fn, out_shardings=batch_sharding(mesh), compiler_options=dict(compiler_options or {}))
     params = replicate(params, mesh)
     num_batches = math.ceil(n / batch_size)
 

@@ -133,3 +133,66 @@ def test_bad_inputs_raise(small):
         convnet.scaled_convnet(3, width=0)
     with pytest.raises(ValueError, match="mid_convs"):
         convnet.scaled_convnet(3, mid_convs=-1)
+
+
+# --- XLA's own convolutions on CPU (cpu_convolution_options) ------------------------------------
+
+
+def _ynn_convolutions(compiled_text: str) -> int:
+    """Convolutions that the compiled program hands to the YNNPACK library (its custom fusions)."""
+    entry = compiled_text[compiled_text.index("\nENTRY"):]
+    return sum("kind=kCustom" in line and "conv_general_dilated" in line for line in entry.splitlines())
+
+
+def _plain_convolutions(compiled_text: str) -> int:
+    entry = compiled_text[compiled_text.index("\nENTRY"):]
+    return sum(" convolution(" in line for line in entry.splitlines())
+
+
+def test_cpu_convolution_options_leave_the_convolutions_to_xla_with_the_same_gradients():
+    options = convnet.cpu_convolution_options()
+    assert options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    model = convnet.scaled_convnet(6, dropout_rate=0.1)
+    x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)), jnp.float32)
+    params = model.init(jax.random.key(0), x)
+
+    def loss(p, images):
+        logits = model.apply(p, images, train=True, rngs={"dropout": jax.random.key(1)})
+        return jnp.sum(logits * jnp.arange(6.0)[None, :])
+
+    fn = jax.value_and_grad(loss, argnums=(0, 1))
+    default = jax.jit(fn).lower(params, x).compile()
+    moved = jax.jit(fn, compiler_options=options).lower(params, x).compile()
+    # By default YNNPACK takes most of the convolutions; with the options none, and XLA computes
+    # all 15: 5 forward, 5 input gradients (the image's too) and 5 kernel gradients.
+    assert _ynn_convolutions(default.as_text()) > 0
+    assert _ynn_convolutions(moved.as_text()) == 0
+    assert _plain_convolutions(moved.as_text()) == 15
+    (value_a, grads_a), (value_b, grads_b) = default(params, x), moved(params, x)
+    np.testing.assert_allclose(value_b, value_a, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
+def test_cpu_convolution_options_are_empty_off_the_cpu_when_refused_or_set_by_the_caller(monkeypatch):
+    assert convnet.cpu_convolution_options()  # the test machine's CPU accepts them
+    with monkeypatch.context() as m:
+        m.setattr(jax, "default_backend", lambda: "gpu")
+        assert convnet.cpu_convolution_options() == {}
+    with monkeypatch.context() as m:
+        m.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+        assert convnet.cpu_convolution_options() == {}  # the caller's XLA_FLAGS decide
+    with monkeypatch.context() as m:
+        m.setattr(convnet, "_YNN_WITHOUT_CONVOLUTIONS", "LIBRARY_FUSION_TYPE_NO_SUCH_TYPE")
+        assert convnet.cpu_convolution_options() == {}  # an XLA that refuses the value compiles as before
+
+
+def test_benchmark_script_runs_and_checks_both_compilations(experiment, tmp_path):
+    bench = experiment("bench_convolutions")
+    (result,) = bench.main(["--models", "scaled", "--rounds", "1", "--batch", "2", "--json", str(tmp_path / "c.json")])
+    assert result["options"] == convnet.cpu_convolution_options() != {}
+    assert set(result["cases"]) == {"train", "map", "forward"}
+    for row in result["cases"].values():
+        assert row["default_ms"] > 0 and row["options_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["options_ms"] / row["default_ms"])  # one round
+    assert (tmp_path / "c.json").exists()

@@ -58,6 +58,22 @@ def test_sharded_map_bad_arguments():
         parallel.sharded_map(_affine, params, {}, batch_size=4, mesh=mesh)
 
 
+def test_sharded_map_compiles_fn_with_the_compiler_options_given():
+    mesh = parallel.data_mesh()
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    x = np.arange(15.0).reshape(5, 3)
+    options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+    out = parallel.sharded_map(_affine, params, {"x": x}, batch_size=4, mesh=mesh, compiler_options=options)
+    np.testing.assert_allclose(out["y"], x @ np.ones((3, 2)), rtol=1e-6)
+    # The options reach XLA: one it refuses fails the compilation, naming the option.
+    with pytest.raises(Exception, match="xla_cpu_experimental_ynn_fusion_type"):
+        parallel.sharded_map(_affine, params, {"x": x}, batch_size=4, mesh=mesh,
+                             compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
+    for bad in (["xla_cpu_enable_fast_math"], {1: "true"}, "fast"):
+        with pytest.raises(ValueError, match="compiler_options must be None or a mapping"):
+            parallel.sharded_map(_affine, params, {"x": x}, batch_size=4, mesh=mesh, compiler_options=bad)
+
+
 def test_initialize_distributed_is_a_no_op_on_one_host():
     assert parallel.initialize_distributed() is False
     with pytest.raises(ValueError, match="together"):

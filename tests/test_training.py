@@ -157,6 +157,23 @@ def test_one_sharded_step_equals_one_single_device_step():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_the_loop_compiles_its_steps_with_xla_convolutions_on_cpu():
+    """The training loop jits with ``cpu_convolution_options``: no convolution is left to YNNPACK."""
+    from saliency_jax.training import loop
+
+    mesh = parallel.data_mesh()
+    _, _, init, step_fn, eval_fn = loop._compiled(TrainConfig(**TINY), 3, mesh)
+    state = init(jax.random.key(0))
+    images, labels, mask = parallel.shard_batch(
+        (np.zeros((8, 32, 32, 3), np.uint8), np.zeros(8, np.int32), np.ones(8, bool)), mesh
+    )
+    for compiled in (step_fn.lower(state, images, labels, jax.random.key(1)).compile(),
+                     eval_fn.lower(state.params, images, labels, mask).compile()):
+        lines = compiled.as_text().split("\nENTRY")[1].splitlines()
+        assert any(" convolution(" in line for line in lines)
+        assert not any("kind=kCustom" in line and "conv_general_dilated" in line for line in lines)
+
+
 def test_eval_step_ignores_padding_rows():
     config = TrainConfig(**TINY)
     model, _, state, images, labels = _tiny_state_and_batch(config, jax.random.key(1))

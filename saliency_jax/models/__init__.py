@@ -1,6 +1,6 @@
 """Models: the embedded EfficientNet-Lite0/1/2, the paper's ConvNet, and the checkpoint reader."""
 
-from saliency_jax.models.convnet import ConvNet, paper_convnet, scaled_convnet
+from saliency_jax.models.convnet import ConvNet, cpu_convolution_options, paper_convnet, scaled_convnet
 from saliency_jax.models.efficientnet_lite import (
     EfficientNetLite,
     EfficientNetLite0,
@@ -12,6 +12,7 @@ from saliency_jax.models.weights import UnsafeCheckpointError, load_torch_state_
 
 __all__ = [
     "ConvNet",
+    "cpu_convolution_options",
     "paper_convnet",
     "scaled_convnet",
     "EfficientNetLite",
