@@ -299,7 +299,9 @@ def sharded_map(
     if compiler_options is not None and not (
         isinstance(compiler_options, Mapping) and all(isinstance(k, str) for k in compiler_options)
     ):
-        raise ValueError(f"compiler_options must be None or a mapping of option names to values, got {compiler_options!r}")
+        raise ValueError(
+            f"compiler_options must be None or a mapping of option names to values, got {compiler_options!r}"
+        )
     mesh = data_mesh() if mesh is None else _check_mesh(mesh)
     batch_size = check_int(batch_size, "batch_size", 1)
     leaves = jax.tree.leaves(inputs)

@@ -151,7 +151,9 @@ def _plain_convolutions(compiled_text: str) -> int:
 
 def test_cpu_convolution_options_leave_the_convolutions_to_xla_with_the_same_gradients():
     options = convnet.cpu_convolution_options()
-    assert options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    assert options == {
+        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    }
     model = convnet.scaled_convnet(6, dropout_rate=0.1)
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)), jnp.float32)
     params = model.init(jax.random.key(0), x)

@@ -86,8 +86,9 @@ def cpu_convolution_options() -> dict[str, str]:
     kernel gradients much faster: on two AVX2 cores a training step of :func:`scaled_convnet`
     (batch 32, 64 x 64) took about 0.6 times as long and one of :func:`paper_convnet` (batch 8,
     224 x 224) about 0.7 times, forward passes 0.64-0.86 times and saliency maps 0.91-0.97
-    times (``experiments/bench_convolutions.py``). The results are the same to float rounding. A model without convolutions (EfficientNet-Lite on
-    the CPU runs its 1 x 1 convolutions as products) compiles to the same program.
+    times (``experiments/bench_convolutions.py``). The results are the same to float
+    rounding. A model without convolutions (EfficientNet-Lite on the CPU runs its 1 x 1
+    convolutions as products) compiles to the same program.
 
     Pass them to ``jax.jit(fn, compiler_options=cpu_convolution_options())``; the training
     loop does.
