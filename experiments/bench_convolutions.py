@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from interleaved import interleaved_times, ratio_summary  # a sibling script
 
 from saliency_jax.io import save_json
 from saliency_jax.models import cpu_convolution_options, paper_convnet, scaled_convnet
@@ -104,26 +105,13 @@ def run(name: str, rounds: int, *, size: int | None = None, batch: int | None = 
     _check_same({key: jax.block_until_ready(call()) for key, call in calls.items()})  # also compiles
     calls = {key: call for key, call in calls.items() if key[0] in CASES}
     repeats = {"train": 5, "map": 3, "forward": 5}
-    times = {key: [] for key in calls}
-    for r in range(rounds):
-        for case in CASES:
-            for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                time.sleep(pause)
-                start = time.perf_counter()
-                for _ in range(repeats[case]):
-                    jax.block_until_ready(calls[case, variant]())
-                times[case, variant].append((time.perf_counter() - start) / repeats[case] * 1e3)
+    times = interleaved_times(calls, CASES, VARIANTS, repeats, rounds, pause)
     result = {"model": name, "rounds": rounds, "size": side, "train_batch": train_batch, "batch": batch,
               "backend": jax.default_backend(), "options": options, "cases": {}}
     for case in CASES:
-        default, with_options = np.array(times[case, "default"]), np.array(times[case, "options"])
-        ratio = with_options / default
-        result["cases"][case] = {
-            "default_ms": float(np.median(default)),
-            "options_ms": float(np.median(with_options)),
-            "ratio": float(np.median(ratio)),
-            "ratio_iqr": [float(np.quantile(ratio, 0.25)), float(np.quantile(ratio, 0.75))],
-        }
+        default, with_options = times[case, "default"], times[case, "options"]
+        result["cases"][case] = {"default_ms": float(np.median(default)), "options_ms": float(np.median(with_options)),
+                                 **ratio_summary(with_options, default)}
     return result
 
 

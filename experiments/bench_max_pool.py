@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from interleaved import interleaved_times, ratio_summary  # a sibling script
 
 from saliency_jax.io import save_json
 from saliency_jax.models import scaled_convnet
@@ -56,25 +57,12 @@ def run(rounds: int, batch: int, size: int, pause: float = 0.3) -> dict:
         for x, y in zip(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 * float(np.abs(y).max()), err_msg=case)
     repeats = {"train": 5, "map": 5, "forward": 10}
-    times = {key: [] for key in calls}
-    for r in range(rounds):
-        for case in CASES:
-            for impl in IMPLS if r % 2 == 0 else IMPLS[::-1]:
-                time.sleep(pause)
-                start = time.perf_counter()
-                for _ in range(repeats[case]):
-                    jax.block_until_ready(calls[case, impl]())
-                times[case, impl].append((time.perf_counter() - start) / repeats[case] * 1e3)
+    times = interleaved_times(calls, CASES, IMPLS, repeats, rounds, pause)
     result = {"rounds": rounds, "batch": batch, "size": size, "backend": jax.default_backend(), "cases": {}}
     for case in CASES:
-        strided, xla = np.array(times[case, "strided"]), np.array(times[case, "xla"])
-        ratio = strided / xla
-        result["cases"][case] = {
-            "strided_ms": float(np.median(strided)),
-            "reduce_window_ms": float(np.median(xla)),
-            "ratio": float(np.median(ratio)),
-            "ratio_iqr": [float(np.quantile(ratio, 0.25)), float(np.quantile(ratio, 0.75))],
-        }
+        strided, xla = times[case, "strided"], times[case, "xla"]
+        result["cases"][case] = {"strided_ms": float(np.median(strided)), "reduce_window_ms": float(np.median(xla)),
+                                 **ratio_summary(strided, xla)}
     return result
 
 

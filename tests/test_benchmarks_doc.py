@@ -1,4 +1,5 @@
-"""The benchmark page's verdicts (free and bound runs judged apart) and the benchmarks' thread binding."""
+"""The benchmark page's verdicts (free and bound runs judged apart), the benchmarks' thread binding
+and their interleaved timing."""
 
 import copy
 import json
@@ -91,3 +92,18 @@ def test_conditions_name_the_saliency_maps_images_per_pass(experiment):
     assert lines[2].endswith("saliency maps of the whole batch in one pass")
     class_model = doc._machine_lines([_run("cpu_class_model_1.json")], "class model")
     assert "pass" not in class_model[0]
+
+
+def test_interleaved_timing_alternates_the_order_and_takes_ratios_round_by_round(experiment):
+    timing = experiment("interleaved")
+    order = []
+    calls = {(case, v): (lambda case=case, v=v: order.append((case, v))) for case in ("a", "b") for v in ("x", "y")}
+    times = timing.interleaved_times(calls, ["a", "b"], ["x", "y"], {"a": 2, "b": 1}, rounds=2, pause=0.0)
+    assert order == [("a", "x")] * 2 + [("a", "y")] * 2 + [("b", "x"), ("b", "y")] \
+        + [("a", "y")] * 2 + [("a", "x")] * 2 + [("b", "y"), ("b", "x")]  # reversed in the odd round
+    assert {k: len(v) for k, v in times.items()} == {k: 2 for k in calls}
+    assert all(t >= 0 for v in times.values() for t in v)
+    summary = timing.ratio_summary([1.0, 3.0, 8.0], [2.0, 1.0, 4.0])  # per-round ratios 0.5, 3, 2
+    assert summary["ratio"] == 2.0 and summary["ratio_iqr"] == [1.25, 2.5]  # not 3 / 2, the medians' ratio
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        timing.interleaved_times(calls, ["a"], ["x"], {"a": 1}, rounds=0, pause=0.0)
