@@ -1,5 +1,6 @@
 """Named localisation variants: the crop map against a plain loop, what variant_maps returns."""
 
+import collections
 import functools
 
 import jax
@@ -101,3 +102,36 @@ def test_crop_seed_maps_run_one_pass_of_crops_per_call_on_one_cpu(tiny, monkeypa
     lv.seed_maps(tiny, images, [1], "crops", batch_size=8)
     lv.seed_maps(tiny, images, [1], "crops", batch_size=32)
     assert calls == [16, 2, 2]
+
+
+
+@pytest.mark.parametrize("seed_map", ["gradient", "smoothgrad", "gradcam", "ig"])
+def test_seed_maps_fill_the_last_call_and_compile_one_batch_shape(tiny, seed_map):
+    """5 images at batch_size 2: calls of 2, 2 and 2 (one copy), equal to calls of 2, 2 and 1."""
+    def traced_shapes(images, classes):
+        """How often a fresh copy of the model is traced at each shape (the jitted maps are cached per model)."""
+        shapes = collections.Counter()
+
+        def logits_fn(params, x):
+            shapes[x.shape] += 1
+            return tiny.logits_fn(params, x)
+
+        maps = lv.seed_maps(tiny._replace(logits_fn=logits_fn), images, classes, seed_map, key=key, batch_size=2)
+        return maps, shapes
+
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 255, (5, 8, 8, 3)).astype(np.float32)
+    classes = np.array([0, 1, 2, 3, 4])
+    key = jax.random.key(7)
+    got, shapes = traced_shapes(images, classes)
+    assert shapes == traced_shapes(images[:2], classes[:2])[1]  # traced as for one call of 2: compiled once
+
+    # Calls of 2, 2 and 1 images, each keyed by its first image, as before the filling.
+    compute = lv._jitted(seed_map, tiny.logits_fn, "conv2", 8, 2)
+    keys = jax.random.split(key, 5)
+    expected = np.concatenate([
+        np.asarray(compute(tiny.params, jnp.asarray(images[s : s + 2]), jnp.asarray(classes[s : s + 2]), keys[s]))
+        for s in (0, 2, 4)
+    ])
+    assert got.shape == (5, 8, 8) and np.abs(expected).max() > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)

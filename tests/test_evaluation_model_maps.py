@@ -39,6 +39,23 @@ def test_top_classes_are_sorted_scores():
                                   np.argsort(-logits, axis=-1)[:, :3])
 
 
+def test_top_classes_fill_the_last_call_so_the_model_compiles_once():
+    classifier, w = _linear_classifier()
+    traced = []
+
+    def logits_fn(params, images):
+        traced.append(images.shape[0])
+        return classifier.logits_fn(params, images)
+
+    images = np.random.default_rng(4).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
+    got = model_maps.top_classes(classifier._replace(logits_fn=logits_fn), images, 2, batch_size=2)
+    np.testing.assert_array_equal(got, np.argsort(-(images.reshape(5, -1) @ w), axis=-1)[:, :2])
+    assert traced == [2]  # calls of 2, 2 and 2 (the last with a copy of image 4), one trace
+    assert [kept for _, kept in model_maps.chunks(5, 2)] == [2, 2, 1]
+    assert [rows.tolist() for rows, _ in model_maps.chunks(5, 8)] == [[0, 1, 2, 3, 4]]  # fewer than a batch: as is
+    assert model_maps.chunks(0, 8) == []
+
+
 def test_scale_box_covers_the_same_pixels():
     np.testing.assert_array_equal(model_maps.scale_box([1, 2, 5, 6], (12, 12), (24, 36)), [3, 4, 15, 12])
     np.testing.assert_array_equal(model_maps.scale_box([[0, 0, 12, 12]], (12, 12), (7, 5)), [[0, 0, 5, 7]])

@@ -178,6 +178,7 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
     import jax
     import jax.numpy as jnp
 
+    from saliency_jax.evaluation.model_maps import chunks
     from saliency_jax.saliency import default_images_per_pass
 
     size = images.shape[1]
@@ -200,10 +201,10 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
     out = []
     if contrast is None:
         compute = _jitted(name, classifier.logits_fn, layer, size, batch_size)
-        for start in range(0, len(images), batch_size):
-            part = slice(start, start + batch_size)
-            out.append(np.asarray(compute(classifier.params, jnp.asarray(images[part]), jnp.asarray(classes[part]),
-                                          keys[start])))
+        # Each call's key is its first image's, as for calls of batch_size images without filling.
+        for rows, kept in chunks(len(images), batch_size):
+            out.append(np.asarray(compute(classifier.params, jnp.asarray(images[rows]), jnp.asarray(classes[rows]),
+                                          keys[rows[0]]))[:kept])
         return np.concatenate(out)
     compute = _jitted(name, _weighted_logits_fn(classifier.logits_fn), layer, size, batch_size)
     for i in range(len(images)):  # one image at a time: its weights broadcast over any expansion
