@@ -40,6 +40,7 @@ chosen on EfficientNet-Lite0 are in ``docs/tuning/class_model.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -48,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from saliency_jax import _checks
+from saliency_jax import _batching, _checks
 from saliency_jax import regularizers as regs
 from saliency_jax.parametrization import Parametrization, make_parametrization
 from saliency_jax.parallel import vary_like
@@ -508,9 +509,11 @@ def classifier_class_models(
 
     Takes the image size, mean image and scale from the classifier and clips to
     raw 0-255 pixels; ``kwargs`` override them or set the other settings of
-    :func:`class_model_ascent`. The classes are optimised ``batch_size`` at a
-    time, each batch as jitted chunks of ``chunk`` steps (:func:`run_in_chunks`);
-    since every class image draws its randomness from ``fold_in(key, class)`` the
+    :func:`class_model_ascent`. The classes are optimised in batches of at most
+    ``batch_size``, evened out and the last filled with copies of its last class
+    (17 classes at 16 are two batches of 9), so the ascent compiles once; each
+    batch runs as jitted chunks of ``chunk`` steps (:func:`run_in_chunks`). Since
+    every class image draws its randomness from ``fold_in(key, class)`` the
     result does not depend on ``batch_size`` or ``chunk``.
 
     Args:
@@ -521,7 +524,8 @@ def classifier_class_models(
       mode: ``"paper"`` or ``"regularised"``.
       batch_size: classes per compiled batch, ``>= 1``.
       chunk: steps per jitted call, ``>= 1``.
-      on_chunk: progress callback of :func:`run_in_chunks`.
+      on_chunk: progress callback of :func:`run_in_chunks`, given the history of
+        the batch's real classes only.
 
     Returns:
       :class:`ClassModelResult` over all classes, histories ``[T, K]``.
@@ -534,13 +538,30 @@ def classifier_class_models(
     settings = {**classifier_settings(classifier)._asdict(), **kwargs}
     ascent = class_model_ascent(classifier.logits_fn, mode=mode, **settings)
     finish = jax.jit(ascent.finish)
+    count = classes.shape[0]
+    # Batches of one size, the last filled with copies of the last class (dropped below), so the
+    # ascent compiles once: each class's image depends only on fold_in(key, class).
+    rows = _batching.rows_per_call(count, batch_size)
     results = []
-    for start in range(0, classes.shape[0], batch_size):
-        state = ascent.init(classifier.params, classes[start : start + batch_size], key=key)
-        state, history = run_in_chunks(ascent, classifier.params, state, steps, chunk=chunk, on_chunk=on_chunk)
-        results.append(finish(classifier.params, state, history))
+    for start in range(0, count, rows):
+        kept = min(rows, count - start)
+        batch = _batching.pad_rows(classes[start : start + rows], rows)
+        report = None if on_chunk is None else functools.partial(_report_kept, on_chunk, kept)
+        state = ascent.init(classifier.params, batch, key=key)
+        state, history = run_in_chunks(ascent, classifier.params, state, steps, chunk=chunk, on_chunk=report)
+        result = finish(classifier.params, state, history)
+        results.append(result if kept == rows else _kept_classes(result, kept))
     if len(results) == 1:
         return results[0]
     joined = [jnp.concatenate(parts) for parts in zip(*(r[:4] for r in results))]
     history = ClassModelHistory(*(jnp.concatenate(parts, axis=1) for parts in zip(*(r.history for r in results))))
     return ClassModelResult(*joined, history)
+
+
+def _report_kept(on_chunk, kept: int, n: int, history: ClassModelHistory) -> None:
+    on_chunk(n, ClassModelHistory(*(x[:, :kept] for x in history)))
+
+
+def _kept_classes(result: ClassModelResult, kept: int) -> ClassModelResult:
+    """The first ``kept`` classes of a batch's result (the rest are filling)."""
+    return ClassModelResult(*(x[:kept] for x in result[:4]), ClassModelHistory(*(x[:, :kept] for x in result.history)))

@@ -224,6 +224,31 @@ def test_regularised_mode_defaults_build_for_a_classifier(tiny_cnn):
     assert split.history.scores.shape == (3, 3)
 
 
+def test_classifier_batches_are_evened_and_filled_so_the_ascent_compiles_once(tiny_cnn):
+    """5 classes at batch_size 4: two batches of 3 (one copy), equal to all 5 together."""
+    logits_fn, params = tiny_cnn
+    traced = set()
+
+    def counting(p, images):
+        traced.add(images.shape[0])
+        return logits_fn(p, images)
+
+    names = tuple(f"c{i}" for i in range(5))
+    classifier = Classifier(counting, params, 32, names, pixel_mean=127.0, pixel_scale=128.0)
+    classes = jnp.array([4, 0, 2, 1, 3])
+    reported = []
+    batched = classifier_class_models(classifier, classes, key=jax.random.key(2), steps=3, batch_size=4,
+                                      on_chunk=lambda n, h: reported.append((n, h.scores.shape)))
+    assert traced == {3}  # old: batches of 4 and 1, two compilations
+    assert reported == [(3, (3, 3)), (3, (3, 2))]  # the filling's class is not reported
+    together = classifier_class_models(classifier._replace(logits_fn=logits_fn), classes, key=jax.random.key(2),
+                                       steps=3, batch_size=5)
+    np.testing.assert_array_equal(batched.classes, classes)
+    for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(together)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax._batching import filled_chunks
 from saliency_jax.evaluation import model_maps, tfds_eval
 from saliency_jax.types import Classifier
 
@@ -51,9 +52,9 @@ def test_top_classes_fill_the_last_call_so_the_model_compiles_once():
     got = model_maps.top_classes(classifier._replace(logits_fn=logits_fn), images, 2, batch_size=2)
     np.testing.assert_array_equal(got, np.argsort(-(images.reshape(5, -1) @ w), axis=-1)[:, :2])
     assert traced == [2]  # calls of 2, 2 and 2 (the last with a copy of image 4), one trace
-    assert [kept for _, kept in model_maps.chunks(5, 2)] == [2, 2, 1]
-    assert [rows.tolist() for rows, _ in model_maps.chunks(5, 8)] == [[0, 1, 2, 3, 4]]  # fewer than a batch: as is
-    assert model_maps.chunks(0, 8) == []
+    assert [kept for _, kept in filled_chunks(5, 2)] == [2, 2, 1]
+    assert [rows.tolist() for rows, _ in filled_chunks(5, 8)] == [[0, 1, 2, 3, 4]]  # fewer than a batch: as is
+    assert filled_chunks(0, 8) == []
 
 
 def test_scale_box_covers_the_same_pixels():

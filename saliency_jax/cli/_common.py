@@ -105,26 +105,6 @@ IMAGE_BATCH_HELP = ("most images per compiled batch; the batches are evened out 
                     "so the model compiles once")
 
 
-def rows_per_call(count: int, batch_size: int) -> int:
-    """Images per compiled call when ``count`` images go in batches of at most ``batch_size``.
-
-    The batches are as even as that allows, and every one is padded to this size
-    (:func:`pad_rows`), so a run compiles its model once: a smaller last batch would
-    be a second compilation, seconds on a CPU, for fewer than one image per batch of
-    extra work (9 images at ``--batch-size 8`` are two calls of 5, not 8 and 1).
-    """
-    calls = max(1, math.ceil(count / batch_size))
-    return max(1, math.ceil(count / calls))
-
-
-def pad_rows(array, rows: int):
-    """``array`` (``[n, ...]``, ``n >= 1``) with its last row repeated up to ``rows`` rows."""
-    import numpy as np
-
-    missing = rows - len(array)
-    return array if missing <= 0 else np.concatenate([array, np.repeat(array[-1:], missing, axis=0)])
-
-
 def add_image_options(parser: argparse.ArgumentParser) -> None:
     """Adds the options of commands that read images (``--max-pixels``)."""
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from saliency_jax import _batching
 from saliency_jax.cli import _common
 
 COMMAND = "localise"
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
             if not (args.resume and _common.up_to_date(records[item.path], settings, item.identity, out))]
     unlocalised, written = [], 0
     key = jax.random.key(args.seed)
-    rows = _common.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
+    rows = _batching.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
     for start in range(0, len(todo), rows):
         chunk, photos = [], []
         for item in todo[start:start + rows]:  # read a batch at a time: memory stays flat
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                 unread += 1
         if not chunk:
             continue
-        work = _common.pad_rows(np.stack([io.resize_image(photo, classifier.image_size) for photo in photos]), rows)
+        work = _batching.pad_rows(np.stack([io.resize_image(photo, classifier.image_size) for photo in photos]), rows)
         if forced is None:
             classes = top_classes(classifier, work, 1, batch_size=args.batch_size)[:, 0]
         else:

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from saliency_jax.backprop_rules import RULES
+from saliency_jax import _batching
 from saliency_jax.cli import _common
 
 COMMAND = "saliency"
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         return maps, classes, best.classes, best.probabilities
 
     written = 0
-    rows = _common.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
+    rows = _batching.rows_per_call(len(todo), args.batch_size)  # every batch this size: one compilation
     with tqdm(total=len(todo), desc=COMMAND, unit="image", disable=_common.progress_enabled(args)) as bar:
         for start in range(0, len(todo), rows):
             chunk, batch = [], []
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                     bar.update(1)
             if not chunk:
                 continue
-            batch = _common.pad_rows(np.stack(batch), rows)  # the padding's outputs are not read
+            batch = _batching.pad_rows(np.stack(batch), rows)  # the padding's outputs are not read
             classes = None if forced is None else np.full(rows, forced, np.int32)
             maps, classes, top_c, top_p = jax.device_get(explain(classifier.params, batch, classes, key))
             for k, item in enumerate(chunk):

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from saliency_jax._batching import filled_chunks
 from saliency_jax.localisation import GraphCutConfig
 
 # The maps a variant may be seeded with. ``+contrast``: the class score is the
@@ -178,7 +179,6 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
     import jax
     import jax.numpy as jnp
 
-    from saliency_jax.evaluation.model_maps import chunks
     from saliency_jax.saliency import default_images_per_pass
 
     size = images.shape[1]
@@ -202,7 +202,7 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
     if contrast is None:
         compute = _jitted(name, classifier.logits_fn, layer, size, batch_size)
         # Each call's key is its first image's, as for calls of batch_size images without filling.
-        for rows, kept in chunks(len(images), batch_size):
+        for rows, kept in filled_chunks(len(images), batch_size):
             out.append(np.asarray(compute(classifier.params, jnp.asarray(images[rows]), jnp.asarray(classes[rows]),
                                           keys[rows[0]]))[:kept])
         return np.concatenate(out)

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from saliency_jax import _checks
+from saliency_jax._batching import filled_chunks
 
 
 @functools.lru_cache(maxsize=8)
@@ -45,26 +46,8 @@ def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.nd
     _checks.check_images(images)
     best = _jitted_top_k(classifier.logits_fn, k)
     out = [np.asarray(best(classifier.params, images[rows]).classes)[:kept]
-           for rows, kept in chunks(len(images), batch_size)]
+           for rows, kept in filled_chunks(len(images), batch_size)]
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, k), np.int64)
-
-
-def chunks(count: int, batch_size: int) -> list[tuple[np.ndarray, int]]:
-    """The rows of ``count`` images in jitted calls of ``min(batch_size, count)`` rows each.
-
-    Calls start at multiples of ``batch_size``; the last is filled up with copies of
-    the last image, so a helper that loops over the calls compiles its model once
-    (a smaller last call would compile it again, seconds with EfficientNet-Lite0).
-
-    Returns:
-      ``(rows, kept)`` per call: int64 indices ``[min(batch_size, count)]`` and how
-      many leading rows of its output are real.
-    """
-    size = min(batch_size, count)
-    if size < 1:
-        return []
-    return [(np.minimum(np.arange(start, start + size), count - 1), min(size, count - start))
-            for start in range(0, count, size)]
 
 
 def scale_box(box, from_shape: tuple[int, int], to_shape: tuple[int, int]) -> np.ndarray:
