@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from saliency_jax.backprop_rules import RULES
 from saliency_jax import _batching
+from saliency_jax.backprop_rules import RULES
 from saliency_jax.cli import _common
 
 COMMAND = "saliency"
