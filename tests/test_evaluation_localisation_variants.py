@@ -104,10 +104,10 @@ def test_crop_seed_maps_run_one_pass_of_crops_per_call_on_one_cpu(tiny, monkeypa
     assert calls == [16, 2, 2]
 
 
-
 @pytest.mark.parametrize("seed_map", ["gradient", "smoothgrad", "gradcam", "ig"])
 def test_seed_maps_fill_the_last_call_and_compile_one_batch_shape(tiny, seed_map):
     """5 images at batch_size 2: calls of 2, 2 and 2 (one copy), equal to calls of 2, 2 and 1."""
+
     def traced_shapes(images, classes):
         """How often a fresh copy of the model is traced at each shape (the jitted maps are cached per model)."""
         shapes = collections.Counter()
