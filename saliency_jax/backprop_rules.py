@@ -41,7 +41,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,8 @@ _CURRENT_RULE: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 # The same rule as a key of JAX's caches, so that a trace JAX cached under one rule
 # is not reused under another (a JAX without user contexts keeps its caches as they are).
-_RULE_CACHE_KEY = (jax.make_user_context(default_value="gradient") if hasattr(jax, "make_user_context")
+_RULE_IN_CACHE_KEY = hasattr(jax, "make_user_context")
+_RULE_CACHE_KEY = (jax.make_user_context(default_value="gradient") if _RULE_IN_CACHE_KEY
                    else lambda rule: contextlib.nullcontext())
 # Rectifiers traced under the innermost :func:`backprop_rule`, counted so that a rule that
 # reached no rectifier is refused instead of silently giving the gradient.
@@ -66,18 +68,19 @@ def check_rule(rule: str, name: str = "rule", *, logits_fn=None) -> str:
     """Returns ``rule`` if it is one of :data:`RULES`, else raises ``ValueError``.
 
     With ``logits_fn``, also refuses a non-gradient rule for a model that is
-    itself ``jax.jit``-wrapped: a call that finds its trace in JAX's cache
-    traces none of its rectifiers, so the library could not check that the
-    rule reached them (:func:`applied_rule`). Jit the function that calls the
-    library instead of the model.
+    itself ``jax.jit``-wrapped where this JAX has no user contexts
+    (``jax.make_user_context``): there the rule is no key of JAX's caches, and a
+    trace cached under another rule would be reused. Where the rule is a key
+    (any recent JAX), a jitted model is traced again under each rule and is
+    accepted.
     """
     if rule not in RULES:
         raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
-    if rule != "gradient" and logits_fn is not None and _is_jitted(logits_fn):
+    if rule != "gradient" and logits_fn is not None and not _RULE_IN_CACHE_KEY and _is_jitted(logits_fn):
         raise ValueError(
-            f"{name}={rule!r} needs an un-jitted logits_fn: the rectifiers of a jax.jit-wrapped model are not "
-            "traced when its trace is cached, so the rule could not be checked; pass the plain function and jit "
-            "the call to the library instead"
+            f"{name}={rule!r} needs an un-jitted logits_fn with this JAX ({jax.__version__}, no "
+            "jax.make_user_context): the rule is not a key of its caches, so a jax.jit-wrapped model traced under "
+            "another rule would keep that rule; pass the plain function and jit the call to the library instead"
         )
     return rule
 
@@ -113,7 +116,7 @@ class RuleNotAppliedWarning(UserWarning):
 
 
 @contextlib.contextmanager
-def applied_rule(rule: str) -> Iterator[str]:
+def applied_rule(rule: str, traced: Callable[[], Any] | None = None) -> Iterator[str]:
     """:func:`backprop_rule`, warning when a non-gradient rule reached no rectifier.
 
     Library entry points trace the model inside this. If the trace applied no
@@ -121,10 +124,18 @@ def applied_rule(rule: str) -> Iterator[str]:
     gradient. That is right for a network without rectifiers (the rules differ only
     at the rectifiers, paper §4), but silently wrong for a model built on other
     rectifiers (``jax.nn.relu``), so it is reported with a
-    :class:`RuleNotAppliedWarning`. A model whose rectifiers all sit inside a
-    ``jax.jit`` that an earlier call under the same rule traced (a jitted function
-    called from a lambda) is reported too, although the cached trace does apply
-    the rule: the library cannot tell the two apart.
+    :class:`RuleNotAppliedWarning`.
+
+    The rectifiers are counted as they are traced. A model whose rectifiers sit
+    inside a ``jax.jit`` that JAX had already traced under the rule (a jitted
+    model, or a jitted function called from a lambda) traces none of them again;
+    then ``traced``, if given, is called under the rule and its jaxpr searched for
+    the rule's rectifiers, which carry the name scope :func:`rectifier_scope`.
+
+    Args:
+      rule: ``"gradient"``, ``"deconvnet"`` or ``"guided"``.
+      traced: returns the jaxpr (``jax.make_jaxpr``) of the function traced
+        inside, for the case above.
 
     Yields:
       The rule.
@@ -136,16 +147,37 @@ def applied_rule(rule: str) -> Iterator[str]:
             yield rule
     finally:
         _RECTIFIERS_TRACED.reset(token)
-    if rule != "gradient" and counter[0] == 0:
-        warnings.warn(
-            f"rule={rule!r} reached no rectifier: the model applied no saliency_jax.backprop_rules.relu or relu6 "
-            "while it was traced, so unless they were traced by an earlier call (inside a jax.jit that JAX "
-            "cached, e.g. a jitted function called from a lambda), the result is the plain gradient. Expected "
-            "only for a network without rectifiers; otherwise build the model on these rectifiers and pass it "
-            "un-jitted (jit the call to the library instead)",
-            RuleNotAppliedWarning,
-            stacklevel=4,
-        )
+    if rule == "gradient" or counter[0] > 0:
+        return
+    if traced is not None:
+        with backprop_rule(rule):
+            if _applies(traced(), rectifier_scope(rule)):
+                return
+    warnings.warn(
+        f"rule={rule!r} reached no rectifier: the traced model applies no saliency_jax.backprop_rules.relu or "
+        "relu6, so the result is the plain gradient. Expected only for a network without rectifiers; otherwise "
+        "build the model on these rectifiers",
+        RuleNotAppliedWarning,
+        stacklevel=4,
+    )
+
+
+def rectifier_scope(rule: str) -> str:
+    """The name scope (``jax.named_scope``) of the rectifiers that apply a non-gradient ``rule``."""
+    return f"saliency_jax_{check_rule(rule)}_rectifier"
+
+
+def _applies(jaxpr, scope: str) -> bool:
+    """Whether an equation of ``jaxpr`` or of a jaxpr inside it (jit, scan, cond, ...) is in ``scope``."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's own
+    for eqn in jaxpr.eqns:
+        if scope in str(eqn.source_info.name_stack):
+            return True
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(getattr(inner, "jaxpr", inner), "eqns") and _applies(inner, scope):
+                    return True
+    return False
 
 
 def current_rule() -> str:
@@ -187,6 +219,14 @@ _RELU = {rule: _make_rectifier(None, rule) for rule in RULES}
 _RELU6 = {rule: _make_rectifier(6.0, rule) for rule in RULES}
 
 
+def _rectify(table, x: jax.Array) -> jax.Array:
+    rule = current_rule()
+    if rule == "gradient":
+        return table[rule](x)
+    with jax.named_scope(rectifier_scope(rule)):  # found in a cached trace by applied_rule
+        return table[rule](x)
+
+
 def _count_traced() -> None:
     counter = _RECTIFIERS_TRACED.get()
     if counter is not None:
@@ -203,7 +243,7 @@ def relu(x: jax.Array) -> jax.Array:
       Same shape as ``x``.
     """
     _count_traced()
-    return _RELU[current_rule()](x)
+    return _rectify(_RELU, x)
 
 
 def relu6(x: jax.Array) -> jax.Array:
@@ -216,4 +256,4 @@ def relu6(x: jax.Array) -> jax.Array:
       Same shape as ``x``.
     """
     _count_traced()
-    return _RELU6[current_rule()](x)
+    return _rectify(_RELU6, x)

@@ -50,8 +50,12 @@ class Attribution(NamedTuple):
 def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
     """One forward pass, keeping its pullback; the rule is fixed while tracing it."""
     check_rule(rule, logits_fn=logits_fn)
-    with applied_rule(rule):
-        return jax.vjp(lambda x: logits_fn(params, x), images)
+
+    def forward(x):
+        return logits_fn(params, x)
+
+    with applied_rule(rule, lambda: jax.make_jaxpr(forward)(images)):
+        return jax.vjp(forward, images)
 
 
 #: Rows (image x class) per backward pass by default on CPU. :func:`class_gradients` pulls back

@@ -1,5 +1,6 @@
 """Tests of the ReLU backward rules (paper §4): gradient, deconvnet, guided."""
 
+import contextlib
 import functools
 import warnings
 
@@ -265,8 +266,9 @@ def test_a_rule_that_reaches_no_rectifier_is_reported(getkey):
         warnings.simplefilter("error", RuleNotAppliedWarning)
         # the rule is a key of JAX's caches: the hidden jit is traced again, under the rule
         np.testing.assert_array_equal(input_gradients(hidden, params, images, 1, rule="guided").gradients, right)
-    with pytest.warns(RuleNotAppliedWarning, match="rule='guided' reached no rectifier"):
-        # its trace now cached under the rule: right, but the library sees no rectifier (the warning says so)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuleNotAppliedWarning)
+        # its trace now cached under the rule: no rectifier is traced, but the cached jaxpr shows the rule's
         again = input_gradients(hidden, params, images, 1, rule="guided").gradients
     np.testing.assert_array_equal(again, right)
     other = PlainReluMLP()
@@ -287,3 +289,19 @@ def test_a_rule_that_reaches_its_rectifiers_is_not_reported(getkey):
             input_gradients(functools.partial(module.apply, train=False), params, images, 1, rule=rule)
             jax.jit(lambda p, x, r=rule: input_gradients(functools.partial(module.apply, train=False), p, x, 1,
                                                          rule=r).gradients)(params, images)
+
+
+def test_a_cached_trace_of_another_rule_is_reported(getkey, monkeypatch):
+    """Where the rule is no key of JAX's caches (a JAX without user contexts), a stale trace is caught."""
+    from saliency_jax import backprop_rules
+
+    images = jax.random.normal(getkey(), (2, 4, 4, 3))
+    module = ReluMLP()
+    params = module.init(getkey(), images)
+    jitted = jax.jit(functools.partial(module.apply, train=False))
+    hidden = lambda p, x: jitted(p, x)  # noqa: E731 - the jit is out of the library's sight
+    plain = input_gradients(hidden, params, images, 1, rule="gradient").gradients  # cached under the gradient rule
+    monkeypatch.setattr(backprop_rules, "_RULE_CACHE_KEY", lambda rule: contextlib.nullcontext())
+    with pytest.warns(RuleNotAppliedWarning, match="rule='guided' reached no rectifier"):
+        stale = input_gradients(hidden, params, images, 1, rule="guided").gradients
+    np.testing.assert_array_equal(stale, plain)  # what the warning is about: the gradient, not the rule

@@ -4,6 +4,7 @@ import functools
 import os
 import subprocess
 import sys
+import warnings
 
 import flax.linen as nn
 import jax
@@ -13,6 +14,8 @@ import pytest
 from flax import nnx
 
 import saliency_jax as sj
+from saliency_jax.backprop_rules import RuleNotAppliedWarning
+
 from conftest import TinyCNN, linear_logits_fn
 
 
@@ -174,9 +177,28 @@ def test_jitted_calls_return_nan_for_invalid_requests(tiny_cnn):
         sj.saliency_map(logits_fn, params, nan_image, 1)
 
 
-def test_a_jitted_model_with_a_non_gradient_rule_is_refused(tiny_cnn):
+def test_a_jitted_model_takes_every_rule(tiny_cnn):
+    logits_fn, params = tiny_cnn
+    images = np.asarray(jax.random.normal(jax.random.key(3), (2, 8, 8, 3)))
+    jitted = jax.jit(logits_fn)
+    for rule in ("guided", "deconvnet", "gradient"):
+        want = sj.saliency_map(logits_fn, params, images, rule=rule)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuleNotAppliedWarning)
+            for _ in range(2):  # traced under the rule, then from JAX's cache
+                np.testing.assert_allclose(sj.saliency_map(jitted, params, images, rule=rule), want, rtol=1e-6)
+                np.testing.assert_allclose(
+                    sj.saliency_map(functools.partial(jitted), params, images, rule=rule), want, rtol=1e-6)
+    assert not np.allclose(sj.saliency_map(jitted, params, images, rule="guided"),
+                           sj.saliency_map(jitted, params, images))  # the rules differ on this model
+
+
+def test_a_jitted_model_with_a_non_gradient_rule_is_refused_where_the_rule_is_no_cache_key(tiny_cnn, monkeypatch):
+    from saliency_jax import backprop_rules
+
     logits_fn, params = tiny_cnn
     images = np.ones((1, 8, 8, 3), np.float32)
+    monkeypatch.setattr(backprop_rules, "_RULE_IN_CACHE_KEY", False)
     with pytest.raises(ValueError, match="un-jitted logits_fn"):
         sj.saliency_map(jax.jit(logits_fn), params, images, rule="guided")
     with pytest.raises(ValueError, match="un-jitted logits_fn"):
