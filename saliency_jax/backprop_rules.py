@@ -58,7 +58,7 @@ _RULE_IN_CACHE_KEY = hasattr(jax, "make_user_context")
 _RULE_CACHE_KEY = (jax.make_user_context(default_value="gradient") if _RULE_IN_CACHE_KEY
                    else lambda rule: contextlib.nullcontext())
 # Rectifiers traced under the innermost :func:`backprop_rule`, counted so that a rule that
-# reached no rectifier is refused instead of silently giving the gradient.
+# reached no rectifier is reported instead of silently giving the gradient.
 _RECTIFIERS_TRACED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "saliency_jax_rectifiers_traced", default=None
 )
