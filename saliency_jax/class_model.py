@@ -558,10 +558,15 @@ def classifier_class_models(
     return ClassModelResult(*joined, history)
 
 
+def _kept_history(history: ClassModelHistory, kept: int) -> ClassModelHistory:
+    """The first ``kept`` classes' columns of a batch's ``[T, K]`` history (the rest are filling)."""
+    return ClassModelHistory(*(x[:, :kept] for x in history))
+
+
 def _report_kept(on_chunk, kept: int, n: int, history: ClassModelHistory) -> None:
-    on_chunk(n, ClassModelHistory(*(x[:, :kept] for x in history)))
+    on_chunk(n, _kept_history(history, kept))
 
 
 def _kept_classes(result: ClassModelResult, kept: int) -> ClassModelResult:
     """The first ``kept`` classes of a batch's result (the rest are filling)."""
-    return ClassModelResult(*(x[:kept] for x in result[:4]), ClassModelHistory(*(x[:, :kept] for x in result.history)))
+    return ClassModelResult(*(x[:kept] for x in result[:4]), _kept_history(result.history, kept))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
+import stat
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -371,20 +373,22 @@ def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(saliency, mode="F").resize((width, height), Image.BILINEAR), np.float32)
 
 
-_TEMP_PREFIX = ".tmp-"
+# The marker of this library's temporaries: a later run removes a dead writer's
+# leftovers by this name, so it must not be a name a person would give a file.
+_TEMP_PREFIX = ".saliency-jax-tmp-"
 # The temporaries this process is writing now: a signal handler that ends the
 # process at once (os._exit) removes them first (remove_live_temporaries).
 _LIVE_TEMPORARIES: set[str] = set()
+# <prefix><host>-<pid>-<mkstemp's 8 characters><the target's extension>
+_TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + r"([^-/]+)-([0-9]+)-[a-z0-9_]{8}(\.[^./]*)?")
 
 
 def _temporary_owner(name: str) -> tuple[str, int] | None:
     """``(host, pid)`` of the writer of a temporary named by :func:`atomic_path`."""
-    if not name.startswith(_TEMP_PREFIX):
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None:
         return None
-    parts = name[len(_TEMP_PREFIX):].split("-", 2)
-    if len(parts) < 3 or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1])
+    return match.group(1), int(match.group(2))
 
 
 def _host() -> str:
@@ -395,7 +399,7 @@ def _host() -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path beside ``path``; on success renames it onto ``path``.
 
-    The temporary is named ``.tmp-<host>-<pid>-...``, so a later run can tell
+    The temporary is named ``.saliency-jax-tmp-<host>-<pid>-...``, so a later run can tell
     the leftovers of a writer that died (:func:`remove_stale_temporaries`) from
     the files of one that is still writing in the same folder.
     """
@@ -426,26 +430,41 @@ def remove_live_temporaries() -> None:
             os.remove(tmp)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+def remove_stale_temporaries(folder: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> list[str]:
     """Removes the temporaries that writers on this host left behind when they died.
 
-    A temporary whose writer process still runs is kept (two runs may share a
-    folder); those of other hosts are left alone.
+    Only plain files named as :func:`atomic_path` names its temporaries are
+    candidates; one whose writer process still runs is kept (two runs may share
+    a folder), those of other hosts are left alone, and so is any of ``keep``
+    (e.g. the inputs of the run about to start).
 
     Returns:
       The paths removed.
     """
     removed = []
     host = _host()
+    kept = [os.fspath(k) for k in keep]
     for name in os.listdir(folder):
         owner = _temporary_owner(name)
         if owner is None or owner[0] != host or _alive(owner[1]):
             continue
         path = os.path.join(folder, name)
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode) or any(same_file(path, k) for k in kept):
+                continue
             os.remove(path)
-            removed.append(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
     return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one existing file (``False`` if either cannot be looked up)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

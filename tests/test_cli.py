@@ -232,14 +232,34 @@ def test_two_inputs_with_one_name_are_refused(tmp_path, capsys, red_model):
 
 def test_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path, red_model):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = io._host()
-    stale = tmp_path / f".tmp-{host}-{int(dead.stdout)}-abc.npy"
-    live = tmp_path / f".tmp-{host}-{os.getpid()}-abc.npy"
-    other_host = tmp_path / f".tmp-elsewhere-{int(dead.stdout)}-abc.npy"
-    for f in (stale, live, other_host):
+    host, pid = io._host(), int(dead.stdout)
+    stale = tmp_path / f".saliency-jax-tmp-{host}-{pid}-abc_1234.npy"
+    live = tmp_path / f".saliency-jax-tmp-{host}-{os.getpid()}-abc_1234.npy"
+    other_host = tmp_path / f".saliency-jax-tmp-elsewhere-{pid}-abc_1234.npy"
+    # Not this library's temporaries: another tool's marker, a name mkstemp does not make.
+    others = [tmp_path / f".tmp-{host}-{pid}-abc_1234.npy", tmp_path / f".saliency-jax-tmp-{host}-{pid}-a.npy"]
+    for f in (stale, live, other_host, *others):
         f.write_bytes(b"partial")
     assert _run(["saliency", "bundled:coffee", "--out", str(tmp_path)], red_model) == 0
     assert not stale.exists() and live.exists() and other_host.exists()
+    assert all(f.exists() for f in others)
+
+
+def test_a_temporary_of_the_library_is_its_name(tmp_path):
+    with io.atomic_path(tmp_path / "map.npy") as tmp:
+        assert io._temporary_owner(os.path.basename(tmp)) == (io._host(), os.getpid())
+    assert io._temporary_owner("map.npy") is None and io._temporary_owner(".saliency-jax-tmp-h-x-abcdefgh") is None
+
+
+def test_only_plain_files_that_are_not_inputs_are_removed_as_temporaries(tmp_path, capsys, red_model):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = f".saliency-jax-tmp-{io._host()}-{int(dead.stdout)}-abcd1234"
+    folder, given = tmp_path / (name + ".d"), tmp_path / (name + ".png")
+    os.makedirs(folder)
+    _write_photo(given, 20, 20, (5, 5, 15, 15))
+    # A folder named like a temporary is left alone, and so is an input of the run.
+    assert _run(["saliency", str(given), "--out", str(tmp_path)], red_model) == 0
+    assert folder.is_dir() and given.exists()
 
 
 def test_ctrl_c_is_one_line_and_status_130(tmp_path, capsys, red_model, monkeypatch):

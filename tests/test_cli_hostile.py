@@ -69,7 +69,7 @@ def test_a_set_cut_short_between_its_files_is_recomputed_on_resume(tmp_path, cap
     capsys.readouterr()
     record_file = out / "coffee.json"
     assert not record_file.exists() or json.loads(record_file.read_text())["complete"] is False
-    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+    assert not [f for f in os.listdir(out) if f.startswith(io._TEMP_PREFIX)]
     monkeypatch.setattr(io, "save_figure", real)
     assert _run(["saliency", "bundled:coffee", "--class", "281", "--out", str(out), "--resume"], red_model) == 0
     assert "(1 already there)" not in capsys.readouterr().out
@@ -145,6 +145,66 @@ def test_an_output_over_an_input_or_an_unclaimed_file_is_refused_before_work(tmp
     (tmp_path / "d" / "coffee_saliency.png").mkdir()
     assert _run(["saliency", "bundled:coffee", "--out", str(tmp_path / "d")], red_model) == 2
     _one_line(capsys, "--out:", "is a folder")
+
+
+def test_what_is_not_a_record_where_one_goes_is_refused_at_once(tmp_path, capsys, red_model):
+    # A pipe would block the read, a device or a huge file fill the memory: each is refused unread.
+    cases = {"pipe": lambda p: os.mkfifo(p), "device": lambda p: os.symlink("/dev/zero", p),
+             "huge": lambda p: p.write_bytes(b'{"command": "saliency", "input": "' + b"x" * (2 << 20) + b'"}'),
+             "foreign": lambda p: p.write_text(json.dumps({"title": "a photo's own sidecar"}))}
+    messages = {"pipe": "is not a regular file", "device": "is not a regular file",
+                "huge": "is not a record of saliency-jax", "foreign": "is not a record of saliency-jax"}
+    for name, make in cases.items():
+        for command, record in (("saliency", "coffee.json"), ("localise", "coffee_box.json")):
+            out = tmp_path / command / name
+            out.mkdir(parents=True)
+            make(out / record)
+            assert _run([command, "bundled:coffee", "--out", str(out)], red_model) == 2, (name, command)
+            _one_line(capsys, "--out:", record, messages[name])
+            assert os.listdir(out) == [record], (name, command)
+    (tmp_path / "cm").mkdir()
+    os.mkfifo(tmp_path / "cm" / "class_1.json")
+    assert _run(["class-model", "1", "--steps", "1", "--out", str(tmp_path / "cm")], red_model) == 2
+    _one_line(capsys, "--out:", "class_1.json", "is not a regular file")
+
+
+def test_reports_stay_one_line_whatever_the_file_names_hold(tmp_path, capsys, red_model):
+    _write_photo(tmp_path / "whole.png", 30, 30, (5, 5, 20, 20))
+    odd = tmp_path / "bad\nline\x1b[31m.png"
+    odd.write_bytes((tmp_path / "whole.png").read_bytes()[:200])  # header fine, pixels cut
+    for command in ("saliency", "localise"):
+        assert _run([command, str(tmp_path / "whole.png"), str(odd), "--out", str(tmp_path / command)], red_model) == 1
+        err = capsys.readouterr().err
+        assert "\x1b" not in err and all(line.startswith(f"saliency-jax {command}: ") for line in err.splitlines()), err
+        assert len(err.splitlines()) == 2 and err.count("bad\\nline\\x1b[31m.png") == 2, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["saliency", "x.png", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["saliency", "x.png", "--method", "nope"], "argument --method: invalid choice: 'nope'"),
+    (["class-model"], "the following arguments are required: CLASS"),
+    (["nope"], "argument command: invalid choice: 'nope'"),
+])
+def test_a_refused_argument_is_one_line_without_the_usage(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and message in err and "--help" in err, err
+
+
+def test_counts_a_method_cannot_take_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from saliency_jax.cli import _common
+
+    def no_model(name):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(_common, "load_classifier", no_model)
+    for extra, message in [(["--method", "vargrad", "--samples", "1"], "--samples: vargrad"),
+                           (["--method", "blur-ig", "--ig-steps", "1"], "--ig-steps: integrated gradients need"),
+                           (["--method", "rise", "--rule", "guided"], "--rule: rise has no ReLU backward rule"),
+                           (["--method", "smoothgrad", "--layer", "x"], "--layer: smoothgrad works on the input")]:
+        assert cli.main(["saliency", "bundled:coffee", *extra, "--out", str(tmp_path), "--no-progress"]) == 2
+        _one_line(capsys, message)
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -245,7 +305,7 @@ def test_a_signal_ends_the_command_at_once_with_one_line_and_no_partial_set(tmp_
     assert proc.returncode == status, err
     assert err.decode().strip().splitlines() == [f"saliency-jax saliency: {word}"]
     left = os.listdir(out)
-    assert not [f for f in left if f.startswith(".tmp-")]
+    assert not [f for f in left if f.startswith(io._TEMP_PREFIX)]
     assert "chelsea.json" not in left or not json.loads((out / "chelsea.json").read_text())["complete"]
 
 

@@ -39,8 +39,15 @@ def _commands():
     return saliency, localise, class_model
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose refusal is one line on stderr, exit status 2 (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_common.one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="saliency-jax", description="Class models, saliency maps and localisation (Simonyan et al., 2013).")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in _commands():

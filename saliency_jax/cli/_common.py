@@ -18,8 +18,10 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -150,11 +152,11 @@ def input_stems(images: Sequence[str]) -> list[str]:
     return stems
 
 
-def prepare_out_dir(out: str) -> str:
+def prepare_out_dir(out: str, inputs: Sequence[str] = ()) -> str:
     """Checks, before any work, that ``out`` is (or can become) a writable folder.
 
-    Creates it if needed and removes the temporaries of dead writers in it.
-    Raises :class:`CommandError` naming ``--out`` otherwise.
+    Creates it if needed and removes the temporaries of dead writers in it (never
+    one of ``inputs``). Raises :class:`CommandError` naming ``--out`` otherwise.
     """
     from saliency_jax import io
 
@@ -179,23 +181,43 @@ def prepare_out_dir(out: str) -> str:
         os.remove(probe)
     except OSError as e:
         raise CommandError(f"--out: cannot write to {out!r} ({e.strerror or e})") from None
-    io.remove_stale_temporaries(path)
+    io.remove_stale_temporaries(path, keep=[p for p in inputs if not p.startswith("bundled:")])
     return path
 
 
+# A record is a few hundred bytes; anything much larger is not one, and is not read.
+MAX_RECORD_BYTES = 1 << 20
+
+
 def read_record(path: str) -> dict[str, Any] | None:
-    """The JSON record at ``path``, ``None`` if there is none; an unreadable one is refused."""
+    """The JSON record at ``path``, ``None`` if there is none; anything else there is refused.
+
+    Only a plain file of at most :data:`MAX_RECORD_BYTES` is read, so a pipe, a
+    device or a huge file in its place is refused at once instead of blocking
+    or filling the memory.
+    """
     if not os.path.lexists(path):
         return None
     if os.path.isdir(path):
         raise CommandError(f"--out: {path!r} is a folder where a record of saliency-jax goes; "
                            "remove it or choose another --out")
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict):
+        info = os.stat(path)
+    except OSError as e:
+        raise CommandError(f"--out: cannot read {path!r} ({e.strerror or e}); "
+                           "remove it or choose another --out") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CommandError(f"--out: {path!r} is not a regular file (a pipe, device or socket) where a record "
+                           "of saliency-jax goes; remove it or choose another --out")
+    record = None
+    if info.st_size <= MAX_RECORD_BYTES:
+        try:
+            with open(path, "rb") as f:
+                record = json.loads(f.read(MAX_RECORD_BYTES + 1).decode("utf-8"))
+        except (OSError, ValueError):
+            record = None
+    if not (isinstance(record, dict) and isinstance(record.get("command"), str)
+            and isinstance(record.get("input"), str)):
         raise CommandError(f"--out: {path!r} exists and is not a record of saliency-jax; "
                            "remove it or choose another --out")
     return record
@@ -209,20 +231,13 @@ def claim_outputs(record_file: str, command: str, source: str) -> dict[str, Any]
     record = read_record(record_file)
     if record is None:
         return None
-    if record.get("command") != command or record.get("input") != source:
-        owner = f"`{record.get('command', '?')}` of {record.get('input', '?')!r}"
+    if record["command"] != command or record["input"] != source:
+        owner = f"`{record['command']}` of {record['input']!r}"
         raise CommandError(
             f"--out: {record_file!r} belongs to {owner}; writing {command} outputs of {source!r} there "
             "would overwrite it: choose another --out"
         )
     return record
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def check_outputs(record_file: str, files: Sequence[str], command: str, source: str,
@@ -233,9 +248,11 @@ def check_outputs(record_file: str, files: Sequence[str], command: str, source: 
     input's record, or over a file that no record of this command and input claims.
     Returns the existing record of this command and input, if any.
     """
+    from saliency_jax import io
+
     for path in (*files, record_file):
         for given in inputs:
-            if not given.startswith("bundled:") and _same_file(path, given):
+            if not given.startswith("bundled:") and io.same_file(path, given):
                 raise CommandError(f"IMAGE: {given!r} is also where the output {path!r} goes; "
                                    "move it or choose another --out")
         if os.path.isdir(path):
@@ -377,9 +394,14 @@ def printable(text: str) -> str:
     return os.fsdecode(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def one_line(text: str) -> str:
+    """:func:`printable` ``text`` with its control characters (line breaks, terminal escapes) escaped."""
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in printable(text))
+
+
 def report(command: str, message: str) -> None:
-    """One line on stderr."""
-    print(f"saliency-jax {command}: {printable(message)}", file=sys.stderr)
+    """One line on stderr, whatever the message holds (a file name may hold a line break)."""
+    print(f"saliency-jax {command}: {one_line(message)}", file=sys.stderr)
 
 
 def say(text: str) -> None:

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         config = dataclasses.replace(config, **changes)
     except ValueError as e:
         raise _common.CommandError(f"--pairwise-weight/--max-side: {e}") from None
-    out = _common.prepare_out_dir(args.out)
+    out = _common.prepare_out_dir(args.out, args.images)
     # Headers only, before the model loads: a missing or refused file is named before any work.
     inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
     unread = len(failed)  # inputs that cannot be read: from their headers, then when decoded
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         for item, photo, saliency, result, c in zip(chunk, photos, maps, found, classes):
             if isinstance(result, Exception):
                 unlocalised.append(item.path)
-                _common.report(COMMAND, f"{item.path}: cannot localise: {result}")
+                _common.report(COMMAND, f"{item.path!r}: cannot localise: {result}")
                 continue
             files = outputs(out, item.stem)
             panels = figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), result)
@@ -168,9 +168,9 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     skipped = len(inputs) - len(todo)
     _common.say(f"wrote {written} localisation(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
     if unlocalised:
-        _common.report(COMMAND, f"could not localise {len(unlocalised)} image(s): {', '.join(unlocalised)}")
+        _common.report(COMMAND, f"could not localise {len(unlocalised)} image(s): {', '.join(map(repr, unlocalised))}")
     if failed:
-        _common.report(COMMAND, f"could not read or write {len(failed)} image(s): {', '.join(failed)}")
+        _common.report(COMMAND, f"could not read or write {len(failed)} image(s): {', '.join(map(repr, failed))}")
     if unread == len(args.images):
         return 2  # no input could be read at all (README: a refusal)
     return 1 if unlocalised or failed else 0

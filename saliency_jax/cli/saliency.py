@@ -46,23 +46,37 @@ _NOISE = ("smoothgrad", "squaregrad", "vargrad")
 _ONE_PASS = ("gradient", "gradient-x-input")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuses, before the model loads, an option ``--method`` does not take or a count below its minimum."""
+    from saliency_jax.attribution import METHODS
+
+    method = METHODS[args.method]
+    if not (method.uses_rule or method.wraps) and args.rule != "gradient":
+        raise _common.CommandError(f"--rule: {args.method} has no ReLU backward rule; drop --rule")
+    if method.output != "layer" and args.layer is not None:
+        raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
+    if args.method in ("integrated-gradients", "blur-ig") and args.ig_steps < 2:
+        raise _common.CommandError(f"--ig-steps: integrated gradients need at least 2 steps, got {args.ig_steps}")
+    if args.method == "vargrad" and args.samples is not None and args.samples < 2:
+        raise _common.CommandError(f"--samples: vargrad (a variance) needs at least 2 noise samples, got {args.samples}")
+
+
 def method_settings(args: argparse.Namespace, classifier) -> dict:
     """The settings of ``--method`` that its function takes, from the options given.
 
     Raises :class:`~saliency_jax.cli._common.CommandError` for an option the
-    method does not use (``--rule guided`` with Grad-CAM, say).
+    method does not use (``--rule guided`` with Grad-CAM, say; :func:`check_options`)
+    or a value the model does not allow (an unknown ``--layer``, a patch larger
+    than its input).
     """
     from saliency_jax.attribution import METHODS, default_layer
 
     method = METHODS[args.method]
     settings: dict = {}
+    check_options(args)
     if method.uses_rule or method.wraps:
         settings["rule"] = args.rule
-    elif args.rule != "gradient":
-        raise _common.CommandError(f"--rule: {args.method} has no ReLU backward rule; drop --rule")
     if args.method in ("integrated-gradients", "blur-ig"):
-        if args.ig_steps < 2:
-            raise _common.CommandError(f"--ig-steps: integrated gradients need at least 2 steps, got {args.ig_steps}")
         settings["steps"] = args.ig_steps
     if args.method in _NOISE:
         settings["num_samples"] = 16 if args.samples is None else args.samples
@@ -72,8 +86,6 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
         settings["layer"] = args.layer or default_layer(classifier)
         if args.layer is not None:
             _check_layer(classifier, args.layer)
-    elif args.layer is not None:
-        raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
     if args.method == "occlusion":
         if max(args.patch, args.stride) > classifier.image_size:
             raise _common.CommandError(f"--patch/--stride: at most the input size {classifier.image_size}")
@@ -138,7 +150,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     from saliency_jax.saliency import input_gradients
     from saliency_jax.scores import top_k_of_logits
 
-    out = _common.prepare_out_dir(args.out)
+    check_options(args)
+    out = _common.prepare_out_dir(args.out, args.images)
     # Headers only, before the model loads: a missing or refused file is named before any work.
     inputs, failed = _common.check_inputs(COMMAND, args.images, args.max_pixels)
     unread = len(failed)  # inputs that cannot be read: from their headers, then when decoded
@@ -214,6 +227,6 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     skipped = len(inputs) - len(todo)
     _common.say(f"wrote {written} saliency map(s) to {args.out}/" + (f" ({skipped} already there)" if skipped else ""))
     if failed:
-        _common.report(COMMAND, f"could not make {len(failed)} saliency map(s): {', '.join(failed)}")
+        _common.report(COMMAND, f"could not make {len(failed)} saliency map(s): {', '.join(map(repr, failed))}")
         return 2 if unread == len(args.images) else 1
     return 0
