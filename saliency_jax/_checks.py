@@ -14,6 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The most samples, masks or steps of an expansion: they are counted in int32 under ``jit``.
+MAX_COUNT = 2**31 - 1
+#: The most integration steps: their points and weights are built on the host, 8 bytes a step.
+MAX_INTEGRATION_STEPS = 2**20
 
 def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
@@ -56,7 +60,10 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
     value = _scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number{wanted}, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float64's range
+        raise ValueError(f"{name} must be a finite number{wanted}, got an integer of {len(str(value))} digits") from None
     below = low is not None and (value <= low if open_low else value < low)
     above = high is not None and value > high
     if not np.isfinite(value) or below or above:
@@ -130,6 +137,31 @@ def class_ids(classes, name: str = "classes") -> jax.Array:
     if not jnp.issubdtype(classes.dtype, jnp.integer):
         raise ValueError(f"{name} must be integer class ids, got dtype {classes.dtype}")
     return classes.astype(jnp.int32)
+
+
+def check_logits(logits, batch: int, *, floating: bool = False) -> None:
+    """Refuses a model output that is not ``[batch, K]`` logits, one row per image.
+
+    ``batch`` is the number of images the model was given; with ``floating``
+    the logits must also be floating-point (a gradient or an ascent needs them).
+    """
+    shape = getattr(logits, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] != batch:
+        got = type(logits).__name__ if shape is None else tuple(shape)
+        raise ValueError(
+            f"logits_fn must return logits of shape [B, K], one row per image: [{batch}, K] for {batch} "
+            f"image{'s' if batch != 1 else ''}, got {got}"
+        )
+    if floating and not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise ValueError(f"logits_fn must return floating-point logits (their gradient is followed), "
+                         f"got dtype {logits.dtype}")
+
+
+def model_logits(logits_fn, params, images, *, floating: bool = False) -> jax.Array:
+    """``logits_fn(params, images)``, refused unless it is ``[B, K]`` for the ``B`` images (:func:`check_logits`)."""
+    logits = logits_fn(params, images)
+    check_logits(logits, images.shape[0], floating=floating)
+    return logits
 
 
 def check_classes(classes, num_classes: int | None, batch: int | None, name: str = "classes") -> None:

@@ -206,9 +206,17 @@ def _check_number(name: str, value, *, positive: bool) -> None:
     _checks.check_number(value, name, low=0.0, high=_checks.FLOAT32_MAX, open_low=positive)
 
 
+def _check_class_list(classes) -> jax.Array:
+    """``classes`` as int ids if they are a scalar or a non-empty ``[K]`` array, else ``ValueError``."""
+    classes = _checks.class_ids(classes)
+    if classes.ndim > 1 or classes.size == 0:
+        raise ValueError(f"classes must be an int scalar or a non-empty [K] array, got shape {classes.shape}")
+    return classes
+
+
 def check_steps(steps, name: str = "steps") -> int:
-    """Returns ``steps`` if it is an int ``>= 1``, else raises ``ValueError``."""
-    return _checks.check_int(steps, name, 1)
+    """Returns ``steps`` if it is an int in ``[1, 2**31 - 1]``, else raises ``ValueError``."""
+    return _checks.check_int(steps, name, 1, _checks.MAX_COUNT)
 
 
 def class_model_ascent(
@@ -302,7 +310,7 @@ def class_model_ascent(
     def objective_fn(variables, params, classes, keys):
         z = to_images(variables)
         seen = z if regularizer.transform is None else jax.vmap(regularizer.transform)(keys, z)
-        logits = logits_fn(params, model_input(seen))
+        logits = _checks.model_logits(logits_fn, params, model_input(seen), floating=True)
         scores = select_scores(logits, classes)
         if objective == "score":
             target = scores
@@ -318,10 +326,7 @@ def class_model_ascent(
 
     def init(params, classes, *, key) -> ClassModelState:
         _checks.check_key(key, "the class models")
-        classes = _checks.class_ids(classes)
-        if classes.ndim > 1 or classes.size == 0:
-            raise ValueError(f"classes must be an int scalar or a non-empty [K] array, got shape {classes.shape}")
-        classes = jnp.atleast_1d(classes)
+        classes = jnp.atleast_1d(_check_class_list(classes))
         zeros = jnp.zeros((classes.shape[0], *image_shape), jnp.float32)
         logits = jax.eval_shape(logits_fn, params, model_input(zeros))
         if len(logits.shape) != 2 or logits.shape[0] != classes.shape[0]:
@@ -365,7 +370,7 @@ def class_model_ascent(
 
     def finish(params, state: ClassModelState, history: ClassModelHistory) -> ClassModelResult:
         images = render(state)
-        logits = logits_fn(params, images)
+        logits = _checks.model_logits(logits_fn, params, images)
         # Under jit a class id outside [0, K) is not known while tracing: its image is NaN,
         # never the start image or another class's.
         valid = (state.classes >= 0) & (state.classes < logits.shape[-1])
@@ -533,7 +538,7 @@ def classifier_class_models(
     steps = mode_defaults(mode).steps if steps is None else steps
     check_steps(steps)
     check_steps(batch_size, "batch_size")
-    classes = jnp.atleast_1d(_checks.class_ids(classes))
+    classes = jnp.atleast_1d(_check_class_list(classes))
     _checks.check_classes(classes, classifier.num_classes, None)
     settings = {**classifier_settings(classifier)._asdict(), **kwargs}
     ascent = class_model_ascent(classifier.logits_fn, mode=mode, **settings)

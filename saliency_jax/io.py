@@ -234,18 +234,31 @@ def _check_source(text: str) -> None:
     raise ValueError(f"image: {text!r} is {what}, not an image file")
 
 
+def _positive_int(value, name: str) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1, else ``ValueError`` naming ``name``."""
+    from saliency_jax._checks import check_int  # imports jax: only when needed
+
+    return check_int(value, name, 1)
+
+
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    """The pixel limit of one read: ``max_pixels`` checked, or Pillow's limit when None."""
+    return Image.MAX_IMAGE_PIXELS if max_pixels is None else _positive_int(max_pixels, "max_pixels")
+
+
 def check_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> None:
     """Checks, from the file's header only, that :func:`load_image` can start reading ``path``.
 
     Raises the errors of :func:`load_image` for a missing file, a folder or pipe,
     an unknown bundled name, a file Pillow cannot open, or more than
-    ``max_pixels`` pixels; a file that is corrupt past its header passes.
+    ``max_pixels`` pixels, and refuses a ``max_pixels`` that is not an integer
+    >= 1 as it does; a file that is corrupt past its header passes.
     """
+    limit = _pixel_limit(max_pixels)
     text = os.fspath(path)
     _check_source(text)
     if text.startswith("bundled:"):
         return
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with _pillow_pixel_limit() as set_limit:
             set_limit(None)
@@ -305,12 +318,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         truncated or corrupt), holds NaN or infinite pixels, or has more than
         ``max_pixels`` pixels; the message names the file.
     """
-    if max_pixels is None:
-        limit = Image.MAX_IMAGE_PIXELS
-    else:
-        from saliency_jax._checks import check_int  # imports jax: only when needed
-
-        limit = check_int(max_pixels, "max_pixels", 1)
+    limit = _pixel_limit(max_pixels)
     text = os.fspath(path)
     _check_source(text)
     if text.startswith("bundled:"):
@@ -345,29 +353,61 @@ def image_stem(path: str | os.PathLike) -> str:
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resizes an RGB image to ``size x size`` float32 on the 0-255 scale.
+    """Resizes an RGB image to ``size x size`` float32 on the 0-255 scale (bicubic).
 
-    An image that is already ``size x size`` is returned unresampled.
+    Pixels are first taken to uint8 by the rule of :func:`load_image` (uint8 as
+    is, bool as black/white, uint16 on its full range, floats all within [0, 1]
+    on the 0-1 scale and others on 0-255, clipped). An image that is already
+    ``size x size`` gets the same conversion but no resampling, so a uint8 image
+    keeps its exact values.
 
     Args:
-      image: uint8 or float ``[H, W, 3]``.
-      size: the side of the output.
+      image: ``[H, W, 3]`` of uint8, uint16, bool, another integer type or float;
+        not empty, no NaN or infinite pixels.
+      size: the side of the output, an integer >= 1.
 
     Returns:
-      float32 ``[size, size, 3]``.
+      float32 ``[size, size, 3]``, values in [0, 255].
     """
+    size = _positive_int(size, "size")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
-    if image.shape[:2] == (size, size):
-        return image.astype(np.float32)
-    pil = Image.fromarray(_to_rgb_uint8(image, "image"))
-    return np.asarray(pil.resize((size, size), Image.BICUBIC), dtype=np.float32)
+    if image.size == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+    rgb = _to_rgb_uint8(image, "image")
+    if rgb.shape[:2] != (size, size):
+        rgb = Image.fromarray(rgb).resize((size, size), Image.BICUBIC)
+    return np.asarray(rgb, dtype=np.float32)
 
 
 def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resizes a 2-D map to ``[height, width]`` (bilinear), keeping float32 values."""
-    saliency = np.asarray(saliency, np.float32)
+    """Resizes a 2-D map to ``[height, width]`` (bilinear), keeping float32 values.
+
+    Args:
+      saliency: ``[H, W]`` of real numbers (bool, integer or float); not empty,
+        finite and within float32's range.
+      height: the output's height, an integer >= 1.
+      width: the output's width, an integer >= 1.
+
+    Returns:
+      float32 ``[height, width]``; a map already of that shape is returned unresampled.
+    """
+    height = _positive_int(height, "height")
+    width = _positive_int(width, "width")
+    values = np.asarray(saliency)
+    if values.ndim != 2:
+        raise ValueError(f"saliency must be a 2-D map [H, W], got shape {values.shape}")
+    if values.size == 0:
+        raise ValueError(f"saliency must not be empty, got shape {values.shape}")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"saliency must hold real numbers, got dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise ValueError("saliency contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        saliency = values.astype(np.float32, copy=False)
+    if not np.isfinite(saliency).all():
+        raise ValueError("saliency holds values beyond float32's range")
     if saliency.shape == (height, width):
         return saliency
     return np.asarray(Image.fromarray(saliency, mode="F").resize((width, height), Image.BILINEAR), np.float32)
@@ -509,10 +549,17 @@ def save_json(path, obj: Any, *, strict: bool = False) -> None:
 
 
 def save_png(path, image: np.ndarray) -> None:
-    """Writes a uint8 ``[H, W]`` or ``[H, W, 3]`` image as PNG atomically."""
+    """Writes a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) image as PNG atomically.
+
+    Anything else (another dtype, an alpha channel, an extra axis, an empty image)
+    raises ``ValueError`` before ``path`` is touched.
+    """
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 for PNG, got {image.dtype}")
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise ValueError(f"image must be uint8 [H, W] or [H, W, 3] for PNG, got dtype {image.dtype} "
+                         f"and shape {image.shape}")
+    if image.size == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
     _write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 

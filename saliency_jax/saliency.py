@@ -70,18 +70,6 @@ def _forward(logits_fn: LogitsFn, params: Any, images: jax.Array, rule: str):
 ROWS_PER_PASS = 2
 
 
-def _check_logits(logits: jax.Array, batch: int) -> None:
-    """``batch`` is the images of the call or of one pass (see ``images_per_pass``)."""
-    if logits.ndim != 2 or logits.shape[0] != batch:
-        raise ValueError(
-            f"logits_fn must return logits of shape [B, K], one row per image: [{batch}, K] for {batch} "
-            f"image{'s' if batch != 1 else ''}, got {logits.shape}"
-        )
-    if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"logits_fn must return floating-point logits (their gradient is the map), "
-                         f"got dtype {logits.dtype}")
-
-
 def input_gradients(
     logits_fn: LogitsFn,
     params: Any,
@@ -121,7 +109,7 @@ def input_gradients(
 
     def one_pass(x, c):
         logits, pullback = _forward(logits_fn, params, x, rule)
-        _check_logits(logits, x.shape[0])
+        _checks.check_logits(logits, x.shape[0], floating=True)  # per pass (images_per_pass)
         if c is None:
             c = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
@@ -219,7 +207,11 @@ def saliency_map(
       float32 ``[B, H, W]``: ``max_c |dS_c/dI|``, in score units per input unit.
     """
     attribution = input_gradients(logits_fn, params, images, classes, rule=rule, images_per_pass=images_per_pass)
-    return saliency_from_gradients(attribution.gradients)
+    gradients = attribution.gradients
+    if _checks.is_concrete(gradients) and not bool(jnp.isfinite(gradients).all()):
+        raise ValueError("logits_fn's gradient at these images is NaN or infinite (non-finite logits, or an "
+                         "overflow inside the model): there is no saliency map; check logits_fn and params")
+    return saliency_from_gradients(gradients)
 
 
 def class_gradients(
@@ -283,7 +275,7 @@ def _class_pullbacks(logits_fn, params, images, classes, rule, classes_per_pass,
 
     def one_pass(x, c):
         logits, pullback = _forward(logits_fn, params, x, rule)
-        _check_logits(logits, x.shape[0])
+        _checks.check_logits(logits, x.shape[0], floating=True)  # per pass (images_per_pass)
         _checks.check_classes(given, logits.shape[-1], None)
         per_pass = min(max(1, ROWS_PER_PASS // x.shape[0]) if classes_per_pass is None else classes_per_pass, count)
         # cotangents[n, b] = one_hot(c[b, n]): one pullback per class, all of the pass's images at once

@@ -46,7 +46,7 @@ def class_scores(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -
       float32 ``[B]``.
     """
     _checks.check_images(images)
-    logits = logits_fn(params, images)
+    logits = _checks.model_logits(logits_fn, params, images)
     _checks.check_classes(classes, logits.shape[-1], images.shape[0])
     return select_scores(logits, classes)
 
@@ -64,7 +64,7 @@ def top_k(logits_fn: LogitsFn, params: Any, images: jax.Array, *, k: int = 5) ->
       :class:`TopK` with ``[B, k]`` arrays, best first.
     """
     _checks.check_images(images)
-    return top_k_of_logits(logits_fn(params, images), k=k)
+    return top_k_of_logits(_checks.model_logits(logits_fn, params, images), k=k)
 
 
 def top_k_of_logits(logits: jax.Array, *, k: int = 5) -> TopK:

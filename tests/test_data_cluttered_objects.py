@@ -165,3 +165,156 @@ def test_the_package_names_its_datasets_on_first_use():
     assert data.ClutteredObjects is co.ClutteredObjects and data.render_example is co.render_example
     with pytest.raises(AttributeError, match="no attribute 'Missing'"):
         data.Missing  # noqa: B018
+
+
+# ---------------------------------------------------------------------------- argument checks
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        # Each of these used to be accepted; the first hung render_split (10**12 clutter items).
+        (dict(num_clutter=(0, 10**12)), r"num_clutter must satisfy 0 <= min <= max <= 64, got \(0, 10+\).*"
+                                        r"at most 1024 items.*cover the image at most 16 times"),
+        (dict(image_size=1024, object_size=(20, 36), num_clutter=(0, 1025)), r"num_clutter .* <= 1024, got"),
+        (dict(object_size=(36, 64), clutter_size=(4.0, 4.0), num_clutter=(0, 17)), r"num_clutter .* <= 16, got"),
+        (dict(image_size=10**6), r"image_size must be an integer >= 16 and <= 1024, got 1000000"),
+        (dict(supersample=10**4), r"supersample must be an integer >= 1 and <= 8, got 10000"),
+        (dict(image_size=512, object_size=(20, 36), supersample=8), r"supersample must be <= 4 for image_size 512"),
+        (dict(clutter_size=(0.3, 1e300)), r"clutter_size must satisfy 0 < min <= max <= 4.0, got \(0.3, 1e\+300\)"),
+        (dict(clutter_size=(1e-300, 0.5)), r"clutter_size min must be >= 1 / object_size max = 0.02778"),
+        (dict(texture_contrast=1e300), r"texture_contrast must be a finite number >= 0.0 and <= 255.0, got 1e\+300"),
+    ],
+)
+def test_clutter_config_bounds_what_one_image_costs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.ClutterConfig(**kwargs)
+
+
+def test_the_most_clutter_allowed_renders_and_grows_with_the_image():
+    config = co.ClutterConfig()
+    most = config.max_clutter()
+    assert most == 64 and config.num_clutter[1] <= most  # the defaults are well inside
+    example = co.render_example(co.example_rng(0, "train", 0),
+                                co.ClutterConfig(num_clutter=(most, most)))  # ~20 ms, not a hang
+    assert example.mask.any()
+    assert co.ClutterConfig(image_size=128).max_clutter() > most  # the bound follows the image area...
+    assert co.ClutterConfig(clutter_size=(0.3, 1.0)).max_clutter() < most  # ...and the clutter's size
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_clutter=(2.5, 3.5)), r"num_clutter entries must be an integer >= 0, got 2.5"),
+        (dict(num_clutter=(1, 3.0)), r"num_clutter entries must be an integer >= 0, got 3.0"),
+        (dict(num_clutter=(True, 3)), r"num_clutter entries must be an integer >= 0, got True"),
+        (dict(object_size=(10.5, 20)), r"object_size entries must be an integer >= 4, got 10.5"),
+        (dict(object_size=(False, 20)), r"object_size entries must be an integer >= 4, got False"),
+        (dict(num_classes=True), r"num_classes must be an integer"),
+        (dict(supersample=np.True_), r"supersample must be an integer"),
+    ],
+)
+def test_clutter_config_wants_integers_for_counts_and_pixel_sizes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.ClutterConfig(**kwargs)
+
+
+def test_clutter_config_takes_numpy_integers_and_stores_plain_values():
+    config = co.ClutterConfig(image_size=np.int64(32), num_classes=np.int32(4), object_size=[np.int16(10), 16],
+                              num_clutter=(np.uint8(2), np.int64(5)), texture_contrast=40, supersample=np.int8(2))
+    assert config == SMALL and repr(config) == repr(SMALL)  # a dataset's recipe digest reads the repr
+    assert type(config.object_size) is tuple and all(type(v) is int for v in config.object_size + config.num_clutter)
+    np.testing.assert_array_equal(co.render_example(co.example_rng(1, "test", 2), config).image,
+                                  co.render_example(co.example_rng(1, "test", 2), SMALL).image)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(fragment_fraction="0.5"), r"fragment_fraction must be a finite number >= 0.0 and <= 1.0, got '0.5'"),
+        (dict(fragment_fraction=None), r"fragment_fraction must be a finite number"),
+        (dict(texture_contrast="40"), r"texture_contrast must be a finite number"),
+        (dict(texture_contrast=10**400), r"texture_contrast must be a finite number"),  # no OverflowError
+        (dict(clutter_size=("a", 1.0)), r"clutter_size entries must be a finite number, got 'a'"),
+        (dict(clutter_size=(0.3, float("nan"))), r"clutter_size entries must be a finite number, got nan"),
+        (dict(num_clutter=("2", 5)), r"num_clutter entries must be a finite number, got '2'"),
+        (dict(num_clutter=(2, None)), r"num_clutter entries must be a finite number, got None"),
+    ],
+)
+def test_clutter_config_names_a_field_that_is_not_a_number(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.ClutterConfig(**kwargs)
+
+
+@pytest.fixture
+def nothing_drawn(monkeypatch):
+    """Makes drawing an example fail the test: a refusal must come before any work (the old code
+    rendered, and for a huge ``num_examples`` never returned)."""
+    from saliency_jax.data import render
+
+    def draw(*args, **kwargs):
+        raise AssertionError("an example was drawn before the arguments were checked")
+
+    monkeypatch.setattr(render, "render_example", draw)
+
+
+@pytest.mark.parametrize("config", [{}, {"image_size": 32}, "default", co.ClutteredObjectsConfig(name="c")])
+def test_render_split_refuses_a_config_that_is_not_a_clutter_config(config):
+    with pytest.raises(ValueError, match=r"config must be a ClutterConfig or None, got "):
+        co.render_split("train", 1, config=config)
+    with pytest.raises(ValueError, match=r"config must be a ClutterConfig or None, got "):
+        co.render_example(co.example_rng(0, "train", 0), config)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (("train", 10**12), {}, r"num_examples must be an integer >= 1 and <= 65536 for image_size 64 .*in memory"),
+        (("train", 257, co.ClutterConfig(image_size=1024, object_size=(20, 36))), {}, r"<= 256 for image_size 1024"),
+        (("train", 2.0), {}, r"num_examples must be an integer >= 1, got 2.0"),
+        (("train", True), {}, r"num_examples must be an integer >= 1, got True"),
+        ((["train"], 1), {}, r"split must be one of \('train', 'validation', 'test'\), got \['train'\]"),
+        (({"train"}, 1), {}, r"split must be one of"),
+        (("Train", 1), {}, r"split must be one of"),
+        (("train", 1), dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+        (("train", 1), dict(seed=1.5), r"seed must be an integer >= 0, got 1.5"),
+    ],
+)
+def test_render_split_checks_its_arguments_before_drawing(nothing_drawn, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.render_split(*args, **kwargs)
+
+
+def test_render_split_fills_its_arrays_as_before():
+    split = co.render_split("validation", 3, SMALL, seed=4)
+    for i in range(3):
+        example = co.render_example(co.example_rng(4, "validation", i), SMALL)
+        np.testing.assert_array_equal(split.image[i], example.image)
+        np.testing.assert_array_equal(split.mask[i], example.mask)
+        np.testing.assert_array_equal(split.box[i], example.box)
+        assert split.label[i] == example.label
+    assert split.label.dtype == np.int32 and split.box.dtype == np.int32
+
+
+def test_render_example_and_example_rng_name_a_wrong_argument():
+    with pytest.raises(ValueError, match=r"rng must be a numpy.random.Generator .*got int"):
+        co.render_example(0)
+    with pytest.raises(ValueError, match=r"split must be one of .*got \['test'\]"):
+        co.example_rng(0, ["test"], 0)  # not a TypeError about hashing
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(clutter={}), r"clutter must be a ClutterConfig, got dict"),
+        (dict(split_sizes=(("dev", 3),)), r"split_sizes names must be one of \('train', 'validation', 'test'\)"),
+        (dict(split_sizes=(("train", 3.0),)), r"split_sizes\['train'\] must be an integer >= 1, got 3.0"),
+        (dict(split_sizes=(("train", 0),)), r"split_sizes\['train'\] must be an integer >= 1, got 0"),
+        (dict(split_sizes=(("train", 3), ("train", 4))), r"split_sizes must name each split once"),
+        (dict(split_sizes=("train", 3)), r"split_sizes must be a non-empty sequence of \(split, num_examples\)"),
+        (dict(seed=-2), r"seed must be an integer >= 0, got -2"),
+    ],
+)
+def test_builder_config_checks_its_fields_when_made(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        co.ClutteredObjectsConfig(name="checked", **kwargs)

@@ -99,6 +99,18 @@ def test_pointing_game_with_boxes_matches_masks():
         )
 
 
+def test_pointing_names_a_map_of_the_wrong_rank_or_kind():
+    maps = np.zeros((2, 5, 5, 1))
+    masks = [np.ones((5, 5), bool)] * 2
+    # Once "masks must match the maps' shape (5, 5, 1)", blaming the masks.
+    with pytest.raises(ValueError, match=r"saliency_maps\[0\] must have shape \[H, W\], got shape \(5, 5, 1\)"):
+        metrics.pointing_hits(maps, masks=masks)
+    with pytest.raises(ValueError, match=r"saliency_maps\[1\] must hold real numbers, got dtype complex128"):
+        metrics.pointing_hits([np.zeros((5, 5)), np.zeros((5, 5), complex)], masks=masks)  # once cast silently
+    with pytest.raises(ValueError, match=r"saliency_maps\[1\] contains NaN"):
+        metrics.pointing_hits([np.zeros((5, 5)), np.full((5, 5), np.nan)], masks=masks)
+
+
 def test_pointing_ties_take_the_first_maximum():
     saliency = np.zeros((5, 5))
     saliency[0, 4] = saliency[4, 0] = 1.0

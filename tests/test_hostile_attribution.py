@@ -319,3 +319,21 @@ def test_fourier_with_a_large_valid_decay_is_finite_and_invertible(shape, decay)
     assert bool(jnp.isfinite(image).all())
     z = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     np.testing.assert_allclose(param.to_image(param.from_image(z)), z, rtol=1e-4, atol=1e-4)
+
+
+def test_occlusion_takes_a_0d_patch_and_names_an_array_baseline(tiny_cnn, getkey):
+    logits_fn, params = tiny_cnn
+    images = _images(getkey())
+    expected = A.occlusion(logits_fn, params, images, 1, patch=4, stride=4)
+    np.testing.assert_array_equal(A.occlusion(logits_fn, params, images, 1, patch=jnp.int32(4), stride=np.int64(4)),
+                                  expected)
+    with pytest.raises(ValueError, match=r"^baseline must be a finite number, got an array of shape \(8, 8, 3\)$"):
+        A.occlusion(logits_fn, params, images, 1, patch=4, stride=4, baseline=np.zeros((8, 8, 3)))
+
+
+@pytest.mark.parametrize("key", [0, np.zeros(2, np.float32), jax.random.split(jax.random.key(0), 2)])
+def test_flip_shift_names_a_bad_key(tiny_cnn, getkey, key):
+    """Once a TypeError from inside JAX's PRNG."""
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match="^key must be"):
+        A.flip_shift_average(logits_fn, params, _images(getkey()), 1, key=key)

@@ -9,6 +9,8 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax import _checks
+from saliency_jax.evaluation import faithfulness
+from saliency_jax.types import Classifier
 
 BIG = 2**32 + 1  # int32 would wrap it to the valid class 1
 
@@ -201,3 +203,84 @@ def test_class_models_name_a_bad_key(tiny_cnn, key):
     logits_fn, params = tiny_cnn
     with pytest.raises(ValueError, match="key must be"):
         sj.class_models(logits_fn, params, np.array([1]), key=key, steps=1, image_shape=(8, 8, 3))
+
+
+# --- every model output is checked where the library calls the model ----------------------------
+
+
+_WRONG_OUTPUTS = {
+    "a class axis too many": lambda logits: logits[..., None],
+    "one row for the batch": lambda logits: logits[:1],
+    "one score per image": lambda logits: logits[:, 0],
+}
+
+
+def _calls(images):
+    key = jax.random.key(0)
+    maps = jnp.asarray(np.random.default_rng(1).uniform(size=images.shape[:3]), jnp.float32)
+    return {
+        "rise": lambda f, p: sj.rise(f, p, images, np.array([0, 1, 2]), key=key, num_masks=8, grid=2),
+        "rise, top-1": lambda f, p: sj.rise(f, p, images, None, key=key, num_masks=8, grid=2),
+        "occlusion": lambda f, p: sj.occlusion(f, p, images, np.array([0, 1, 2]), patch=4, stride=4),
+        "integrated_gradients, top-1": lambda f, p: sj.integrated_gradients(f, p, images, None, steps=2),
+        "smoothgrad, top-1": lambda f, p: sj.smoothgrad(f, p, images, None, key=key, num_samples=1),
+        "top_k": lambda f, p: sj.top_k(f, p, images, k=1),
+        "class_scores": lambda f, p: sj.class_scores(f, p, images, 1),
+        "deletion_curve": lambda f, p: faithfulness.deletion_curve(f, p, images, maps, np.array([0, 1, 2]), steps=4),
+        "insertion_curve, top-1": lambda f, p: faithfulness.insertion_curve(f, p, images, maps, None, steps=4),
+    }
+
+
+@pytest.mark.parametrize("wrong", list(_WRONG_OUTPUTS))
+def test_a_model_output_that_is_not_one_row_of_logits_per_image_is_refused(tiny_cnn, images, wrong):
+    """Each call once gave plausible curves, maps or top classes, or an error about arguments never passed."""
+    logits_fn, params = tiny_cnn
+    bad = functools.partial(lambda f, p, x: _WRONG_OUTPUTS[wrong](f(p, x)), logits_fn)
+    for name, call in _calls(images).items():
+        call(logits_fn, params)  # the call itself is right
+        with pytest.raises(ValueError, match=r"logits_fn must return logits of shape \[B, K\]"):
+            call(bad, params)
+            pytest.fail(name)
+
+
+def test_class_models_refuse_integer_logits_and_an_empty_class_list(tiny_cnn):
+    logits_fn, params = tiny_cnn
+
+    def integer_logits(p, x):
+        return logits_fn(p, x).astype(jnp.int32)
+
+    with pytest.raises(ValueError, match="floating-point logits"):  # the ascent once stayed at its start
+        sj.class_models(integer_logits, params, [1], key=jax.random.key(0), steps=1, image_shape=(8, 8, 3))
+    classifier = Classifier(logits_fn, params, 8, tuple(map(str, range(10))), 127.0, 128.0)
+    with pytest.raises(ValueError, match=r"classes must be .* non-empty \[K\] array, got shape \(0,\)"):
+        sj.classifier_class_models(classifier, np.array([], int), key=jax.random.key(0), steps=1)
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda f, p, x: sj.smoothgrad(f, p, x, 1, key=jax.random.key(0), num_samples=10**12), "num_samples"),
+    (lambda f, p, x: sj.rise(f, p, x, 1, key=jax.random.key(0), num_masks=2**31), "num_masks"),
+    (lambda f, p, x: sj.integrated_gradients(f, p, x, 1, steps=2**40), "steps"),
+    (lambda f, p, x: sj.blur_integrated_gradients(f, p, x, 1, steps=2**21), "steps"),
+    (lambda f, p, x: sj.class_models(f, p, [1], key=jax.random.key(0), steps=10**12, image_shape=(8, 8, 3)), "steps"),
+])
+def test_counts_past_what_a_run_can_index_are_refused_by_name(tiny_cnn, images, call, argument):
+    """Once an overflow deep inside a jitted call, or numpy allocating terabytes."""
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match=rf"^{argument} must be an integer >= \d and <= \d+, got"):
+        call(logits_fn, params, images)
+
+
+def test_non_finite_gradients_are_named_as_the_model_s(tiny_cnn, images):
+    logits_fn, params = tiny_cnn
+    with pytest.raises(ValueError, match="logits_fn's gradient at these images is NaN or infinite"):
+        sj.saliency_map(lambda p, x: logits_fn(p, x) * jnp.nan, params, images, 1)
+
+
+@pytest.mark.parametrize("variables", [None, {"params": {}}, [1, 2]])
+def test_efficientnet_names_variables_that_are_not_its_own(variables):
+    """Once "argument of type 'NoneType' is not iterable" from inside Flax."""
+    from saliency_jax.models.efficientnet_lite import EfficientNetLite0, make_logits_fn
+
+    logits_fn = make_logits_fn(EfficientNetLite0())
+    with pytest.raises(ValueError, match="^variables must be the model's variables, a mapping with 'params'"):
+        logits_fn(variables, jnp.zeros((1, 224, 224, 3)))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -341,6 +342,98 @@ def test_resize_keeps_model_sized_images_untouched():
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         io.resize_image(np.zeros((4, 4)), 224)
 
+
+
+def test_resize_converts_a_same_size_image_as_it_converts_one_it_resamples():
+    u8 = np.random.default_rng(4).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    unit = u8 / 255
+    assert np.array_equal(io.resize_image(unit, 20), u8.astype(np.float32))  # on 0-255, not 0-1
+    assert np.array_equal(io.resize_image(unit, 10), io.resize_image(u8, 10))
+    for other in (u8.astype(np.uint16) * 257, u8.astype(np.int64), unit.astype(np.float32)):
+        assert np.array_equal(io.resize_image(other, 20), u8.astype(np.float32)), other.dtype
+    wide = u8 + 0.4  # on 0-255 already: rounded as the resized path rounds it
+    same = io.resize_image(wide, 20)
+    assert same.dtype == np.float32 and np.array_equal(same, u8.astype(np.float32))
+    white = io.resize_image(np.ones((20, 20, 3), bool), 20)
+    assert white.dtype == np.float32 and (white == 255).all()
+    for bad in (np.nan, np.inf):
+        unit[3, 4, 1] = bad
+        for size in (20, 10):
+            with pytest.raises(ValueError, match="image contains NaN or infinite"):
+                io.resize_image(unit, size)
+
+
+def test_resize_refuses_empty_images_and_maps_and_non_finite_maps():
+    u8 = np.zeros((20, 20, 3), np.uint8)
+    for empty in (u8[:0], u8[:, :0]):
+        with pytest.raises(ValueError, match=r"image must not be empty, got shape \(%d, %d, 3\)" % empty.shape[:2]):
+            io.resize_image(empty, 10)
+    with pytest.raises(ValueError, match=r"saliency must not be empty, got shape \(0, 4\)"):
+        io.resize_map(np.zeros((0, 4)), 8, 8)
+    for bad in (np.nan, np.inf, -np.inf):
+        saliency = np.ones((4, 4), np.float32)
+        saliency[1, 2] = bad
+        for shape in ((4, 4), (8, 8)):
+            with pytest.raises(ValueError, match="saliency contains NaN or infinite values"):
+                io.resize_map(saliency, *shape)
+    with pytest.raises(ValueError, match="saliency holds values beyond float32's range"):
+        io.resize_map(np.full((4, 4), 1e300), 8, 8)
+    with pytest.raises(ValueError, match="saliency must hold real numbers, got dtype"):
+        io.resize_map(np.full((4, 4), "a"), 8, 8)
+    out = io.resize_map(np.arange(16, dtype=np.float64).reshape(4, 4), 8, 6)
+    assert out.dtype == np.float32 and out.shape == (8, 6) and np.isfinite(out).all()
+
+
+def test_resize_sizes_must_be_positive_integers():
+    image, saliency = np.zeros((12, 10, 3), np.uint8), np.zeros((12, 10), np.float32)
+    for bad in (0, -3, 2.5, 10.0, None, (10, 12), True, "10"):
+        with pytest.raises(ValueError, match="size must be an integer >= 1"):
+            io.resize_image(image, bad)
+        with pytest.raises(ValueError, match="height must be an integer >= 1"):
+            io.resize_map(saliency, bad, 8)
+        with pytest.raises(ValueError, match="width must be an integer >= 1"):
+            io.resize_map(saliency, 8, bad)
+    assert io.resize_image(image, np.int64(8)).shape == (8, 8, 3)
+    assert io.resize_image(image, np.array(8)).shape == (8, 8, 3)
+    assert io.resize_map(saliency, np.int32(6), np.uint8(5)).shape == (6, 5)
+    for shape in ((12, 10, 1), (1, 12, 10), (12,)):
+        with pytest.raises(ValueError, match=r"saliency must be a 2-D map \[H, W\], got shape"):
+            io.resize_map(np.zeros(shape, np.float32), 8, 8)
+
+
+def test_save_png_refuses_what_it_does_not_write_before_touching_the_file(tmp_path):
+    target = tmp_path / "keep.png"
+    io.save_png(target, np.full((3, 4), 9, np.uint8))
+    before = target.read_bytes()
+    bad = [np.zeros((3, 4, 2), np.uint8), np.zeros((3, 4, 4), np.uint8), np.zeros((1, 3, 4), np.uint8),
+           np.zeros((3, 4, 1), np.uint8), np.zeros(4, np.uint8), np.zeros((3, 4), np.float32),
+           np.zeros((3, 4), bool), np.zeros((3, 4, 3), np.uint16)]
+    for array in bad:
+        with pytest.raises(ValueError, match=r"image must be uint8 \[H, W\] or \[H, W, 3\] for PNG, got dtype "
+                                             f"{array.dtype} and shape " + re.escape(str(array.shape))):
+            io.save_png(target, array)
+    for array in (np.zeros((0, 4), np.uint8), np.zeros((3, 0, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"image must not be empty, got shape"):
+            io.save_png(target, array)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["keep.png"]
+    rgb = np.random.default_rng(5).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    io.save_png(target, rgb)
+    with Image.open(target) as img:
+        assert img.mode == "RGB" and np.array_equal(np.asarray(img), rgb)
+
+
+def test_check_image_checks_max_pixels_as_load_image_does(tmp_path):
+    path = tmp_path / "s.png"
+    Image.fromarray(np.full((64, 64), 7, np.uint8)).save(path)
+    for bad in (0, -5, 2.5, True, "x", "10"):
+        for check in (io.check_image, io.load_image):
+            with pytest.raises(ValueError, match=r"max_pixels must be an integer >= 1, got"):
+                check(path, max_pixels=bad)
+        with pytest.raises(ValueError, match=r"max_pixels must be an integer >= 1, got"):
+            io.check_image("bundled:chelsea", max_pixels=bad)
+    with pytest.raises(ValueError, match=r"s\.png.*64x64 = 4096 pixels.*limit of 4095"):
+        io.check_image(path, max_pixels=np.int64(4095))
+    io.check_image(path, max_pixels=np.int64(4096))
 
 def test_writers_are_atomic_and_leave_no_temporaries(tmp_path):
     io.save_npy(tmp_path / "a" / "m.npy", np.ones((2, 2), np.float32))

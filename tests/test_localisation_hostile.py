@@ -213,6 +213,19 @@ def test_localise_many_accepts_numpy_counts_and_refuses_booleans():
         localise_many([image], [saliency], processes=True)
 
 
+def test_localise_many_refuses_one_image_and_bad_settings_naming_them():
+    image, saliency = _scene(12)
+    # One image and map were once taken as lists of rows: "image 0: saliency must have shape [H, W]".
+    with pytest.raises(ValueError, match=r"saliency_maps must be N maps .* got one map .* call localise"):
+        localise_many([image], saliency, processes=1)
+    with pytest.raises(ValueError, match=r"images must be N images .* got one image .* call localise"):
+        localise_many(image, [saliency], processes=1)
+    with pytest.raises(ValueError, match="progress must be True or False, got 'no'"):
+        localise_many([image], [saliency], processes=1, progress="no")
+    with pytest.raises(ValueError, match="start_method must be one of .* got 'bogus'"):
+        localise_many([image], [saliency], processes=2, start_method="bogus")
+
+
 @pytest.mark.parametrize("value", ["0.9", np.array([0.9]), None, np.nan, True, 1.0])
 def test_quantile_seeds_refuse_a_bad_quantile_naming_it(value):
     with pytest.raises(ValueError, match="foreground_quantile must be a finite number in"):

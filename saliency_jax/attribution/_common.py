@@ -66,6 +66,8 @@ def check_float32(value, name: str, *, low: float | None = None, high: float | N
             raise ValueError(f"{name} must be a concrete number (bind it with functools.partial), got a traced array")
         if jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating):
             value = float(value)
+    if isinstance(value, (np.ndarray, jax.Array, list, tuple)) and np.ndim(value) > 0:
+        raise ValueError(f"{name} must be a finite number, got an array of shape {np.shape(value)}")
     if low is None and high is None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -78,8 +80,12 @@ def check_float32(value, name: str, *, low: float | None = None, high: float | N
 
 
 def check_pair(value, name: str) -> tuple[int, int]:
-    """An integer ``n >= 1`` as ``(n, n)``, or a pair of them, else ``ValueError`` naming ``name``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    """An integer ``n >= 1`` as ``(n, n)``, or a pair of them, else ``ValueError`` naming ``name``.
+
+    NumPy integers and concrete 0-d integer arrays count as integers, as in :func:`_checks.check_int`.
+    """
+    value = _checks._scalar(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         value = (value, value)
     if isinstance(value, np.ndarray) and value.shape == (2,):
         value = tuple(value.tolist())
@@ -128,15 +134,14 @@ def broadcast_baseline(baseline, images: jax.Array, name: str = "baseline") -> j
 def num_classes(logits_fn: LogitsFn, params: Any, images: jax.Array) -> int:
     """``K``, from the model's output shape on one image (no computation)."""
     out = jax.eval_shape(logits_fn, params, images[:1])
-    if len(out.shape) != 2 or out.shape[0] != 1:
-        raise ValueError(f"logits_fn must return logits of shape [B, K], got {out.shape} for one image")
+    _checks.check_logits(out, 1)
     return int(out.shape[1])
 
 
 def resolve_classes(logits_fn: LogitsFn, params: Any, images: jax.Array, classes) -> jax.Array:
     """int32 ``[B]``: the given classes (a scalar or ``[B]``), or each image's top-1 class if ``None``."""
     if classes is None:
-        logits = logits_fn(params, images)
+        logits = _checks.model_logits(logits_fn, params, images)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     _checks.check_classes(classes, num_classes(logits_fn, params, images), images.shape[0])
     return jnp.broadcast_to(_checks.class_ids(classes), images.shape[:1])

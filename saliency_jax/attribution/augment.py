@@ -71,6 +71,8 @@ def flip_shift_average(
     shifts = tuple(_checks.check_int(s, "shifts", 0) for s in shifts)
     flips = _common.check_bool(flips, "flips")
     batch_size = _common.check_batch_size(batch_size)
+    if key is not None:
+        key = _checks.check_key(key, "flip_shift_average")
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     height, width = images.shape[1:3]
 

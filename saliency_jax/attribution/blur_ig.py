@@ -207,7 +207,7 @@ def blur_integrated_gradients(
     del key
     images = _common.as_images(images)
     check_rule(rule)
-    steps = _checks.check_int(steps, "steps", 2)
+    steps = _checks.check_int(steps, "steps", 2, _checks.MAX_INTEGRATION_STEPS)
     max_sigma = _common.check_float32(max_sigma, "max_sigma", low=0.0, open_low=True)
     grad_step = _common.check_float32(grad_step, "grad_step", low=0.0, open_low=True)
     bound = _common.check_float32(max_sigma + grad_step, "max_sigma + grad_step")

@@ -38,7 +38,7 @@ from saliency_jax.types import LogitsFn
 
 def trapezoid_weights(steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``(alphas, weights)``, each ``[steps]``: the trapezoid rule on ``[0, 1]``; weights sum to 1."""
-    steps = _checks.check_int(steps, "steps", 2)
+    steps = _checks.check_int(steps, "steps", 2, _checks.MAX_INTEGRATION_STEPS)
     alphas = np.linspace(0.0, 1.0, steps)
     weights = np.full(steps, 1.0 / (steps - 1))
     weights[[0, -1]] /= 2

@@ -58,7 +58,7 @@ def _noise_moments(
     key = _common.check_key(key, name)
     images = _common.as_images(images)
     # One sample has no variance: VarGrad would be a zero map whatever the model.
-    num_samples = _checks.check_int(num_samples, "num_samples", 2 if name == "vargrad" else 1)
+    num_samples = _checks.check_int(num_samples, "num_samples", 2 if name == "vargrad" else 1, _checks.MAX_COUNT)
     noise_scale = _common.check_float32(noise_scale, "noise_scale", low=0.0)
     batch_size = _common.check_batch_size(batch_size)
     classes = _common.resolve_classes(logits_fn, params, images, classes)

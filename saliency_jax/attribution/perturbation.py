@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax.attribution import _common
 from saliency_jax.scores import select_scores
 from saliency_jax.types import LogitsFn
@@ -92,7 +93,7 @@ def occlusion(
     coverage = np.zeros((height, width), np.float32)
     for y, x in positions:
         coverage[y : y + ph, x : x + pw] += 1
-    reference = select_scores(logits_fn(params, images), classes)  # [B]
+    reference = select_scores(_checks.model_logits(logits_fn, params, images), classes)  # [B]
     corners = jnp.asarray(positions)
     iy = jnp.arange(height)[None, :, None]
     ix = jnp.arange(width)[None, None, :]
@@ -101,7 +102,7 @@ def occlusion(
         y0, x0 = corners[n, 0][:, None, None], corners[n, 1][:, None, None]
         covered = (iy >= y0) & (iy < y0 + ph) & (ix >= x0) & (ix < x0 + pw)  # [R, H, W]
         occluded = jnp.where(covered[..., None], jnp.float32(baseline), images[b])
-        drop = reference[b] - select_scores(logits_fn(params, occluded), classes[b])
+        drop = reference[b] - select_scores(_checks.model_logits(logits_fn, params, occluded), classes[b])
         return drop[:, None, None] * covered.astype(jnp.float32)
 
     total = _common.sum_over_expansions(row, batch, positions.shape[0], batch_size)

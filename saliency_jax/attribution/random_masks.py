@@ -75,7 +75,7 @@ def rise_masks(key: jax.Array, num_masks: int, image_shape: tuple[int, int], *, 
     ``1 <= grid <= min(H, W)``, ``p`` in ``(0, 1]``.
     """
     key = _common.check_key(key, "rise_masks")
-    num_masks = _checks.check_int(num_masks, "num_masks", 1)
+    num_masks = _checks.check_int(num_masks, "num_masks", 1, _checks.MAX_COUNT)
     image_shape, grid, p = check_mask_settings(image_shape, grid, p)
     return jax.vmap(lambda n: rise_mask(jax.random.fold_in(key, n), image_shape, grid=grid, p=p))(
         jnp.arange(num_masks)
@@ -118,7 +118,7 @@ def rise(
     key = _common.check_key(key, "rise")
     images = _common.as_images(images)
     batch, height, width, _ = images.shape
-    num_masks = _checks.check_int(num_masks, "num_masks", 1)
+    num_masks = _checks.check_int(num_masks, "num_masks", 1, _checks.MAX_COUNT)
     _, grid, p = check_mask_settings((height, width), grid, p)
     baseline = _common.check_float32(baseline, "baseline")
     batch_size = _common.check_batch_size(batch_size)
@@ -127,7 +127,7 @@ def rise(
     def row(b, n):
         masks = jax.vmap(lambda i: rise_mask(jax.random.fold_in(key, i), (height, width), grid=grid, p=p))(n)
         masked = images[b] * masks[..., None] + baseline * (1.0 - masks[..., None])
-        probabilities = jax.nn.softmax(logits_fn(params, masked), axis=-1)
+        probabilities = jax.nn.softmax(_checks.model_logits(logits_fn, params, masked), axis=-1)
         chosen = jnp.take_along_axis(probabilities, classes[b][:, None], axis=1)[:, 0]
         return chosen[:, None, None] * masks
 

@@ -64,6 +64,27 @@ class ClutteredObjectsConfig(tfds.core.BuilderConfig):
     split_sizes: tuple[tuple[str, int], ...] = (("train", 20000), ("test", 2000))
     seed: int = 0
 
+    def __post_init__(self):
+        # Checked here, not when the builder first reads a field or a worker draws an example.
+        from saliency_jax._checks import check_int
+
+        if not isinstance(self.clutter, ClutterConfig):
+            raise ValueError(f"clutter must be a ClutterConfig, got {type(self.clutter).__name__}")
+        splits = ("train", "validation", "test")
+        pairs = self.split_sizes
+        if not isinstance(pairs, (tuple, list)) or not pairs or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs
+        ):
+            raise ValueError(f"split_sizes must be a non-empty sequence of (split, num_examples) pairs, got {pairs!r}")
+        names = [name for name, _ in pairs]
+        for name in names:
+            if not isinstance(name, str) or name not in splits:
+                raise ValueError(f"split_sizes names must be one of {splits}, got {name!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"split_sizes must name each split once, got {names}")
+        self.split_sizes = tuple((name, check_int(n, f"split_sizes[{name!r}]", 1)) for name, n in pairs)
+        self.seed = check_int(self.seed, "seed", 0)
+
 
 _BYTES = tfds.features.Encoding.BYTES
 

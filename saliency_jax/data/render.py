@@ -9,6 +9,7 @@ render a split start in a fraction of a second.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -18,19 +19,43 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "arrow", "cresc
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
 
+# Bounds that keep drawing one image within seconds: an image at the defaults takes ~4 ms on one
+# core, a clutter item ~0.3 ms plus its window's sub-pixels, and the worst the bounds allow (16
+# image-filling clutter items at 1024 x 1024) ~6 s.
+MAX_IMAGE_SIZE = 1024
+MAX_SUPERSAMPLE = 8
+MAX_SUBPIXELS_PER_SIDE = 2048  # image_size * supersample: the object's window holds up to 2048**2 sub-pixels
+MAX_CLUTTER_SIZE = 4.0  # a clutter item up to four times the largest object (larger ones just fill the image)
+MAX_CLUTTER = 1024  # items per image, whatever the image size: each costs ~0.3 ms however small
+CLUTTER_COVER = 16  # the clutter items' windows cover the image at most 16 times over
+MAX_TEXTURE_CONTRAST = 255.0  # the full 0-255 scale; beyond, every texture saturates
+MAX_SPLIT_BYTES = 2**30  # render_split's images and masks, held in memory
+
+
 @dataclasses.dataclass(frozen=True)
 class ClutterConfig:
     """How an image is drawn.
 
+    Every field is checked when the config is made: integers where the field is a
+    count or a pixel size (NumPy integers are fine, floats and booleans are not),
+    finite numbers in range elsewhere, and bounds (the ``MAX_*`` constants of this
+    module, and :meth:`max_clutter`) that keep drawing one image within seconds.
+    Fields are stored as plain ``int``, ``float`` and tuples, so equal configs have
+    equal ``repr``.
+
     Attributes:
-      image_size: side of the square image, pixels.
-      num_classes: ``K``, the first ``K`` of :data:`SHAPES`.
-      object_size: (min, max) object diameter, pixels.
-      num_clutter: (min, max) number of clutter items, inclusive.
-      clutter_size: (min, max) clutter diameter as a fraction of ``object_size[1]``.
-      fragment_fraction: share of clutter items that are cut class shapes.
-      texture_contrast: amplitude of the background colour texture, 0-255 scale.
-      supersample: sub-pixels per side used to anti-alias edges.
+      image_size: side of the square image, pixels, in ``[16, MAX_IMAGE_SIZE]``.
+      num_classes: ``K``, the first ``K`` of :data:`SHAPES`, in ``[2, len(SHAPES)]``.
+      object_size: (min, max) object diameter, integer pixels, ``4 <= min <= max <= image_size``.
+      num_clutter: (min, max) number of clutter items, inclusive, integers,
+        ``0 <= min <= max <= max_clutter()``.
+      clutter_size: (min, max) clutter diameter as a fraction of ``object_size[1]``,
+        ``0 < min <= max <= MAX_CLUTTER_SIZE``, and the smallest item at least one pixel across.
+      fragment_fraction: share of clutter items that are cut class shapes, in ``[0, 1]``.
+      texture_contrast: amplitude of the background colour texture, 0-255 scale, in
+        ``[0, MAX_TEXTURE_CONTRAST]``.
+      supersample: sub-pixels per side used to anti-alias edges, in ``[1, MAX_SUPERSAMPLE]``
+        with ``image_size * supersample <= MAX_SUBPIXELS_PER_SIDE``.
     """
 
     image_size: int = 64
@@ -45,27 +70,79 @@ class ClutterConfig:
     def __post_init__(self):
         from saliency_jax._checks import check_int, check_number  # here: render workers never import JAX
 
-        check_int(self.image_size, "image_size", 16)
-        check_int(self.num_classes, "num_classes", 2, len(SHAPES))
-        check_int(self.supersample, "supersample", 1)
-        check_number(self.texture_contrast, "texture_contrast", low=0.0)  # NaN would paint every pixel black
+        def store(name, value):
+            object.__setattr__(self, name, value)
+
+        size = check_int(self.image_size, "image_size", 16, MAX_IMAGE_SIZE)
+        store("image_size", size)
+        store("num_classes", check_int(self.num_classes, "num_classes", 2, len(SHAPES)))
+        supersample = check_int(self.supersample, "supersample", 1, MAX_SUPERSAMPLE)
+        if size * supersample > MAX_SUBPIXELS_PER_SIDE:
+            raise ValueError(
+                f"supersample must be <= {MAX_SUBPIXELS_PER_SIDE // size} for image_size {size} "
+                f"(image_size * supersample <= {MAX_SUBPIXELS_PER_SIDE} sub-pixels per side), got {supersample}"
+            )
+        store("supersample", supersample)
+        # NaN would paint every pixel black.
+        store("texture_contrast", check_number(self.texture_contrast, "texture_contrast", low=0.0,
+                                               high=MAX_TEXTURE_CONTRAST))
+        store("fragment_fraction", check_number(self.fragment_fraction, "fragment_fraction", low=0.0, high=1.0))
+
+        pairs = {}
         for name in ("object_size", "num_clutter", "clutter_size"):
             pair = getattr(self, name)
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"{name} must be a (min, max) pair, got {pair!r}")
-            for value in pair:
-                check_number(value, f"{name} entries")
-        lo, hi = self.object_size
-        if not 4 <= lo <= hi <= self.image_size:
+            if name == "clutter_size":
+                pairs[name] = tuple(check_number(value, f"{name} entries") for value in pair)
+                continue
+            for value in pair:  # a count or pixel size: 2.5 items is a mistake, not a request
+                if not isinstance(value, numbers.Integral):
+                    check_number(value, f"{name} entries")  # says so if it is no number at all
+            least = 4 if name == "object_size" else 0
+            pairs[name] = tuple(check_int(value, f"{name} entries", least) for value in pair)
+
+        lo, hi = pairs["object_size"]
+        if not 4 <= lo <= hi <= size:
+            raise ValueError(f"object_size must satisfy 4 <= min <= max <= image_size ({size}), got {(lo, hi)}")
+        store("object_size", (lo, hi))
+
+        lo, hi = pairs["clutter_size"]
+        if not 0 < lo <= hi <= MAX_CLUTTER_SIZE:
+            raise ValueError(f"clutter_size must satisfy 0 < min <= max <= {MAX_CLUTTER_SIZE}, got {(lo, hi)}")
+        if lo * self.object_size[1] < 1:
             raise ValueError(
-                f"object_size must satisfy 4 <= min <= max <= image_size ({self.image_size}), got {self.object_size}"
+                f"clutter_size min must be >= 1 / object_size max = {1 / self.object_size[1]:.4g} (the smallest "
+                f"clutter item at least one pixel across), got {lo}"
             )
-        if not 0 <= self.num_clutter[0] <= self.num_clutter[1]:
-            raise ValueError(f"num_clutter must satisfy 0 <= min <= max, got {self.num_clutter}")
-        if not 0 < self.clutter_size[0] <= self.clutter_size[1]:
-            raise ValueError(f"clutter_size must satisfy 0 < min <= max, got {self.clutter_size}")
-        if not 0.0 <= self.fragment_fraction <= 1.0:
-            raise ValueError(f"fragment_fraction must be in [0, 1], got {self.fragment_fraction}")
+        store("clutter_size", (lo, hi))
+
+        lo, hi = pairs["num_clutter"]
+        most = self.max_clutter()
+        if not 0 <= lo <= hi <= most:
+            side = self._clutter_window()
+            raise ValueError(
+                f"num_clutter must satisfy 0 <= min <= max <= {most}, got {(lo, hi)}: at most {MAX_CLUTTER} items, "
+                f"and for image_size {size}, object_size max {self.object_size[1]} and clutter_size max "
+                f"{self.clutter_size[1]}, items whose drawing windows ({side} x {side} pixels) cover the image "
+                f"at most {CLUTTER_COVER} times over"
+            )
+        store("num_clutter", (lo, hi))
+
+    def _clutter_window(self) -> int:
+        """Side, pixels, of the window drawn for the largest clutter item (see ``_coverage``)."""
+        diameter = self.object_size[1] * self.clutter_size[1]
+        return min(self.image_size, int(np.ceil(1.5 * diameter)) + 2)
+
+    def max_clutter(self) -> int:
+        """The largest ``num_clutter`` this config allows.
+
+        Drawing an item costs a fixed ~0.3 ms plus work in proportion to its
+        window's sub-pixels, so both the count (``MAX_CLUTTER``) and the windows'
+        total area (``CLUTTER_COVER`` times the image's) are bounded: the latter
+        ties the count to the image area and the clutter size.
+        """
+        return min(MAX_CLUTTER, CLUTTER_COVER * self.image_size**2 // self._clutter_window() ** 2)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -280,7 +357,10 @@ def render_example(rng: np.random.Generator, config: ClutterConfig | None = None
       :class:`Example`; ``image`` uint8 ``[S, S, 3]``, ``mask`` bool ``[S, S]``,
       ``box`` int32 ``[4]``.
     """
-    config = ClutterConfig() if config is None else config
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator (e.g. example_rng(seed, split, index)), "
+                         f"got {type(rng).__name__}")
+    config = _clutter_config(config)
     size = config.image_size
     label = int(rng.integers(config.num_classes))
     image = _background(rng, config)
@@ -309,10 +389,19 @@ def render_example(rng: np.random.Generator, config: ClutterConfig | None = None
 
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of example ``index`` of ``split``: independent of the others."""
-    if split not in _SPLIT_IDS:
+    if not isinstance(split, str) or split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
     seed, index = _natural(seed, "seed"), _natural(index, "index")
     return np.random.default_rng([seed, _SPLIT_IDS[split], index])
+
+
+def _clutter_config(config) -> ClutterConfig:
+    """``config``, ``None`` meaning ``ClutterConfig()``; anything else is refused (a dict has no fields)."""
+    if config is None:
+        return ClutterConfig()
+    if not isinstance(config, ClutterConfig):
+        raise ValueError(f"config must be a ClutterConfig or None, got {type(config).__name__}")
+    return config
 
 
 def _natural(value, name: str) -> int:
@@ -332,7 +421,9 @@ def render_split(
 
     Args:
       split: ``"train"``, ``"validation"`` or ``"test"``.
-      num_examples: ``N``.
+      num_examples: ``N``, at most what fits in ``MAX_SPLIT_BYTES`` of images and masks
+        (65536 at the default 64 x 64); the :class:`ClutteredObjects` builder writes
+        larger splits to disk.
       config: how to draw (``None``: ``ClutterConfig()``).
       seed: dataset seed; example ``i`` is the same whatever ``num_examples``.
 
@@ -341,14 +432,24 @@ def render_split(
     """
     from saliency_jax._checks import check_int
 
+    config = _clutter_config(config)
+    example_rng(seed, split, 0)  # checks split and seed before anything is drawn
+    size = config.image_size
+    most = MAX_SPLIT_BYTES // (4 * size * size)  # uint8 RGB image and bool mask per example
     num_examples = check_int(num_examples, "num_examples", 1)
-    examples = [render_example(example_rng(seed, split, i), config) for i in range(num_examples)]
-    return Example(
-        np.stack([e.image for e in examples]),
-        np.array([e.label for e in examples], np.int32),
-        np.stack([e.mask for e in examples]),
-        np.stack([e.box for e in examples]),
-    )
+    if num_examples > most:
+        raise ValueError(
+            f"num_examples must be an integer >= 1 and <= {most} for image_size {size} (render_split holds the "
+            f"whole split in memory, at most {MAX_SPLIT_BYTES // 2**20} MiB of images and masks; the "
+            f"ClutteredObjects builder writes larger splits to disk), got {num_examples}"
+        )
+    images = np.empty((num_examples, size, size, 3), np.uint8)
+    labels = np.empty(num_examples, np.int32)
+    masks = np.empty((num_examples, size, size), bool)
+    boxes = np.empty((num_examples, 4), np.int32)
+    for i in range(num_examples):
+        images[i], labels[i], masks[i], boxes[i] = render_example(example_rng(seed, split, i), config)
+    return Example(images, labels, masks, boxes)
 
 
 def render_job(job) -> dict[str, np.ndarray]:

@@ -139,7 +139,7 @@ def _curves(logits_fn, params, images, saliency, classes, steps, baseline, blur_
             replaced = changed ^ inserting[n // points].reshape(-1, 1, 1, 1)
         # Deletion shows the baseline where the pixels were changed, insertion where they were not.
         perturbed = jnp.where(replaced, canvas[b], images[b])
-        probabilities = jax.nn.softmax(logits_fn(params, perturbed), axis=-1)
+        probabilities = jax.nn.softmax(_checks.model_logits(logits_fn, params, perturbed), axis=-1)
         chosen = jnp.take_along_axis(probabilities, classes[b][:, None], axis=1)
         return chosen * jax.nn.one_hot(n, points * len(modes), dtype=chosen.dtype)
 

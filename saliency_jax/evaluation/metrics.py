@@ -197,13 +197,23 @@ def top5_localisation_error(
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def _as_map(saliency, name: str) -> np.ndarray:
+    """A finite, non-empty real ``[H, W]`` map as float64, else ``ValueError`` naming ``name``."""
+    saliency = np.asarray(saliency)
+    if not (np.issubdtype(saliency.dtype, np.floating) or np.issubdtype(saliency.dtype, np.integer)
+            or saliency.dtype == np.bool_):
+        raise ValueError(f"{name} must hold real numbers, got dtype {saliency.dtype}")
+    if saliency.ndim != 2 or saliency.size == 0:
+        raise ValueError(f"{name} must have shape [H, W], got shape {saliency.shape}")
+    saliency = saliency.astype(np.float64)
+    if not np.isfinite(saliency).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return saliency
+
+
 def saliency_peak(saliency) -> np.ndarray:
     """The ``(y, x)`` of a map's maximum (the first in row-major order on ties)."""
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if saliency.ndim != 2 or saliency.size == 0:
-        raise ValueError(f"saliency must have shape [H, W], got shape {saliency.shape}")
-    if not np.isfinite(saliency).all():
-        raise ValueError("saliency contains NaN or infinite values")
+    saliency = _as_map(saliency, "saliency")
     return np.array(np.unravel_index(int(np.argmax(saliency)), saliency.shape))
 
 
@@ -231,9 +241,9 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
             f"saliency_maps must be N maps [N, H, W] (or a list of [H, W]), got one map of shape "
             f"{np.shape(saliency_maps)} (use saliency[None])"
         )
-    maps = list(saliency_maps)
     if (masks is None) == (boxes is None):
         raise ValueError("pass the objects as exactly one of masks= or boxes=")
+    maps = [_as_map(saliency, f"saliency_maps[{i}]") for i, saliency in enumerate(saliency_maps)]
     tolerance = _checks.check_number(tolerance, "tolerance", low=0.0)
     hits = []
     if masks is not None:

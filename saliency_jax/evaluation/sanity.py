@@ -242,7 +242,7 @@ def cascading_randomization(
     if not stages:
         raise ValueError("layers must name at least one stage")
 
-    logits = logits_fn(params, images)
+    logits = _checks.model_logits(logits_fn, params, images)
     if classes is None:
         classes = jnp.argmax(logits, axis=-1)
     else:

@@ -424,6 +424,16 @@ def localise_many(
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(saliency_maps, (list, tuple)) and np.ndim(saliency_maps) == 2:
+        raise ValueError(f"saliency_maps must be N maps [H, W] (a list, or an [N, H, W] array), got one map of "
+                         f"shape {np.shape(saliency_maps)}: for one image call localise, or pass [saliency]")
+    if not isinstance(images, (list, tuple)) and np.ndim(images) == 3:
+        raise ValueError(f"images must be N images [H, W, 3] (a list, or an [N, H, W, 3] array), got one image of "
+                         f"shape {np.shape(images)}: for one image call localise, or pass [image]")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"start_method must be one of {multiprocessing.get_all_start_methods()}, got {start_method!r}")
     if len(images) != len(saliency_maps):
         raise ValueError(
             f"images and saliency_maps must have the same length, got {len(images)} and {len(saliency_maps)}"

@@ -40,6 +40,7 @@ import importlib
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -307,6 +308,10 @@ def make_logits_fn(module: EfficientNetLite):
     """
 
     def logits_fn(variables: Any, images: jax.Array) -> jax.Array:
+        if not isinstance(variables, Mapping) or "params" not in variables or "batch_stats" not in variables:
+            got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+            raise ValueError(f"variables must be the model's variables, a mapping with 'params' and 'batch_stats' "
+                             f"(e.g. classifier.params), got {got}")
         check_images(images, channels=(3,))
         return module.apply(variables, preprocess(images), train=False)
 
