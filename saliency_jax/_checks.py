@@ -127,6 +127,8 @@ def class_ids(classes, name: str = "classes") -> jax.Array:
         return classes.astype(jnp.int32)  # fits: no copy to the host
     if is_concrete(classes):
         values = np.asarray(classes)
+        if values.size == 0 and values.dtype == np.float64:  # an empty list: no ids, of no type
+            values = values.astype(np.int32)
         if not np.issubdtype(values.dtype, np.integer):
             raise ValueError(f"{name} must be integer class ids, got dtype {values.dtype}")
         info = np.iinfo(np.int32)

@@ -279,7 +279,8 @@ def sharded_map(
       inputs: a pytree of numpy arrays ``[N, ...]`` (this process's rows; on
         several hosts every process passes the same ``N``, else ``ValueError``).
       batch_size: rows per call on this process; a multiple of the number of
-        local devices in ``mesh``.
+        local devices in ``mesh``. A batch larger than ``N`` is cut to ``N`` rounded
+        up to that multiple.
       mesh: from :func:`data_mesh` (default: all devices).
       progress: optional wrapper of the batch-index iterable, e.g. ``tqdm.tqdm``.
       compiler_options: XLA options for ``fn``'s compilation (``jax.jit``'s
@@ -326,6 +327,8 @@ def sharded_map(
         raise ValueError(
             f"batch_size must be a positive multiple of the {local_devices} local devices, got {batch_size}"
         )
+    # A batch larger than the data would only compute padding: at most N rows, rounded up to the devices.
+    batch_size = min(batch_size, math.ceil(n / local_devices) * local_devices)
     jitted = jax.jit(fn, out_shardings=batch_sharding(mesh), compiler_options=dict(compiler_options or {}))
     params = replicate(params, mesh)
     num_batches = math.ceil(n / batch_size)
@@ -339,13 +342,19 @@ def sharded_map(
     # Checked on shapes alone: jit reuses this trace of ``fn``, so the check costs nothing.
     _check_rows(jax.eval_shape(fn, params, first), jax.tree.leaves(first)[0].shape[0])
     steps = range(num_batches) if progress is None else progress(range(num_batches))
-    outputs, pending = [], None
+    outputs, pending, expected = [], None, 0
     for i in steps:
+        if i != expected or expected >= num_batches:
+            raise ValueError(f"progress must yield the batch indices it is given ({num_batches}), in order: "
+                             f"expected {'no more' if expected >= num_batches else expected}, got {i!r}")
+        expected += 1
         current = jitted(params, first if i == 0 else batch(i))
         first = None  # not kept alive through the loop
         if pending is not None:
             outputs.append(jax.tree.map(local_rows, pending))
         pending = current
+    if expected != num_batches:
+        raise ValueError(f"progress must yield every batch index, got {expected} of {num_batches}")
     outputs.append(jax.tree.map(local_rows, pending))
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outputs)
 

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _checks
-from saliency_jax.backprop_rules import _is_jitted, backprop_rule, check_rule
+from saliency_jax.backprop_rules import _is_jitted, applied_rule, check_rule
 from saliency_jax.parallel import vary_like
 from saliency_jax.saliency import _images_per_pass, _in_passes
 from saliency_jax.types import LogitsFn
@@ -269,7 +269,8 @@ def layer_vjp(
     check_rule(rule)
     images = jnp.asarray(images, jnp.float32)
     layer_fn = _capture_fn(logits_fn, params, _layer_path(layer), images.shape[0])
-    with backprop_rule(rule):  # read while tracing the forward pass
+    # The rule is read while tracing the forward pass; a rule that reached no rectifier is reported.
+    with applied_rule(rule, lambda: jax.make_jaxpr(layer_fn)(images)):
         features, pullback = jax.vjp(layer_fn, images)
 
     def reconstruct(signal: jax.Array) -> jax.Array:
@@ -393,8 +394,10 @@ def top_activated_channels(
       :class:`TopChannels` with ``[B, k]`` fields.
     """
     features = layer_activations(logits_fn, params, images, layer=layer)
-    if not 1 <= k <= features.shape[-1]:
-        raise ValueError(f"k must be in [1, {features.shape[-1]}] (the layer's channels), got {k}")
+    try:
+        k = _checks.check_int(k, "k", 1, features.shape[-1])
+    except ValueError:
+        raise ValueError(f"k must be an integer in [1, {features.shape[-1]}] (the layer's channels), got {k!r}") from None
     strength = jnp.max(features.reshape(features.shape[0], -1, features.shape[-1]), axis=1)
     activations, channels = jax.lax.top_k(strength, k)
     return TopChannels(channels.astype(jnp.int32), activations)
@@ -403,7 +406,11 @@ def top_activated_channels(
 def _check_channels(channels, batch: int, num_channels: int) -> jax.Array:
     if _checks.is_concrete(channels) and not isinstance(channels, jax.Array):
         channels = np.asarray(channels)
-        if np.issubdtype(channels.dtype, np.integer) and channels.size and (
+        if channels.size == 0:
+            raise ValueError("channels must name at least one channel, got none")
+        if not np.issubdtype(channels.dtype, np.integer):
+            raise ValueError(f"channels must be integer channel ids, got {channels.dtype} {channels.tolist()!r}"[:200])
+        if channels.size and (
             channels.min() < 0 or channels.max() >= num_channels
         ):
             raise ValueError(
@@ -501,7 +508,7 @@ def layer_reconstructions(
     Returns:
       :class:`Reconstruction` with ``signals`` ``[B, N, H, W, C]``.
     """
-    if weighting not in WEIGHTINGS:
+    if not isinstance(weighting, str) or weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     features, reconstruct = layer_vjp(logits_fn, params, images, layer=layer, rule=rule)
     batch, num_channels = features.shape[0], features.shape[-1]

@@ -58,6 +58,27 @@ def test_sharded_map_bad_arguments():
         parallel.sharded_map(_affine, params, {}, batch_size=4, mesh=mesh)
 
 
+def test_sharded_map_never_pads_past_the_data_and_checks_its_progress_wrapper():
+    mesh = parallel.data_mesh()
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    x = np.arange(18, dtype=np.float32).reshape(6, 3)
+    seen = []
+
+    def rows(params, batch):
+        seen.append(batch["x"].shape[0])  # traced once per batch shape
+        return _affine(params, batch)
+
+    # 2**22 rows per call once meant 4 GB of padding for 6 rows; now the batch is 6 rounded up to 8.
+    out = parallel.sharded_map(rows, params, {"x": x}, batch_size=2**22, mesh=mesh)
+    np.testing.assert_allclose(out["y"], x @ np.ones((3, 2)))
+    assert set(seen) == {8}
+    for wrapper, message in [(lambda steps: list(steps)[:1], "every batch index, got 1 of 2"),
+                             (lambda steps: reversed(list(steps)), "expected 0, got 1"),
+                             (lambda steps: [*steps, 2], "expected no more, got 2")]:
+        with pytest.raises(ValueError, match=f"progress must yield .*{message}"):
+            parallel.sharded_map(_affine, params, {"x": x}, batch_size=4, mesh=mesh, progress=wrapper)
+
+
 def test_sharded_map_compiles_fn_with_the_compiler_options_given():
     mesh = parallel.data_mesh()
     params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}

@@ -1,5 +1,6 @@
 """Tests of layer reconstructions (paper §4): deconvnet = back-propagation except at the ReLU."""
 
+import contextlib
 import functools
 
 import flax.linen as nn
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import signal as sp_signal
 
-from saliency_jax.backprop_rules import RULES, relu
+from saliency_jax.backprop_rules import RULES, RuleNotAppliedWarning, relu
 from saliency_jax.reconstruction import (
     Layer,
     layer_activations,
@@ -24,6 +25,11 @@ from saliency_jax.saliency import input_gradients
 from conftest import Pool, TinyCNN
 
 # --- the two layers the paper treats: convolution and max-pooling -----------------------
+
+
+def _no_rectifier(rule):
+    """A layer without rectifiers pulls back alike under every rule, which is reported for the other rules."""
+    return contextlib.nullcontext() if rule == "gradient" else pytest.warns(RuleNotAppliedWarning)
 
 
 class OneConv(nn.Module):
@@ -72,7 +78,8 @@ def test_convolution_reconstruction_is_flipped_filter_convolution(strides, paddi
     images = jax.random.normal(getkey(), (2, 9, 10, 3))
     params = module.init(getkey(), images)
     logits_fn = functools.partial(module.apply, train=False)
-    features, reconstruct = layer_vjp(logits_fn, params, images, layer="conv", rule=rule)
+    with _no_rectifier(rule):
+        features, reconstruct = layer_vjp(logits_fn, params, images, layer="conv", rule=rule)
     r = jax.random.normal(getkey(), features.shape)
     kernel = np.asarray(params["params"]["conv"]["kernel"], np.float64)
     want = _flipped_filter_convolution(np.asarray(r, np.float64), kernel, strides, pad_lo, 9, 10)
@@ -111,7 +118,8 @@ def test_max_pool_reconstruction_is_switch_unpooling(window, stride, rule, getke
     module = OnePool(window, stride)
     images = jax.random.normal(getkey(), (2, 9, 9, 3))
     logits_fn = functools.partial(module.apply, train=False)
-    features, reconstruct = layer_vjp(logits_fn, {}, images, layer="pool", rule=rule)
+    with _no_rectifier(rule):
+        features, reconstruct = layer_vjp(logits_fn, {}, images, layer="pool", rule=rule)
     r = jax.random.normal(getkey(), features.shape)
     np.testing.assert_allclose(reconstruct(r), _switch_unpooling(images, r, window, stride), rtol=1e-6, atol=1e-6)
 
@@ -261,7 +269,7 @@ def test_top_activated_channels(small_cnn, images):
     strength = features.max(axis=(1, 2))
     np.testing.assert_array_equal(top.channels, np.argsort(-strength, axis=1)[:, :2])
     np.testing.assert_allclose(top.activations, -np.sort(-strength, axis=1)[:, :2], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 4\]"):
         top_activated_channels(logits_fn, params, images, layer="conv1", k=5)
 
 
@@ -468,3 +476,45 @@ def test_layer_methods_in_passes_of_two_images_are_the_same(small_cnn, images, m
         seen.clear()
         fn(recording, params, images, classes)
         assert max(seen) <= 2, (name, seen)
+
+
+class PlainRelu(nn.Module):
+    """TinyCNN's layers on jax.nn.relu, which the rules cannot reach."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = jax.nn.relu(nn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+        x = jax.nn.relu(nn.Conv(6, (3, 3), padding="SAME", name="conv2")(x))
+        return nn.Dense(5, name="fc")(jnp.mean(x, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_a_reconstruction_that_no_rule_reached_is_reported(images, rule, getkey):
+    """Once the plain gradient under every rule, silently (saliency_map reported it, these did not)."""
+    module = PlainRelu()
+    params = module.init(getkey(), images)
+    logits_fn = functools.partial(module.apply, train=False)
+    with pytest.warns(RuleNotAppliedWarning, match=f"rule='{rule}' reached no rectifier"):
+        ours = layer_reconstructions(logits_fn, params, images, [1] * images.shape[0], layer="conv2", rule=rule)
+    plain = layer_reconstructions(logits_fn, params, images, [1] * images.shape[0], layer="conv2")
+    np.testing.assert_array_equal(ours.signals, plain.signals)
+
+
+@pytest.mark.parametrize("k", [2.0, True, np.float32(2), "2"])
+def test_top_activated_channels_wants_an_integer_k(small_cnn, images, k):
+    """A float k once failed inside lax.top_k and left JAX's cache failing for the valid k after it."""
+    logits_fn, params = small_cnn
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 4\]"):
+        top_activated_channels(logits_fn, params, images, layer="conv1", k=k)
+    assert top_activated_channels(logits_fn, params, images, layer="conv1", k=np.int64(2)).channels.shape[1] == 2
+
+
+@pytest.mark.parametrize("channels, message", [("1", "integer channel ids, got <U1"), (None, "integer channel ids"),
+                                               ([], "at least one channel"), (1.5, "integer channel ids")])
+def test_channels_that_are_not_ids_are_named(small_cnn, images, channels, message):
+    """Once a TypeError from inside JAX, or "got dtype float32" for an empty list."""
+    logits_fn, params = small_cnn
+    with pytest.raises(ValueError, match=f"^channels must .*{message}"):
+        layer_reconstructions(logits_fn, params, images, channels, layer="conv2")
+    with pytest.raises(ValueError, match="^weighting must be one of"):
+        layer_reconstructions(logits_fn, params, images, 1, layer="conv2", weighting=np.array([1]))
