@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from saliency_jax import _checks
+from saliency_jax.io import to_rgb_uint8
+
 PANEL_TITLES = ("image", "saliency map", "seeds", "GraphCut mask", "box")
 
 _FOREGROUND = np.array([255, 40, 40], np.float64)
@@ -23,8 +26,31 @@ def normalise_map(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
 
     Clipping at a high percentile keeps a few extreme pixels from making the
     rest of the map black. A constant map gives zeros.
+
+    Args:
+      saliency: ``[H, W]`` (or any shape) of finite real numbers, not empty.
+      percentile: in ``[0, 100]``, the value mapped to 1.
+
+    Returns:
+      float32, the shape of ``saliency``, values in ``[0, 1]``.
+
+    Raises:
+      ValueError: for an empty map or one with NaN or infinite values (a
+        broken map would otherwise be drawn as a plausible blank one).
     """
-    saliency = np.asarray(saliency, np.float32)
+    percentile = _checks.check_number(percentile, "percentile", low=0.0, high=100.0)
+    try:
+        values = np.asarray(saliency)
+    except (TypeError, ValueError):
+        raise ValueError(f"saliency must be a map of real numbers, got {type(saliency).__name__}") from None
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"saliency must be a map of real numbers, got dtype {values.dtype}")
+    with np.errstate(over="ignore"):  # beyond float32's range: infinite, refused below
+        saliency = values.astype(np.float32)
+    if saliency.size == 0:
+        raise ValueError(f"saliency must not be empty, got shape {saliency.shape}")
+    if not np.isfinite(saliency).all():
+        raise ValueError("saliency contains NaN or infinite values (beyond float32's range, or a broken map)")
     low = float(saliency.min())
     top = float(np.percentile(saliency, percentile)) - low
     if not top > 0:
@@ -32,13 +58,21 @@ def normalise_map(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
     return np.clip((saliency - low) / top, 0.0, 1.0)
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.float64)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return np.clip(image, 0, 255)
+def _rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``image`` as float64 ``[H, W, 3]`` on 0-255, by the library's pixel rule (:func:`saliency_jax.io.load_image`).
+
+    Floats all within [0, 1] are on the 0-1 scale (as :func:`~saliency_jax.localisation.localise`
+    takes them), other floats on 0-255; uint8 as is, bool as black/white, uint16 on its range.
+    """
+    return to_rgb_uint8(image, name).astype(np.float64)
+
+
+def _mask(mask, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` as bool ``[H, W]``, refused unless it has the image's height and width."""
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"{name} must be a mask of the image's shape {list(shape)}, got shape {list(mask.shape)}")
+    return mask.astype(bool)
 
 
 def saliency_panel(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
@@ -48,31 +82,69 @@ def saliency_panel(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray
 
 
 def seeds_panel(image: np.ndarray, foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The image dimmed, foreground seeds in red and background seeds in blue."""
+    """The image dimmed, foreground seeds in red and background seeds in blue.
+
+    Args:
+      image: ``[H, W]`` or ``[H, W, 3]``; uint8, or floats on the 0-1 or 0-255 scale.
+      foreground: bool ``[H, W]``.
+      background: bool ``[H, W]``.
+
+    Returns:
+      uint8 ``[H, W, 3]``.
+    """
     out = _rgb(image) * 0.45
-    out[np.asarray(foreground, bool)] = _FOREGROUND
-    background = np.asarray(background, bool)
+    out[_mask(foreground, "foreground", out.shape[:2])] = _FOREGROUND
+    background = _mask(background, "background", out.shape[:2])
     out[background] = 0.5 * out[background] + 0.5 * _BACKGROUND
     return out.round().astype(np.uint8)
 
 
 def mask_panel(image: np.ndarray, mask: np.ndarray, segmentation: np.ndarray | None = None) -> np.ndarray:
-    """The image inside ``mask``; other GraphCut foreground half-dimmed, the rest dark."""
+    """The image inside ``mask``; other GraphCut foreground half-dimmed, the rest dark.
+
+    Args:
+      image: ``[H, W]`` or ``[H, W, 3]``; uint8, or floats on the 0-1 or 0-255 scale.
+      mask: bool ``[H, W]``, the object.
+      segmentation: bool ``[H, W]``, all of GraphCut's foreground, or ``None``.
+
+    Returns:
+      uint8 ``[H, W, 3]``.
+    """
     pixels = _rgb(image)
     out = pixels * 0.15
     if segmentation is not None:
-        other = np.asarray(segmentation, bool)
+        other = _mask(segmentation, "segmentation", out.shape[:2])
         out[other] = pixels[other] * 0.5
-    keep = np.asarray(mask, bool)
+    keep = _mask(mask, "mask", out.shape[:2])
     out[keep] = pixels[keep]
     return out.round().astype(np.uint8)
 
 
 def box_panel(image: np.ndarray, box, thickness: int | None = None) -> np.ndarray:
-    """The image with the box ``x0, y0, x1, y1`` (exclusive ends) outlined in yellow."""
-    out = _rgb(image).round().astype(np.uint8)
+    """The image with the box ``x0, y0, x1, y1`` (exclusive ends) outlined in yellow.
+
+    Args:
+      image: ``[H, W]`` or ``[H, W, 3]``; uint8, or floats on the 0-1 or 0-255 scale.
+      box: four finite numbers ``x0, y0, x1, y1`` in pixels (clipped to the image).
+      thickness: the outline's width in pixels, an integer >= 1; ``None`` scales it
+        with the image (1 pixel per 112).
+
+    Returns:
+      uint8 ``[H, W, 3]``.
+    """
+    if thickness is not None:
+        thickness = _checks.check_int(thickness, "thickness", 1)
+    try:
+        values = np.asarray(box, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"box must be four numbers x0, y0, x1, y1, got {type(box).__name__}") from None
+    if values.shape != (4,):
+        raise ValueError(f"box must be four numbers x0, y0, x1, y1 (shape [4]), got shape {list(values.shape)}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"box must be four finite numbers x0, y0, x1, y1, got {values.tolist()}")
+    out = to_rgb_uint8(image, "image").copy()
     height, width = out.shape[:2]
-    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, y0, x1, y1 = (int(v) for v in values)
     x0, y0 = max(0, min(x0, width - 1)), max(0, min(y0, height - 1))
     x1, y1 = max(x0 + 1, min(x1, width)), max(y0 + 1, min(y1, height))
     t = thickness or max(1, round(min(height, width) / 112))
@@ -87,12 +159,13 @@ def localisation_panels(image: np.ndarray, saliency: np.ndarray, found) -> list[
     """The five panels of Figure 3, in :data:`PANEL_TITLES` order, uint8 ``[H, W, 3]`` each.
 
     Args:
-      image: the ``[H, W, 3]`` image the pipeline ran on.
+      image: the ``[H, W, 3]`` image the pipeline ran on: uint8, or floats on the
+        0-1 or 0-255 scale (the library's pixel rule).
       saliency: its ``[H, W]`` map.
       found: the pipeline's :class:`~saliency_jax.localisation.Localisation`.
     """
     return [
-        _rgb(image).round().astype(np.uint8),
+        to_rgb_uint8(image, "image"),
         saliency_panel(saliency),
         seeds_panel(image, found.seeds.foreground, found.seeds.background),
         mask_panel(image, found.mask, found.segmentation),
@@ -104,14 +177,17 @@ def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") ->
     """The photo beside its saliency map, as in the paper's Figure 2.
 
     Args:
-      photo: ``[H, W, 3]`` on the 0-255 scale.
+      photo: ``[H, W, 3]``: uint8, or floats on the 0-1 scale (all within [0, 1]) or
+        the 0-255 scale (the library's pixel rule, :func:`saliency_jax.io.load_image`).
       saliency: ``[H, W]``.
       title: text above the pair.
     """
+    pixels = to_rgb_uint8(photo, "photo")
+    shown = normalise_map(saliency)
     fig = Figure(figsize=(6.4, 3.4))
     axes = fig.subplots(1, 2)
-    axes[0].imshow(np.clip(np.asarray(photo), 0, 255).astype(np.uint8))
-    axes[1].imshow(normalise_map(saliency), cmap="gray", vmin=0.0, vmax=1.0)
+    axes[0].imshow(pixels)
+    axes[1].imshow(shown, cmap="gray", vmin=0.0, vmax=1.0)
     for ax in axes:
         ax.set_axis_off()
     if title:
@@ -126,11 +202,23 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
     Args:
       images: a sequence of ``[H, W, 3]`` uint8 or ``[H, W]`` float arrays.
       titles: one string per image.
-      columns: images per row.
-      cell: inches per image.
+      columns: images per row, an integer >= 1.
+      cell: inches per image, > 0.
       cmap: colormap for 2-D images.
+
+    Raises:
+      ValueError: for titles whose count is not the images' (``zip`` would
+        silently drop the images without one), or a bad ``columns`` or ``cell``.
     """
+    columns = _checks.check_int(columns, "columns", 1)
+    cell = _checks.check_number(cell, "cell", low=0.0, open_low=True)
     images = list(images)
+    if isinstance(titles, (str, bytes)):
+        raise ValueError(f"titles must be a sequence of strings, one per image, got a single {type(titles).__name__}")
+    titles = list(titles)
+    if len(titles) != len(images):
+        raise ValueError(f"titles must have one string per image: {len(images)} for {len(images)} images, "
+                         f"got {len(titles)}")
     rows = max(1, -(-len(images) // columns))
     fig = Figure(figsize=(cell * columns, cell * rows + 0.3 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)

@@ -44,7 +44,7 @@ def _scale_to_uint8(array: np.ndarray, top: int) -> np.ndarray:
     return np.round(array * (255.0 / top)).astype(np.uint8)
 
 
-def _to_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
+def to_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
     """An image array as uint8 ``[H, W, 3]``.
 
     uint8 is taken as is, bool as black/white, uint16 on its full range
@@ -84,11 +84,11 @@ def bundled_photo(name: str) -> np.ndarray:
 
         loader = skimage.data.stereo_motorcycle if name == "motorcycle_left" else getattr(skimage.data, name)
         photo = loader()
-        return _to_rgb_uint8(photo[0] if name == "motorcycle_left" else photo, name)
+        return to_rgb_uint8(photo[0] if name == "motorcycle_left" else photo, name)
     if name in SKLEARN_PHOTOS:
         from sklearn.datasets import load_sample_image
 
-        return _to_rgb_uint8(load_sample_image(f"{name}.jpg"), name)
+        return to_rgb_uint8(load_sample_image(f"{name}.jpg"), name)
     raise ValueError(f"name must be one of {BUNDLED_PHOTOS}, got {name!r}")
 
 
@@ -375,7 +375,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
     if image.size == 0:
         raise ValueError(f"image must not be empty, got shape {image.shape}")
-    rgb = _to_rgb_uint8(image, "image")
+    rgb = to_rgb_uint8(image, "image")
     if rgb.shape[:2] != (size, size):
         rgb = Image.fromarray(rgb).resize((size, size), Image.BICUBIC)
     return np.asarray(rgb, dtype=np.float32)

@@ -56,17 +56,42 @@ def colour_mixing_matrix(covariance: np.ndarray = NATURAL_RGB_COVARIANCE) -> np.
     decorrelated channel at most a unit change of a pixel.
 
     Args:
-      covariance: ``[C, C]`` symmetric positive definite.
+      covariance: ``[C, C]`` covariance of the colour channels: finite, symmetric
+        (to a relative ``1e-8``, so ``np.cov``'s rounding passes) and positive
+        definite (the mixing is inverted to map images back to the variable).
 
     Returns:
       float32 ``[C, C]``.
+
+    Raises:
+      ValueError: naming ``covariance``, for anything else. A matrix that is not
+        symmetric is refused rather than read through one of its triangles (an
+        upper-triangular matrix would give the identity).
     """
-    covariance = np.asarray(covariance, np.float64)
-    if covariance.ndim != 2 or covariance.shape[0] != covariance.shape[1]:
-        raise ValueError(f"covariance must be a square matrix, got shape {covariance.shape}")
-    values, vectors = np.linalg.eigh(covariance)
-    if values.min() <= 0:
-        raise ValueError("covariance must be positive definite")
+    try:
+        array = np.asarray(covariance)
+    except (TypeError, ValueError):  # a ragged nest of sequences
+        raise ValueError(f"covariance must be a [C, C] matrix of numbers, got {covariance!r}") from None
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"covariance must be a [C, C] matrix of numbers, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise ValueError(f"covariance must be a square [C, C] matrix with C >= 1, got shape {array.shape}")
+    covariance = array.astype(np.float64)
+    if not np.isfinite(covariance).all():
+        raise ValueError("covariance contains NaN or infinite values")
+    asymmetry = np.abs(covariance - covariance.T)
+    if asymmetry.max() > 1e-8 * np.abs(covariance).max():
+        i, j = np.unravel_index(np.argmax(asymmetry), asymmetry.shape)
+        raise ValueError(
+            f"covariance must be symmetric, got covariance[{i}, {j}] = {covariance[i, j]:g} but "
+            f"covariance[{j}, {i}] = {covariance[j, i]:g}"
+        )
+    values, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
+    # Eigenvalues at rounding level of the largest are zero: a singular mixing cannot be inverted.
+    if values.min() <= max(values.max(), 0.0) * len(values) * np.finfo(np.float64).eps:
+        raise ValueError(
+            f"covariance must be positive definite, got eigenvalues from {values.min():g} to {values.max():g}"
+        )
     root = vectors @ np.diag(np.sqrt(values)) @ vectors.T
     return (root / np.linalg.norm(root, axis=0).max()).astype(np.float32)
 
@@ -132,7 +157,12 @@ def _frequencies(height: int, width: int) -> np.ndarray:
 
 
 def max_decay(height: int, width: int) -> float:
-    """The largest ``decay`` whose amplitudes span at most :data:`MAX_SPECTRUM_RANGE` (``inf``: any)."""
+    """The largest ``decay`` whose amplitudes span at most :data:`MAX_SPECTRUM_RANGE` (``inf``: any).
+
+    ``height`` and ``width`` are integers ``>= 1`` (a ``ValueError`` names either otherwise).
+    """
+    height = _checks.check_int(height, "height", 1)
+    width = _checks.check_int(width, "width", 1)
     freq = _frequencies(height, width)
     ratio = float(freq.max() / freq.min())
     return math.inf if ratio <= 1.0 else math.log(MAX_SPECTRUM_RANGE) / math.log(ratio)

@@ -86,6 +86,23 @@ def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     return _number(value, name, low=0.0, open_low=not allow_zero)
 
 
+def _image_shape(z, name: str = "z") -> tuple[int, int, int]:
+    """``(H, W, C)`` of one image ``z``; anything but an ``[H, W, C]`` array is refused by name.
+
+    The shape is static, so this also runs under ``jit`` and ``vmap``.
+    """
+    shape = getattr(z, "shape", None)
+    if shape is None or len(shape) != 3:
+        got = type(z).__name__ if shape is None else f"shape {tuple(shape)}"
+        hint = ""
+        if shape is not None and len(shape) == 4:
+            hint = " (a batch: these functions and the regularisers' hooks take one image; vmap over the batch)"
+        elif shape is not None and len(shape) == 2:
+            hint = " (add the channel axis: z[..., None])"
+        raise ValueError(f"{name} must be one image of shape [H, W, C], got {got}{hint}")
+    return tuple(shape)
+
+
 def compose(*regularizers: Regularizer) -> Regularizer:
     """Chains regularisers: transforms and projections in order, penalties summed.
 
@@ -146,11 +163,12 @@ def jitter(pixels: int) -> Regularizer:
     pixels = _checks.check_int(pixels, "pixels", 0)
 
     def transform(key, z):
+        height, width, _ = _image_shape(z)
         if pixels == 0:
             return z
-        if pixels >= min(z.shape[:2]):
+        if pixels >= min(height, width):
             raise ValueError(
-                f"jitter's pixels must be smaller than the image's sides {z.shape[0]}x{z.shape[1]}, got {pixels}"
+                f"jitter's pixels must be smaller than the image's sides {height}x{width}, got {pixels}"
             )
         shift = jax.random.randint(key, (2,), -pixels, pixels + 1)
         return translate(z, shift[0], shift[1], max_shift=pixels)
@@ -166,13 +184,19 @@ def translate(z: jax.Array, dy, dx, *, max_shift: int) -> jax.Array:
       dy: shift down (negative: up), an int scalar, ``|dy| <= max_shift``; may be traced
         (a concrete value outside the range is refused; a traced one is clipped to it).
       dx: shift right (negative: left), likewise.
-      max_shift: static bound on the shifts, smaller than the image.
+      max_shift: static bound on the shifts, an integer ``>= 0`` smaller than the image's sides.
 
     Returns:
       ``[H, W, C]``: ``out[i, j] = z[i - dy, j - dx]`` where that lies inside.
+
+    Raises:
+      ValueError: naming the argument, for a ``z`` that is not ``[H, W, C]``, a
+        ``max_shift`` that is not such an integer, or a concrete shift beyond it.
     """
-    height, width, channels = z.shape
-    if not 0 <= max_shift < min(height, width):
+    height, width, channels = _image_shape(z)
+    # The padding's width: 2.5 would otherwise reach jnp.pad ("pad_width must be of integral type").
+    max_shift = _checks.check_int(max_shift, "max_shift", 0)
+    if not max_shift < min(height, width):
         raise ValueError(
             f"max_shift must be in [0, {min(height, width)}) for an image of shape {z.shape}, got {max_shift}"
         )
@@ -218,16 +242,36 @@ def rescale(z: jax.Array, factor) -> jax.Array:
 
     Args:
       z: ``[H, W, C]``.
-      factor: scalar scale factor, ``> 0``.
+      factor: scalar scale factor, ``> 0`` and finite; may be traced (as
+        :func:`random_scale` draws it). A concrete factor out of range is refused.
+        A traced one cannot be checked while tracing: out of range (0; negative,
+        which would turn the image by 180 degrees; not finite) it gives an
+        all-NaN image rather than a plausible one.
 
     Returns:
       ``[H, W, C]``.
+
+    Raises:
+      ValueError: naming the argument, for a ``z`` that is not ``[H, W, C]``, a
+        ``factor`` that is not a scalar, or a concrete ``factor`` that is not a
+        finite number ``> 0`` (in float32).
     """
-    height, width, _ = z.shape
+    height, width, _ = _image_shape(z)
+    if jnp.ndim(factor) != 0:
+        raise ValueError(f"factor must be a scalar, got shape {jnp.shape(factor)}")
+    traced = not _checks.is_concrete(factor)
+    if not traced:
+        factor = _number(factor, "factor", low=0.0, open_low=True)
+        if not np.float32(factor) > 0:  # below float32's smallest subnormal: a scale of 0
+            raise ValueError(f"factor must be > 0 in float32 (at least {np.finfo(np.float32).smallest_subnormal:g}), "
+                             f"got {factor:g}")
     factor = jnp.asarray(factor, jnp.float32)
     scale = jnp.stack([factor, factor])
     translation = jnp.stack([height * (1 - factor) / 2, width * (1 - factor) / 2])
-    return jax.image.scale_and_translate(z, z.shape, (0, 1), scale, translation, "linear", antialias=True)
+    out = jax.image.scale_and_translate(z, z.shape, (0, 1), scale, translation, "linear", antialias=True)
+    if traced:
+        out = jnp.where((factor > 0) & jnp.isfinite(factor), out, jnp.nan)
+    return out
 
 
 def total_variation(weight: float, *, beta: float = 2.0) -> Regularizer:
@@ -246,6 +290,7 @@ def total_variation(weight: float, *, beta: float = 2.0) -> Regularizer:
     beta = _check_positive("beta", beta)
 
     def penalty(z):
+        _image_shape(z)  # a batch would take differences across its images
         dx = z[:-1, 1:] - z[:-1, :-1]
         dy = z[1:, :-1] - z[:-1, :-1]
         squared = dx * dx + dy * dy
@@ -259,19 +304,36 @@ def total_variation(weight: float, *, beta: float = 2.0) -> Regularizer:
 def gaussian_blur(z: jax.Array, sigma: float) -> jax.Array:
     """Blurs one image with a separable Gaussian of std ``sigma`` pixels, reflect borders.
 
+    The kernel is truncated at ``3 sigma`` (at least one pixel each side), which
+    must be smaller than the image's sides. ``sigma = 0`` is no blur: ``z`` is
+    returned as it is, as ``scipy.ndimage.gaussian_filter`` and
+    :func:`saliency_jax.attribution.gaussian_blur` do, so a sweep over blur
+    levels may start at 0.
+
     Args:
       z: ``[H, W, C]``.
-      sigma: ``> 0``.
+      sigma: ``>= 0``, a concrete number (it sets the kernel's size, which is static).
 
     Returns:
       ``[H, W, C]``.
+
+    Raises:
+      ValueError: naming the argument, for a ``z`` that is not ``[H, W, C]``, or a
+        ``sigma`` that is negative, not finite, traced, or too large for the image.
     """
+    height, width, _ = _image_shape(z)
+    sigma = _number(sigma, "sigma", low=0.0)
+    if sigma == 0.0:
+        return z
     radius = max(1, int(math.ceil(3 * sigma)))
-    taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1, dtype=jnp.float32) / sigma) ** 2)
-    taps = taps / jnp.sum(taps)
-    height, width, _ = z.shape
     if radius >= min(height, width):
-        raise ValueError(f"blur sigma {sigma} is too large for an image of shape {z.shape}")
+        raise ValueError(
+            f"sigma {sigma} is too large for an image of shape {tuple(z.shape)}: the kernel's radius, "
+            f"max(1, ceil(3 sigma)) = {radius}, must be smaller than the image's sides"
+        )
+    # The taps in float64 on the host: in float32 a tiny sigma underflows to 0 and 0 / 0 is NaN.
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = jnp.asarray(taps / taps.sum(), jnp.float32)
     padded = jnp.pad(z, ((radius, radius), (0, 0), (0, 0)), mode="reflect")
     z = sum(taps[i] * padded[i : i + height] for i in range(2 * radius + 1))
     padded = jnp.pad(z, ((0, 0), (radius, radius), (0, 0)), mode="reflect")

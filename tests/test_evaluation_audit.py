@@ -390,6 +390,57 @@ def test_evaluate_refuses_no_examples_and_maps_of_another_size():
     assert scores[:3] == (2, 0.5, 0.5) and np.isnan(scores.pointing)
 
 
+@pytest.mark.parametrize("bbox, message", [
+    ([[2, 3, 8, 9]], r"bbox must be fractions of the image's size in \[0, 1\].*from 2 to 9"),  # pixels by mistake
+    ([[-0.1, 0.2, 0.5, 0.6]], r"bbox must be fractions of the image's size in \[0, 1\]"),
+    ([[0.8, 0.2, 0.3, 0.6]], r"bbox must have ymin <= ymax and xmin <= xmax.*box 0"),  # ymin > ymax
+    ([[0.1, 0.2, 0.3, 0.6], [0.1, 0.7, 0.3, 0.6]], r"bbox must have ymin <= ymax and xmin <= xmax.*box 1"),
+])
+def test_normalised_to_pixels_refuses_pixels_and_inverted_fractions(bbox, message):
+    # Both used to clip to the plausible box [[10, 10, 10, 10]] (or another edge box) without a word.
+    with pytest.raises(ValueError, match=message):
+        tfds_eval.normalised_to_pixels(bbox, 10, 10)
+    # The edges of the range are fractions, and an empty (zero-area) box is not inverted.
+    np.testing.assert_array_equal(tfds_eval.normalised_to_pixels([[0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5]], 10, 10),
+                                  [[0, 0, 10, 10], [5, 5, 5, 5]])
+
+
+@pytest.mark.parametrize("classes, boxes, message", [
+    # The same eight numbers as [[10, 10, 40, 40], [0, 0, 5, 5]], which reshape(-1, 4) read as two other boxes.
+    ([5, 7], np.array([[10, 10], [40, 40], [0, 0], [5, 5]]), r"predict's boxes must have shape \[K, 4\].*"
+                                                              r"\[2, 4\] for 2 classes, got shape \(4, 2\)"),
+    ([5], np.array([[10, 10], [40, 40]]), r"predict's boxes must have shape \[K, 4\].*\[1, 4\] for 1 class, "
+                                          r"got shape \(2, 2\)"),
+    ([5], np.array([10, 10, 40, 40]), r"predict's boxes must have shape \[K, 4\].*got shape \(4,\)"),
+    ([5, 7], np.array([[10, 10, 40, 40]]), r"\[2, 4\] for 2 classes, got shape \(1, 4\)"),
+    ([5], None, r"predict's boxes must be \[1, 4\].*got None"),  # was "cannot reshape array of size 1"
+    ([5], "box", r"predict's boxes must be real numbers"),
+    (None, np.array([[10, 10, 40, 40]]), "predict's classes must be int .K. with K >= 1.*got None"),
+    ([], np.zeros((0, 4)), r"predict's classes must have shape \[K\] with K >= 1"),
+    ([[5]], np.array([[10, 10, 40, 40]]), r"predict's classes must have shape \[K\].*got shape \(1, 1\)"),
+    ([5.0], np.array([[10, 10, 40, 40]]), "predict's classes must be integer class ids, got dtype float64"),
+])
+def test_evaluate_refuses_boxes_that_are_not_one_per_class(classes, boxes, message):
+    image = np.zeros((60, 80, 3), np.uint8)
+    example = tfds_eval.LocalisationExample(image, np.array([[10, 10, 40, 40]]), np.array([5]), "a")
+    guess = tfds_eval.Prediction(None if classes is None else np.asarray(classes), boxes)
+    for class_agnostic in (True, False):
+        with pytest.raises(ValueError, match=message):
+            tfds_eval.evaluate([example], lambda _: guess, class_agnostic=class_agnostic)
+
+
+def test_evaluate_refuses_examples_that_are_not_localisation_examples():
+    image = np.zeros((60, 80, 3), np.uint8)
+    guess = tfds_eval.Prediction(np.array([5]), np.array([[10, 10, 40, 40]]))
+    good = tfds_eval.LocalisationExample(image, np.array([[10, 10, 40, 40]]), np.array([5]), "a")
+    for bad in (image, (image, np.array([[10, 10, 40, 40]]), np.array([5]), "a"), {"image": image}):
+        with pytest.raises(ValueError, match=r"examples must yield LocalisationExample .*got \w+ at position 1"):
+            tfds_eval.evaluate([good, bad], lambda _: guess, class_agnostic=True)  # was AttributeError
+    # Lists for boxes and labels are taken as arrays, not refused by a boolean index deep inside.
+    listed = tfds_eval.LocalisationExample(image, [[10, 10, 40, 40]], [5], "b")
+    assert tfds_eval.evaluate([listed], lambda _: guess, class_agnostic=False)[:3] == (1, 1.0, 0.0)
+
+
 def test_malformed_imagenet_annotations_name_the_file(tmp_path):
     (tmp_path / "ILSVRC2012_val_00000001.xml").write_text("<annotation><object><name>n01</name></object>")
     with pytest.raises(ValueError, match="annotations: .*ILSVRC2012_val_00000001.xml.* is not an ILSVRC annotation"):

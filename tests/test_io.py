@@ -305,12 +305,12 @@ def test_truncated_or_corrupt_files_raise_a_value_error_naming_the_file(tmp_path
 
 def test_arrays_are_converted_on_their_own_range():
     grey16 = np.array([[0, 257, 65535, 32896]], np.uint16)
-    assert io._to_rgb_uint8(grey16, "a")[0, :, 1].tolist() == [0, 1, 255, 128]
-    assert io._to_rgb_uint8(np.array([[0.0, 0.5, 1.0]]), "a")[0, :, 0].tolist() == [0, 128, 255]
-    assert io._to_rgb_uint8(np.array([[0.0, 0.5, 2.0]]), "a")[0, :, 0].tolist() == [0, 0, 2]
-    assert io._to_rgb_uint8(np.array([[True, False]]), "a")[0, :, 2].tolist() == [255, 0]
+    assert io.to_rgb_uint8(grey16, "a")[0, :, 1].tolist() == [0, 1, 255, 128]
+    assert io.to_rgb_uint8(np.array([[0.0, 0.5, 1.0]]), "a")[0, :, 0].tolist() == [0, 128, 255]
+    assert io.to_rgb_uint8(np.array([[0.0, 0.5, 2.0]]), "a")[0, :, 0].tolist() == [0, 0, 2]
+    assert io.to_rgb_uint8(np.array([[True, False]]), "a")[0, :, 2].tolist() == [255, 0]
     with pytest.raises(ValueError, match="photo contains NaN"):
-        io._to_rgb_uint8(np.array([[0.0, np.nan]]), "photo")
+        io.to_rgb_uint8(np.array([[0.0, np.nan]]), "photo")
 
 
 def test_sixteen_bit_grey_chelsea_gets_the_same_class_as_eight_bit(tmp_path, efficientnet):

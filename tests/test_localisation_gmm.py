@@ -74,3 +74,32 @@ def test_config_settings_reach_the_mixtures():
     assert models.foreground.n_components == models.background.n_components == 2
     # reg_covar is a floor on every variance.
     assert (np.diagonal(models.foreground.covariances_, axis1=1, axis2=2) >= 0.01).all()
+
+
+def _seeded_two_colour_image():
+    image = _two_colour_image(np.random.default_rng(0))
+    left = np.zeros((20, 20), bool)
+    left[:, :4] = True
+    right = np.zeros((20, 20), bool)
+    right[:, 14:] = True
+    return image, Seeds(left, right, 1.0, 0.0)
+
+
+def test_colour_models_read_images_on_the_scale_localise_reads():
+    """A 0-1 float image was divided by 255 again: costs of near-black colours, silently wrong."""
+    image, seeds = _seeded_two_colour_image()
+    models = fit_colour_models(image, seeds)
+    expected = colour_costs(models, image)
+    for same in (image / 255.0, (image / 255.0).astype(np.float32)):
+        np.testing.assert_allclose(colour_costs(models, same), expected, rtol=1e-5)
+        np.testing.assert_allclose(colour_costs(fit_colour_models(same, seeds), image), expected, rtol=1e-5)
+    # uint8 on 0-255; grey images are repeated to three channels, as localise does.
+    whole = np.round(image).astype(np.uint8)
+    np.testing.assert_allclose(colour_costs(models, whole), colour_costs(models, whole.astype(np.float64)))
+    grey = image.mean(axis=-1)
+    np.testing.assert_allclose(colour_costs(models, grey), colour_costs(models, np.repeat(grey[..., None], 3, -1)))
+    grey_models = fit_colour_models(grey, seeds)
+    assert grey_models.foreground.means_.shape[1] == 3
+    # 0/1 integer seeds are masks, not pixel indices.
+    int_seeds = Seeds(seeds.foreground.astype(int), seeds.background.astype(np.uint8), 1.0, 0.0)
+    np.testing.assert_array_equal(fit_colour_models(image, int_seeds).foreground.means_, models.foreground.means_)

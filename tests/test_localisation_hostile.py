@@ -12,13 +12,17 @@ from saliency_jax.localisation import (
     GraphCutConfig,
     Seeds,
     build_graph,
+    colour_costs,
     contrast_weights,
     fit_colour_model,
+    fit_colour_models,
     graphcut_segment,
+    largest_component,
     localise,
     localise_classes,
     localise_many,
     localise_photo,
+    log_likelihood,
     most_salient_component,
     quantile_seeds,
     saliency_prior,
@@ -199,7 +203,7 @@ def test_a_bounded_reg_covar_still_localises():
     assert localise(image, saliency, GraphCutConfig(gmm_reg_covar=1.0)).mask.any()
     with pytest.raises(ValueError, match="reg_covar must be a finite number in"):
         fit_colour_model(np.zeros((4, 3)), reg_covar=np.inf)
-    with pytest.raises(ValueError, match="pixels contains NaN"):
+    with pytest.raises(ValueError, match="pixels contains 12 NaN"):
         fit_colour_model(np.full((4, 3), np.nan))
 
 
@@ -305,3 +309,86 @@ def test_float_images_follow_the_readers_scale_rule():
                                       localise_photo(image, saliency, GraphCutConfig(max_side=12)).box)
     with pytest.raises(ValueError, match=r"image must be on the 0-255 scale \(or, for floats, all within \[0, 1\]\)"):
         localise(image - 256.0, saliency)
+
+
+# --- colour models and components: a clear error instead of a deep traceback or a wrong answer ---------
+
+
+def test_most_salient_component_refuses_a_non_finite_map():
+    """One NaN pixel once made every total NaN, and the 1-pixel component won over the 171-pixel one."""
+    mask = np.zeros((20, 20), bool)
+    mask[0, 0] = True  # 1 pixel, first in row-major order
+    mask[5:14, 1:20] = True  # 9 x 19 = 171 pixels
+    saliency = np.ones((20, 20))
+    saliency[5:14, 1:20] = 2.0
+    big = most_salient_component(mask, saliency)
+    assert big.sum() == 171 and not big[0, 0]
+    for bad in (np.nan, np.inf, -np.inf):
+        saliency[10, 10] = bad
+        with pytest.raises(ValueError, match="^saliency contains 1 NaN or infinite values"):
+            most_salient_component(mask, saliency)
+
+
+def _colour_inputs():
+    image = np.random.default_rng(0).uniform(0, 255, (20, 30, 3))
+    fg = np.zeros((20, 30), bool)
+    fg[:5, :5] = True
+    bg = np.zeros((20, 30), bool)
+    bg[10:, 10:] = True
+    seeds = Seeds(fg, bg, 1.0, 0.0)
+    return image, seeds, fit_colour_models(image, seeds)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda image, seeds, models: fit_colour_models(image, Seeds(seeds.foreground[:10], seeds.background, 1, 0)),
+         r"^seeds.foreground must have the image's height and width \(20, 30\), got shape \(10, 30\)"),
+        (lambda image, seeds, models: fit_colour_models(image, (seeds.foreground, seeds.background)),
+         "^seeds must be Seeds"),
+        (lambda image, seeds, models: fit_colour_models(image, Seeds(seeds.foreground, np.zeros((20, 30)), 1, 0)),
+         "^seeds.background must select at least one pixel"),
+        (lambda image, seeds, models: fit_colour_models(image, seeds, None), "^config must be a GraphCutConfig"),
+        (lambda image, seeds, models: fit_colour_models(image[..., :2], seeds), r"^image must have shape \[H, W, 3\]"),
+        (lambda image, seeds, models: fit_colour_models(image - 300, seeds), "^image must be on the 0-255 scale"),
+        (lambda image, seeds, models: colour_costs(models, image[..., 0:2]), r"^image must have shape \[H, W, 3\]"),
+        (lambda image, seeds, models: colour_costs(models, np.full((4, 4), np.nan)), "^image contains NaN"),
+        (lambda image, seeds, models: colour_costs(models.foreground, image), "^models must be ColourModels"),
+        (lambda image, seeds, models: log_likelihood(models.foreground, np.zeros(3)),
+         r"^colours must have shape \[N, 3\], got shape \(3,\)"),
+        (lambda image, seeds, models: log_likelihood(models.foreground, np.zeros((5, 4))),
+         r"^colours must have shape \[N, 3\], got shape \(5, 4\)"),
+        (lambda image, seeds, models: log_likelihood(models.foreground, np.full((5, 3), np.nan)),
+         "^colours contains 15 NaN"),
+        (lambda image, seeds, models: log_likelihood("abc", np.zeros((5, 3))), "^model must be a GaussianMixture"),
+        (lambda image, seeds, models: fit_colour_model("abc"), r"^pixels must be \[N, 3\] colours \(numbers\)"),
+        (lambda image, seeds, models: fit_colour_model(image.reshape(-1, 3)),
+         r"^pixels must be colours scaled to \[0, 1\]"),
+        (lambda image, seeds, models: most_salient_component(seeds.foreground, "abc"),
+         r"^saliency must be a real-valued \[H, W\] map"),
+        (lambda image, seeds, models: most_salient_component(seeds.foreground, np.ones((20, 3))),
+         r"^saliency must have the mask's shape \(20, 30\)"),
+        (lambda image, seeds, models: most_salient_component(seeds.foreground, np.ones((20, 30)), 2.0),
+         "^connectivity must be 1 or 2"),
+        (lambda image, seeds, models: largest_component(np.zeros((0, 0), bool)),
+         r"^mask must have at least one pixel, got shape \(0, 0\)"),
+        (lambda image, seeds, models: most_salient_component(np.zeros((0, 3), bool), np.zeros((0, 3))),
+         "^mask must have at least one pixel"),
+        (lambda image, seeds, models: largest_component(np.full((3, 3), np.nan)), "^mask contains 9 NaN"),
+    ],
+    ids=["seed-shape", "seed-tuple", "empty-seed", "config-none", "two-channels", "out-of-scale", "costs-two-channels",
+         "costs-nan", "costs-one-model", "colours-1d", "colours-4-columns", "colours-nan", "model-string",
+         "pixels-string", "pixels-0-255", "map-string", "map-shape", "float-connectivity", "empty-mask",
+         "empty-mask-salient", "nan-mask"],
+)
+def test_colour_models_and_components_refuse_bad_input_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(*_colour_inputs())
+
+
+def test_a_grey_image_gets_the_costs_of_its_colour_copy():
+    """colour_costs on a grey image was "cannot reshape array of size 600 into shape (20,30)"."""
+    image, seeds, models = _colour_inputs()
+    grey = image.mean(axis=-1)
+    np.testing.assert_array_equal(colour_costs(models, grey), colour_costs(models, np.repeat(grey[..., None], 3, -1)))
+    np.testing.assert_array_equal(colour_costs(models, grey[..., None]), colour_costs(models, grey))

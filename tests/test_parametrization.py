@@ -88,3 +88,43 @@ def test_bad_arguments_raise_clear_errors():
         P.make_parametrization(P.pixel_parametrization((8, 8, 3)), (9, 9, 3))
     with pytest.raises(ValueError, match="positive definite"):
         P.colour_mixing_matrix(-np.eye(3))
+
+
+@pytest.mark.parametrize(
+    "covariance, match",
+    [
+        ([[1, 5, 5], [0, 1, 5], [0, 0, 1]], r"^covariance must be symmetric, got covariance\[0, 1\] = 5 but "
+                                             r"covariance\[1, 0\] = 0"),  # once the identity
+        (np.tril(P.NATURAL_RGB_COVARIANCE), "^covariance must be symmetric"),
+        (np.ones((3, 3)), "^covariance must be positive definite"),  # singular: its root cannot be inverted
+        (np.diag([1.0, 1.0, -1.0]), "^covariance must be positive definite"),
+        ([[1.0, np.nan], [np.nan, 1.0]], "^covariance contains NaN"),
+        ("abc", r"^covariance must be a \[C, C\] matrix of numbers, got dtype <U3"),
+        ([[1, 0], [0]], r"^covariance must be a \[C, C\] matrix of numbers"),
+        (np.eye(3)[:2], r"^covariance must be a square \[C, C\] matrix"),
+        (np.zeros((0, 0)), r"^covariance must be a square \[C, C\] matrix with C >= 1"),
+    ],
+    ids=["upper-triangular", "lower-triangular", "singular", "indefinite", "nan", "string", "ragged", "not-square",
+         "empty"],
+)
+def test_colour_mixing_matrix_refuses_what_is_not_a_covariance(covariance, match):
+    with pytest.raises(ValueError, match=match):
+        P.colour_mixing_matrix(covariance)
+
+
+def test_colour_mixing_matrix_takes_a_covariance_with_rounding():
+    samples = np.random.default_rng(0).normal(size=(3, 200))
+    covariance = np.cov(samples)
+    covariance[0, 1] *= 1 + 1e-12  # np.cov's own rounding may leave such asymmetries
+    mixing = P.colour_mixing_matrix(covariance)
+    product = mixing.astype(np.float64) @ mixing.T
+    np.testing.assert_allclose(product / product[0, 0], covariance / covariance[0, 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("height, width, name", [(0, 5, "height"), (5, 0, "width"), (2.5, 5, "height"),
+                                                 (5, "5", "width"), (True, 5, "height")])
+def test_max_decay_refuses_sizes_that_are_not_positive_integers(height, width, name):
+    """max_decay(0, 5) was a ZeroDivisionError."""
+    with pytest.raises(ValueError, match=f"^{name} must be an integer >= 1"):
+        P.max_decay(height, width)
+    assert P.max_decay(np.int64(8), 8) == pytest.approx(P.max_decay(8, 8))

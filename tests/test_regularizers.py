@@ -207,3 +207,61 @@ def test_compose_chains_and_sums(getkey):
 def test_bad_arguments_raise_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_gaussian_blur_of_sigma_zero_is_the_identity():
+    """sigma 0 once gave an all-NaN image (0 / 0 in the taps); it is no blur, as in scipy."""
+    z = _image()
+    np.testing.assert_array_equal(regs.gaussian_blur(z, 0.0), z)
+    np.testing.assert_array_equal(regs.gaussian_blur(z, np.float32(0)), z)
+    np.testing.assert_array_equal(
+        scipy.ndimage.gaussian_filter(np.asarray(z), sigma=(0.0, 0.0, 0)), np.asarray(z)
+    )
+    # A sigma that underflows float32 is the identity too, not NaN.
+    np.testing.assert_allclose(regs.gaussian_blur(z, 1e-46), z)
+    np.testing.assert_allclose(jax.jit(lambda x: regs.gaussian_blur(x, 1e-3))(z), z)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda z: regs.gaussian_blur(z, -1.0), r"^sigma must be a finite number >= 0"),  # once a blur of sigma 1
+        (lambda z: regs.gaussian_blur(z, float("nan")), r"^sigma must be a finite number"),
+        (lambda z: regs.gaussian_blur(z, float("inf")), r"^sigma must be a finite number"),
+        (lambda z: regs.gaussian_blur(z, "1"), r"^sigma must be a finite number"),
+        (lambda z: regs.gaussian_blur(z, 4.0), r"^sigma 4.0 is too large for an image of shape \(12, 10, 3\)"),
+        (lambda z: regs.gaussian_blur(z[..., 0], 1.0),
+         r"^z must be one image of shape \[H, W, C\], got shape \(12, 10\)"),
+        (lambda z: regs.rescale(z, 0), r"^factor must be a finite number > 0"),  # once an all-zero image
+        (lambda z: regs.rescale(z, -1), r"^factor must be a finite number > 0"),  # once the image turned 180 degrees
+        (lambda z: regs.rescale(z, float("nan")), r"^factor must be a finite number > 0"),
+        (lambda z: regs.rescale(z, float("inf")), r"^factor must be a finite number > 0"),
+        (lambda z: regs.rescale(z, 1e-50), r"^factor must be > 0 in float32"),
+        (lambda z: regs.rescale(z, jnp.ones(2)), r"^factor must be a scalar, got shape \(2,\)"),
+        (lambda z: regs.rescale(z[..., 0], 1.0), r"^z must be one image of shape \[H, W, C\]"),
+        (lambda z: regs.translate(z, 1, 1, max_shift=2.5), r"^max_shift must be an integer >= 0, got 2.5"),
+        (lambda z: regs.translate(z, 1, 1, max_shift=True), r"^max_shift must be an integer"),
+        (lambda z: regs.translate(z[..., 0], 1, 1, max_shift=2), r"^z must be one image of shape \[H, W, C\]"),
+        (lambda z: regs.jitter(2).transform(jax.random.key(0), z[None]),
+         r"^z must be one image of shape \[H, W, C\], got shape \(1, 12, 10, 3\) \(a batch"),
+        (lambda z: regs.total_variation(1.0).penalty(z[None]), r"^z must be one image of shape \[H, W, C\]"),
+    ],
+    ids=["blur-negative", "blur-nan", "blur-inf", "blur-string", "blur-too-wide", "blur-2d", "rescale-0",
+         "rescale-negative", "rescale-nan", "rescale-inf", "rescale-underflow", "rescale-vector", "rescale-2d",
+         "translate-float-max-shift", "translate-bool-max-shift", "translate-2d", "jitter-batch", "tv-batch"],
+)
+def test_image_functions_refuse_bad_arguments_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(_image())
+
+
+def test_rescale_with_a_traced_factor_out_of_range_is_nan():
+    """A traced factor cannot be refused while tracing: it must not give a plausible image."""
+    z = _image()
+    rescale = jax.jit(regs.rescale)
+    for factor in (0.0, -1.0, float("nan"), float("inf")):
+        assert bool(jnp.isnan(rescale(z, factor)).all()), factor
+    np.testing.assert_allclose(rescale(z, 1.1), regs.rescale(z, 1.1), atol=1e-6)
+    # The gradient through a valid traced factor is untouched.
+    grad = jax.grad(lambda x: jnp.sum(rescale(x, 0.9)))(z)
+    assert bool(jnp.isfinite(grad).all())

@@ -128,6 +128,19 @@ def normalised_to_pixels(bbox: np.ndarray, height: int, width: int, *, one_based
     if not np.isfinite(bbox).all():
         raise ValueError("bbox contains NaN or infinite coordinates")
     bbox = bbox.reshape(-1, 4)
+    # Pixel coordinates given by mistake, or a flipped box, would clip to a plausible edge box.
+    if bbox.size and (bbox.min() < 0.0 or bbox.max() > 1.0):
+        raise ValueError(
+            "bbox must be fractions of the image's size in [0, 1] (ymin, xmin, ymax, xmax), got values from "
+            f"{bbox.min():g} to {bbox.max():g} (pixel coordinates? divide by the height and width)"
+        )
+    inverted = (bbox[:, 2] < bbox[:, 0]) | (bbox[:, 3] < bbox[:, 1])
+    if inverted.any():
+        row = int(np.argmax(inverted))
+        raise ValueError(
+            f"bbox must have ymin <= ymax and xmin <= xmax in every box, got {bbox[row].tolist()} "
+            f"(box {row}; TFDS order is ymin, xmin, ymax, xmax)"
+        )
     ymin, xmin, ymax, xmax = (bbox[:, i] for i in range(4))
     shift = 1 if one_based else 0
     x0 = np.clip(np.round(xmin * width) - shift, 0, width)
@@ -314,22 +327,24 @@ def evaluate(
 
     Raises:
       ValueError: for no examples (a split, limit or annotation join that left
-        nothing to score), or a prediction that is not one box per class with a
-        map at the image's size.
+        nothing to score), an example that is not a :class:`LocalisationExample`,
+        or a prediction that is not ``K >= 1`` classes ``[K]`` with boxes
+        ``[K, 4]`` and a map at the image's size.
     """
     class_agnostic = _check_bool(class_agnostic, "class_agnostic")
     tolerance = _checks.check_number(tolerance, "tolerance", low=0.0)
     top1_hits, top5_misses, points = [], [], []
-    for example in examples:
+    for index, example in enumerate(examples):
+        if not isinstance(example, LocalisationExample):
+            raise ValueError(
+                f"examples must yield LocalisationExample (image, boxes, labels, name), got "
+                f"{type(example).__name__} at position {index}"
+            )
+        example = example._replace(boxes=np.asarray(example.boxes), labels=np.asarray(example.labels))
         guess = predict(example.image)
         if not (hasattr(guess, "classes") and hasattr(guess, "boxes") and hasattr(guess, "saliency")):
             raise ValueError(f"predict must return a Prediction (classes, boxes, saliency), got {type(guess).__name__}")
-        classes = np.asarray(guess.classes).reshape(-1)
-        boxes = np.asarray(guess.boxes).reshape(-1, 4)
-        if len(classes) != len(boxes) or not len(classes):
-            raise ValueError(
-                f"predict must return one box per class, got {len(classes)} classes and {len(boxes)} boxes"
-            )
+        classes, boxes = _prediction_arrays(guess)
         if class_agnostic:
             targets = example.boxes
         elif len(example.labels):
@@ -357,6 +372,37 @@ def evaluate(
         top5_error=float(np.mean(top5_misses)) if top5_misses else float("nan"),
         pointing=float(np.mean(points)) if points else float("nan"),
     )
+
+
+def _prediction_arrays(guess) -> tuple[np.ndarray, np.ndarray]:
+    """A prediction's classes ``[K]`` and boxes ``[K, 4]``, refusing any other shape.
+
+    Reshaping would silently pair classes with other boxes: ``[4, 2]`` for two
+    classes holds the same eight numbers as ``[2, 4]``, but not the same boxes.
+    """
+    if guess.classes is None:
+        raise ValueError("predict's classes must be int [K] with K >= 1 (best first), got None")
+    classes = np.asarray(guess.classes)
+    if classes.ndim != 1 or not len(classes):
+        raise ValueError(f"predict's classes must have shape [K] with K >= 1 (best first), got shape {classes.shape}")
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"predict's classes must be integer class ids, got dtype {classes.dtype}")
+    count = len(classes)
+    if guess.boxes is None:
+        raise ValueError(f"predict's boxes must be [{count}, 4] (x0, y0, x1, y1), one per class, got None")
+    try:
+        boxes = np.asarray(guess.boxes, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"predict's boxes must be real numbers [{count}, 4] (x0, y0, x1, y1), one per class, got "
+            f"{type(guess.boxes).__name__}"
+        ) from None
+    if boxes.shape != (count, 4):
+        raise ValueError(
+            f"predict's boxes must have shape [K, 4] (x0, y0, x1, y1), one per class: [{count}, 4] for "
+            f"{count} class{'es' if count != 1 else ''}, got shape {boxes.shape}"
+        )
+    return classes, np.asarray(guess.boxes)
 
 
 def format_scores(rows: Sequence[tuple[str, str, RealScores]]) -> str:

@@ -117,7 +117,7 @@ def as_colours(image, name: str = "image") -> np.ndarray:
     return array
 
 
-def as_image(image, name: str = "image") -> np.ndarray:
+def as_image(image, name: str = "image", *, min_pixels: int = 2) -> np.ndarray:
     """An ``[H, W, 3]`` float64 copy of a colour or grey image on the 0-255 scale.
 
     Integer images (``uint8``, say) are on the 0-255 scale. Float images follow the
@@ -125,12 +125,19 @@ def as_image(image, name: str = "image") -> np.ndarray:
     the 0-1 scale when every value lies within ``[0, 1]`` (they are multiplied by
     255), on the 0-255 scale otherwise. Values must be finite and, on the 0-255
     scale, within ``[0, 255]``. ``[H, W]`` and ``[H, W, 1]`` grey images are
-    repeated to three channels.
+    repeated to three channels. The image needs ``min_pixels`` pixels (the
+    pipeline's 2: a foreground and a background).
+
+    Every public function that reads an image's colours applies this one rule;
+    the pipeline applies it once and hands the result on (a second pass would
+    read a converted image that happens to lie within ``[0, 1]`` as 0-1 again).
     """
     array = _image_array(image, name)
-    if array.shape[0] * array.shape[1] < 2:
+    if array.shape[0] * array.shape[1] < min_pixels:
+        if min_pixels <= 1:
+            raise ValueError(f"{name} must not be empty, got shape {np.shape(image)}")
         raise ValueError(
-            f"{name} must have at least 2 pixels to split into foreground and background, "
+            f"{name} must have at least {min_pixels} pixels to split into foreground and background, "
             f"got shape {np.shape(image)}"
         )
     if array.dtype != np.uint8:
@@ -170,23 +177,50 @@ def as_saliency(saliency, shape: tuple[int, int] | None = None, name: str = "sal
 
 def as_cost(cost, shape: tuple[int, int], name: str) -> np.ndarray:
     """A float64 ``[H, W]`` copy of a finite per-pixel cost of the image's ``shape``."""
-    array = _real_array(cost, name, "be a real-valued [H, W] array")
+    return _finite_of_shape(cost, shape, name, "be a real-valued [H, W] array", "the image's height and width")
+
+
+def as_mask(mask, name: str = "mask") -> np.ndarray:
+    """A boolean ``[H, W]`` view of a non-empty mask (numbers: nonzero is True; NaN is refused)."""
+    try:
+        array = np.asarray(mask)
+    except (ValueError, TypeError):  # a ragged nest of sequences
+        raise ValueError(f"{name} must be a boolean [H, W] array, got a ragged sequence") from None
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape [H, W], got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} must have at least one pixel, got shape {array.shape}")
+    if array.dtype != bool:
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ValueError(f"{name} must be boolean (or 0/1), got dtype {array.dtype}")
+        if np.issubdtype(array.dtype, np.floating):
+            _refuse_non_finite(array, name)
+        array = array != 0
+    return array
+
+
+def as_map(saliency, shape: tuple[int, int], name: str = "saliency") -> np.ndarray:
+    """A float64 copy of a finite real-valued map of exactly ``shape`` (that of the mask it scores)."""
+    return _finite_of_shape(saliency, shape, name, "be a real-valued [H, W] map", "the mask's shape")
+
+
+def _finite_of_shape(value, shape: tuple[int, int], name: str, wanted: str, whose: str) -> np.ndarray:
+    """A float64 copy of finite real ``value`` of exactly ``shape`` (``whose``, in the message)."""
+    array = _real_array(value, name, wanted)
     if array.shape != tuple(shape):
-        raise ValueError(f"{name} must have the image's height and width {tuple(shape)}, got shape {array.shape}")
+        raise ValueError(f"{name} must have {whose} {tuple(shape)}, got shape {array.shape}")
     array = array.astype(np.float64)
     _refuse_non_finite(array, name)
     return array
 
 
-def as_mask(mask, name: str = "mask") -> np.ndarray:
-    """A boolean ``[H, W]`` view of a mask."""
-    array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must have shape [H, W], got shape {array.shape}")
-    if array.dtype != bool:
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise ValueError(f"{name} must be boolean (or 0/1), got dtype {array.dtype}")
-        array = array != 0
+def as_colour_array(colours, name: str, dim: int) -> np.ndarray:
+    """A float64 copy of finite ``[N, dim]`` colours."""
+    array = _real_array(colours, name, f"be [N, {dim}] colours (numbers)")
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{name} must have shape [N, {dim}], got shape {array.shape}")
+    array = array.astype(np.float64)
+    _refuse_non_finite(array, name)
     return array
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import label
 
-from saliency_jax.localisation._inputs import as_mask, unit_range
+from saliency_jax.localisation._inputs import as_choice, as_map, as_mask, unit_range
 
 
 def largest_component(mask: np.ndarray, connectivity: int = 2) -> np.ndarray:
@@ -15,15 +15,18 @@ def largest_component(mask: np.ndarray, connectivity: int = 2) -> np.ndarray:
     first in row-major order, so the result is deterministic.
 
     Args:
-      mask: bool ``[H, W]``.
+      mask: bool (or 0/1) ``[H, W]``, at least one pixel.
       connectivity: 1 (4-neighbours) or 2 (8-neighbours).
 
     Returns:
-      bool ``[H, W]``; all False when ``mask`` is empty.
+      bool ``[H, W]``; all False when ``mask`` has no foreground pixel.
+
+    Raises:
+      ValueError: naming the argument, for a mask that is not a non-empty
+        ``[H, W]`` array or a ``connectivity`` other than 1 or 2.
     """
     mask = as_mask(mask)
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    connectivity = as_choice(connectivity, "connectivity", (1, 2))
     labels = label(mask, connectivity=connectivity)
     if labels.max() == 0:
         return np.zeros_like(mask)
@@ -39,19 +42,22 @@ def most_salient_component(mask: np.ndarray, saliency: np.ndarray, connectivity:
     first pixel comes first in row-major order.
 
     Args:
-      mask: bool ``[H, W]``.
-      saliency: ``[H, W]`` finite map.
+      mask: bool (or 0/1) ``[H, W]``, at least one pixel.
+      saliency: ``[H, W]`` finite map (a NaN would make every total NaN, and the
+        choice arbitrary).
       connectivity: 1 (4-neighbours) or 2 (8-neighbours).
 
     Returns:
-      bool ``[H, W]``; all False when ``mask`` is empty.
+      bool ``[H, W]``; all False when ``mask`` has no foreground pixel.
+
+    Raises:
+      ValueError: naming the argument, for a mask that is not a non-empty
+        ``[H, W]`` array, a map of another shape, of non-numbers or with NaN or
+        infinite values, or a ``connectivity`` other than 1 or 2.
     """
     mask = as_mask(mask)
-    saliency = np.asarray(saliency, np.float64)
-    if saliency.shape != mask.shape:
-        raise ValueError(f"saliency must have the mask's shape {mask.shape}, got {saliency.shape}")
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    saliency = as_map(saliency, mask.shape)
+    connectivity = as_choice(connectivity, "connectivity", (1, 2))
     labels = label(mask, connectivity=connectivity)
     if labels.max() == 0:
         return np.zeros_like(mask)
@@ -69,7 +75,7 @@ def bounding_box(mask: np.ndarray) -> np.ndarray:
     """The tightest box around a mask's pixels.
 
     Args:
-      mask: bool ``[H, W]``, not empty.
+      mask: bool (or 0/1) ``[H, W]`` with at least one foreground pixel.
 
     Returns:
       int64 ``[4]``: ``x0, y0, x1, y1`` in pixels, ``x1``/``y1`` exclusive, so the

@@ -137,3 +137,10 @@ class GraphCutConfig:
         if 0 < self.max_side < 2:
             raise ValueError(f"max_side must be 0 (no limit) or >= 2, got {self.max_side}")
         store("connectivity", as_choice(self.connectivity, "connectivity", (1, 2)))
+
+
+def check_config(config) -> GraphCutConfig:
+    """``config`` if it is a :class:`GraphCutConfig`, else a ``ValueError`` naming it."""
+    if not isinstance(config, GraphCutConfig):
+        raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
+    return config

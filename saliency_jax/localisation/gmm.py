@@ -11,9 +11,9 @@ from threadpoolctl import ThreadpoolController
 if TYPE_CHECKING:
     from sklearn.mixture import GaussianMixture
 
-from saliency_jax.localisation._inputs import as_int, as_number
-from saliency_jax.localisation.config import MAX_REG_COVAR, GraphCutConfig
-from saliency_jax.localisation.seeds import Seeds
+from saliency_jax.localisation._inputs import as_colour_array, as_image, as_int, as_number
+from saliency_jax.localisation.config import MAX_REG_COVAR, GraphCutConfig, check_config
+from saliency_jax.localisation.seeds import Seeds, seed_mask
 
 _CONTROLLER: ThreadpoolController | None = None
 
@@ -62,7 +62,9 @@ def fit_colour_model(
     single pixel gives one Gaussian at its colour with covariance ``reg_covar``.
 
     Args:
-      pixels: finite ``[N, 3]`` colours scaled to ``[0, 1]``, ``N >= 1``.
+      pixels: finite ``[N, 3]`` colours scaled to ``[0, 1]`` (0-255 colours
+        divided by 255: ``reg_covar`` and :func:`colour_costs` count in those
+        units), ``N >= 1``.
       num_components: the most components to fit, ``>= 1``.
       seed: random state of the subsample and of the mixture's initialisation, ``>= 0``.
       max_samples: the most pixels to fit on (0 = all).
@@ -75,14 +77,17 @@ def fit_colour_model(
       A fitted ``sklearn.mixture.GaussianMixture``.
 
     Raises:
-      ValueError: naming the argument, for a wrong shape, NaN or infinite
-        colours, or a setting out of range.
+      ValueError: naming the argument, for a wrong shape or dtype, NaN or
+        infinite colours, colours outside ``[0, 1]``, or a setting out of range.
     """
-    pixels = np.asarray(pixels, np.float64)
-    if pixels.ndim != 2 or pixels.shape[1] != 3 or pixels.shape[0] == 0:
+    pixels = as_colour_array(pixels, name, 3)
+    if pixels.shape[0] == 0:
         raise ValueError(f"{name} must have shape [N, 3] with N >= 1, got shape {pixels.shape}")
-    if not np.isfinite(pixels).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError(
+            f"{name} must be colours scaled to [0, 1] (0-255 colours divided by 255), "
+            f"got values from {pixels.min():g} to {pixels.max():g}"
+        )
     num_components = as_int(num_components, "num_components", 1)
     seed = as_int(seed, "seed", 0)
     max_samples = as_int(max_samples, "max_samples", 0)
@@ -118,14 +123,36 @@ def fit_colour_models(image: np.ndarray, seeds: Seeds, config: GraphCutConfig = 
     """Fits the foreground and background colour models on their seed pixels.
 
     Args:
-      image: float ``[H, W, 3]`` on the 0-255 scale.
-      seeds: :class:`Seeds` of that image, each set non-empty.
-      config: the mixture settings.
+      image: ``[H, W, 3]`` (``[H, W]`` grey is accepted), on the scale
+        :func:`~saliency_jax.localisation.localise` reads: integers on 0-255,
+        floats on 0-1 when all within ``[0, 1]``, else on 0-255.
+      seeds: :class:`Seeds` of that image: boolean (or 0/1) ``[H, W]`` masks,
+        each selecting at least one pixel.
+      config: the mixture settings, a :class:`GraphCutConfig`.
 
     Returns:
       :class:`ColourModels`.
+
+    Raises:
+      ValueError: naming the argument, for an image as ``localise`` refuses it,
+        seeds that are not such masks of the image's height and width or that
+        select no pixel, or a ``config`` that is not a ``GraphCutConfig``.
     """
-    colours = np.asarray(image, np.float64) / 255.0
+    check_config(config)
+    pixels = as_image(image, min_pixels=1)
+    shape = pixels.shape[:2]
+    foreground, background = (seed_mask(seeds, which, shape) for which in ("foreground", "background"))
+    for which, mask in (("foreground", foreground), ("background", background)):
+        if not mask.any():
+            raise ValueError(f"seeds.{which} must select at least one pixel to fit a colour model on, got none")
+    return _fit_colour_models(pixels, foreground, background, config)
+
+
+def _fit_colour_models(
+    pixels: np.ndarray, foreground: np.ndarray, background: np.ndarray, config: GraphCutConfig
+) -> ColourModels:
+    """:func:`fit_colour_models` of a checked float64 ``[H, W, 3]`` image on 0-255 and non-empty bool masks."""
+    colours = pixels / 255.0
     kwargs = dict(
         num_components=config.num_components,
         max_samples=config.max_gmm_samples,
@@ -133,8 +160,8 @@ def fit_colour_models(image: np.ndarray, seeds: Seeds, config: GraphCutConfig = 
         reg_covar=config.gmm_reg_covar,
     )
     return ColourModels(
-        foreground=fit_colour_model(colours[seeds.foreground], seed=config.seed, name="foreground seeds", **kwargs),
-        background=fit_colour_model(colours[seeds.background], seed=config.seed + 1, name="background seeds", **kwargs),
+        foreground=fit_colour_model(colours[foreground], seed=config.seed, name="foreground seeds", **kwargs),
+        background=fit_colour_model(colours[background], seed=config.seed + 1, name="background seeds", **kwargs),
     )
 
 
@@ -149,12 +176,32 @@ def log_likelihood(model: GaussianMixture, colours: np.ndarray) -> np.ndarray:
 
     Args:
       model: a fitted ``GaussianMixture`` with ``covariance_type="full"``.
-      colours: ``[N, D]``.
+      colours: finite ``[N, D]``, ``D`` the model's colour dimension.
 
     Returns:
       float64 ``[N]``.
+
+    Raises:
+      ValueError: naming the argument, for a model that is not a fitted
+        full-covariance mixture, or colours of another shape, of non-numbers or
+        with NaN or infinite values.
     """
-    colours = np.asarray(colours, np.float64)
+    _check_mixture(model, "model")
+    return _log_likelihood(model, as_colour_array(colours, "colours", model.means_.shape[1]))
+
+
+def _check_mixture(model, name: str) -> None:
+    """Refuses anything but a fitted full-covariance ``GaussianMixture`` (duck-typed: scikit-learn loads lazily)."""
+    if getattr(model, "covariance_type", None) != "full":
+        raise ValueError(f"{name} must be a GaussianMixture with covariance_type='full', got {type(model).__name__}"
+                         + (f" with covariance_type={model.covariance_type!r}" if hasattr(model, "covariance_type")
+                            else ""))
+    if not all(hasattr(model, attribute) for attribute in ("weights_", "means_", "precisions_cholesky_")):
+        raise ValueError(f"{name} must be a fitted GaussianMixture (see fit_colour_model), got an unfitted one")
+
+
+def _log_likelihood(model: GaussianMixture, colours: np.ndarray) -> np.ndarray:
+    """:func:`log_likelihood` of a checked model and checked float64 ``[N, D]`` colours."""
     dim = colours.shape[1]
     per_component = np.empty((len(model.weights_), len(colours)))
     for k, (weight, mean, chol) in enumerate(zip(model.weights_, model.means_, model.precisions_cholesky_)):
@@ -170,16 +217,33 @@ def colour_costs(models: ColourModels, image: np.ndarray) -> tuple[np.ndarray, n
     """Negative log-likelihoods of every pixel's colour: the GraphCut unary terms.
 
     Args:
-      models: the fitted :class:`ColourModels`.
-      image: float ``[H, W, 3]`` on the 0-255 scale.
+      models: the fitted :class:`ColourModels` (from :func:`fit_colour_models`).
+      image: ``[H, W, 3]`` (``[H, W]`` grey is accepted), on the scale
+        :func:`~saliency_jax.localisation.localise` reads: integers on 0-255,
+        floats on 0-1 when all within ``[0, 1]``, else on 0-255.
 
     Returns:
       ``(foreground_cost, background_cost)``, float64 ``[H, W]`` each:
       ``-log p(colour | foreground)`` and ``-log p(colour | background)``.
+
+    Raises:
+      ValueError: naming the argument, for ``models`` that are not fitted
+        :class:`ColourModels` or an image as ``localise`` refuses it.
     """
-    image = np.asarray(image, np.float64)
-    colours = image.reshape(-1, 3) / 255.0
+    if not isinstance(models, ColourModels):
+        raise ValueError(f"models must be ColourModels (from fit_colour_models), got {type(models).__name__}")
+    for which in ("foreground", "background"):
+        _check_mixture(getattr(models, which), f"models.{which}")
+        if getattr(models, which).means_.shape[1] != 3:
+            raise ValueError(f"models.{which} must be a mixture of RGB colours (3-D), "
+                             f"got one of {getattr(models, which).means_.shape[1]}-D points")
+    return _colour_costs(models, as_image(image, min_pixels=1))
+
+
+def _colour_costs(models: ColourModels, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`colour_costs` of checked models and a checked float64 ``[H, W, 3]`` image on 0-255."""
+    colours = pixels.reshape(-1, 3) / 255.0
     with _one_blas_thread():
-        foreground = -log_likelihood(models.foreground, colours).reshape(image.shape[:2])
-        background = -log_likelihood(models.background, colours).reshape(image.shape[:2])
+        foreground = -_log_likelihood(models.foreground, colours).reshape(pixels.shape[:2])
+        background = -_log_likelihood(models.background, colours).reshape(pixels.shape[:2])
     return foreground, background

@@ -19,7 +19,7 @@ import numpy as np
 
 from saliency_jax.localisation._inputs import as_choice, as_colours, as_cost, as_mask, as_number
 from saliency_jax.localisation.config import HARD_SEEDS
-from saliency_jax.localisation.seeds import Seeds
+from saliency_jax.localisation.seeds import Seeds, seed_mask
 
 # (dy, dx) of each undirected neighbour pair, listed once; the first two give 4-neighbours.
 _OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
@@ -153,8 +153,8 @@ def build_graph(
         sink = foreground_cost - shift
     if hard_seeds != "none":
         hard = 1.0 + 8.0 * pairwise_weight
-        foreground = _seed_mask(seeds, "foreground", shape)
-        background = (_seed_mask(seeds, "background", shape) & ~foreground if hard_seeds == "both"
+        foreground = seed_mask(seeds, "foreground", shape)
+        background = (seed_mask(seeds, "background", shape) & ~foreground if hard_seeds == "both"
                       else np.zeros_like(foreground))
         source = np.where(foreground, hard, np.where(background, 0.0, source))
         sink = np.where(background, hard, np.where(foreground, 0.0, sink))
@@ -176,16 +176,6 @@ def build_graph(
         graph.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
     graph.add_grid_tedges(nodes, source, sink)
     return PixelGraph(graph, nodes)
-
-
-def _seed_mask(seeds: Seeds, which: str, shape: tuple[int, int]) -> np.ndarray:
-    """bool ``[H, W]``: ``seeds.foreground`` or ``seeds.background``, checked against the image's ``shape``."""
-    if not isinstance(seeds, Seeds):
-        raise ValueError(f"seeds must be Seeds (from quantile_seeds), got {type(seeds).__name__}")
-    mask = as_mask(getattr(seeds, which), f"seeds.{which}")
-    if mask.shape != tuple(shape):
-        raise ValueError(f"seeds.{which} must have the image's height and width {tuple(shape)}, got shape {mask.shape}")
-    return mask
 
 
 def solve(pixel_graph: PixelGraph) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 
 from saliency_jax.localisation._inputs import as_image, as_int, as_number, as_saliency, unit_range
 from saliency_jax.localisation.components import bounding_box, largest_component, most_salient_component
-from saliency_jax.localisation.config import GraphCutConfig
-from saliency_jax.localisation.gmm import colour_costs, fit_colour_models
+from saliency_jax.localisation.config import GraphCutConfig, check_config
+from saliency_jax.localisation.gmm import _colour_costs, _fit_colour_models
 from saliency_jax.localisation.graphcut import build_graph, solve
 from saliency_jax.localisation.seeds import Seeds, quantile_seeds
 
@@ -145,14 +145,9 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
         ``config.num_components`` are not an error: their mixture gets one
         component per distinct colour.
     """
-    _check_config(config)
+    check_config(config)
     pixels = as_image(image)
     return _localise(pixels, as_saliency(saliency, pixels.shape[:2]), config)
-
-
-def _check_config(config) -> None:
-    if not isinstance(config, GraphCutConfig):
-        raise ValueError(f"config must be a GraphCutConfig, got {type(config).__name__}")
 
 
 def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) -> Localisation:
@@ -167,8 +162,9 @@ def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) 
     segmentation = None
     for _ in range(config.iterations):
         tick = time.perf_counter()
-        models = fit_colour_models(pixels, fit_on, config)
-        foreground_cost, background_cost = colour_costs(models, pixels)
+        # Unchecked: ``pixels`` is already on 0-255, and a second pass of the scale rule could misread it.
+        models = _fit_colour_models(pixels, fit_on.foreground, fit_on.background, config)
+        foreground_cost, background_cost = _colour_costs(models, pixels)
         if prior is not None:
             foreground_cost = foreground_cost + prior[0]
             background_cost = background_cost + prior[1]
@@ -270,7 +266,7 @@ def localise_photo(image: np.ndarray, saliency: np.ndarray, config: GraphCutConf
     """
     from PIL import Image
 
-    _check_config(config)
+    check_config(config)
     pixels = as_image(image)
     saliency = as_saliency(saliency)
     shape = pixels.shape[:2]
@@ -444,7 +440,7 @@ def localise_many(
         except ValueError:
             raise ValueError(f"processes must be None or an integer >= 1, got {processes!r}") from None
     chunksize = as_int(chunksize, "chunksize", 1)
-    _check_config(config)
+    check_config(config)
     count = len(images)
     workers = min(processes or os.cpu_count() or 1, max(count, 1))
     jobs = ((i, images[i], saliency_maps[i], config) for i in range(count))

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from saliency_jax.localisation._inputs import as_number, as_saliency
+from saliency_jax.localisation._inputs import as_mask, as_number, as_saliency
 
 
 class Seeds(NamedTuple):
@@ -84,3 +84,16 @@ def quantile_seeds(
         background = saliency <= background_threshold
     # Both fallbacks at once would need min == threshold == max: a constant map.
     return Seeds(foreground, background, float(foreground_threshold), float(background_threshold))
+
+
+def seed_mask(seeds: Seeds, which: str, shape: tuple[int, int]) -> np.ndarray:
+    """bool ``[H, W]``: ``seeds.foreground`` or ``seeds.background``, checked against the image's ``shape``.
+
+    A 0/1 integer mask is read as a boolean one (not as pixel indices).
+    """
+    if not isinstance(seeds, Seeds):
+        raise ValueError(f"seeds must be Seeds (from quantile_seeds), got {type(seeds).__name__}")
+    mask = as_mask(getattr(seeds, which), f"seeds.{which}")
+    if mask.shape != tuple(shape):
+        raise ValueError(f"seeds.{which} must have the image's height and width {tuple(shape)}, got shape {mask.shape}")
+    return mask

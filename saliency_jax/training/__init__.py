@@ -1,6 +1,6 @@
 """Training the paper's ConvNet: data-parallel steps, TFDS input, orbax checkpoints, resume."""
 
-from saliency_jax.training.checkpoints import checkpoint_manager, latest_step, restore, save
+from saliency_jax.training.checkpoints import check_readable, checkpoint_manager, latest_step, restore, save
 from saliency_jax.training.config import TrainConfig, parse_override, replace
 from saliency_jax.training.input_pipeline import (
     ArraySource,
@@ -47,6 +47,7 @@ __all__ = [
     "build_model",
     "cache_in_memory",
     "chance_accuracy",
+    "check_readable",
     "check_resumable",
     "checkpoint_manager",
     "create_train_state",

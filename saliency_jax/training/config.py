@@ -117,12 +117,13 @@ class TrainConfig:
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
             set_(name, bool(value))
-        if self.model not in ("paper", "scaled"):
-            raise ValueError(f"model must be 'paper' or 'scaled', got {self.model!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        for name, choices in (("model", ("paper", "scaled")), ("optimizer", ("sgd", "adam")),
+                              ("schedule", ("cosine", "constant"))):
+            value = getattr(self, name)
+            # the type first: ``in`` on an array compares elementwise
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"{name} must be {choices[0]!r} or {choices[1]!r}, got {value!r}")
+            set_(name, str(value))
 
         for name in ("image_size", "global_batch_size", "eval_batch_size", "num_train_steps", "log_every",
                      "checkpoint_every", "keep_checkpoints", "num_workers", "dense_features"):
@@ -149,6 +150,8 @@ class TrainConfig:
 
 def replace(config: TrainConfig, **overrides) -> TrainConfig:
     """A copy of ``config`` with some fields changed; unknown names raise ``ValueError``."""
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -161,8 +164,10 @@ def parse_override(config: TrainConfig, text: str) -> TrainConfig:
 
     ``None``/``none`` gives ``None``; ``true``/``false`` give booleans.
     """
-    if "=" not in text:
-        raise ValueError(f"override must look like name=value, got {text!r}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(text, str) or "=" not in text:
+        raise ValueError(f"override must be a string name=value, got {text!r}")
     name, raw = text.split("=", 1)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if name not in fields:

@@ -27,6 +27,7 @@ from jax.sharding import Mesh
 from saliency_jax import parallel
 from saliency_jax.models import cpu_convolution_options
 from saliency_jax.training import checkpoints, input_pipeline
+from saliency_jax.training._paths import check_file, check_folder
 from saliency_jax.training.config import TrainConfig
 from saliency_jax.training.metrics_log import MetricsLog
 from saliency_jax.training.steps import (
@@ -238,15 +239,18 @@ def train_and_evaluate(
       :class:`TrainResult`.
 
     Raises:
-      ValueError: a bad argument; a checkpoint in ``workdir`` that ``config``
-        cannot resume (:func:`check_resumable`); a source without examples or
+      ValueError: a bad argument; a ``workdir`` that is a file; a checkpoint in
+        ``workdir`` that is damaged or that ``config`` cannot resume
+        (:func:`check_resumable`); a source without examples or
         without the config's keys; labels outside ``[0, K)``.
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if not isinstance(workdir, (str, os.PathLike)) or not os.fspath(workdir):
-        raise ValueError(f"workdir must be a non-empty path, got {workdir!r}")
-    workdir = os.path.abspath(os.fspath(workdir))
+    # Checked before anything is written: orbax would take a file for its folder and fail at the first save.
+    workdir = check_folder(workdir, "workdir")
+    check_folder(os.path.join(workdir, "checkpoints"), "workdir's checkpoints folder")
+    for name in ("config.json", "metrics.jsonl"):
+        check_file(os.path.join(workdir, name), f"workdir's {name}")
     mesh = parallel.data_mesh() if mesh is None else mesh
     if config.global_batch_size % mesh.size or config.eval_batch_size % mesh.size:
         raise ValueError(
@@ -260,6 +264,8 @@ def train_and_evaluate(
     try:
         resumed_from = checkpoints.latest_step(manager)
         if resumed_from is not None:
+            # an empty or damaged checkpoint is reported as such, not as the step the run is at
+            checkpoints.check_readable(manager, resumed_from)
             check_resumable(config, workdir, resumed_from)
         if is_main:  # after the check: a refused resume leaves the run's record as it was
             _write_json_atomic(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
