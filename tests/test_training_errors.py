@@ -218,3 +218,17 @@ def test_overrides_and_configs_of_the_wrong_type_are_refused():
     with pytest.raises(ValueError, match="schedule must be 'cosine' or 'constant', got None"):
         TrainConfig(schedule=None)
     assert type(TrainConfig(model=np.str_("scaled")).model) is str
+
+
+@pytest.mark.parametrize("labels, num_classes, message", [
+    ([], 0, "num_classes must be an integer >= 1"),
+    ([0, 5], 3, r"labels must be class ids in \[0, 3\)"),
+    ([0.5], 3, r"labels must be class ids in \[0, 3\)"),
+])
+def test_chance_accuracy_names_what_is_wrong(labels, num_classes, message):
+    """Once a ZeroDivisionError, or numpy's bincount error."""
+    from saliency_jax.training import chance_accuracy
+
+    with pytest.raises(ValueError, match=message):
+        chance_accuracy(labels, num_classes)
+    assert chance_accuracy([1, 1, 2], 4) == pytest.approx(2 / 3) and chance_accuracy([], 4) == 0.25

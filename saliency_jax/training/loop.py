@@ -25,6 +25,7 @@ import tqdm
 from jax.sharding import Mesh
 
 from saliency_jax import parallel
+from saliency_jax._checks import check_int
 from saliency_jax.models import cpu_convolution_options
 from saliency_jax.training import checkpoints, input_pipeline
 from saliency_jax.training._paths import check_file, check_folder
@@ -405,7 +406,12 @@ def check_resumable(config: TrainConfig, workdir: str | os.PathLike, step: int) 
 
 def chance_accuracy(labels: np.ndarray, num_classes: int) -> float:
     """Accuracy of always answering the most frequent class of ``labels`` (at least ``1/K``)."""
+    num_classes = check_int(num_classes, "num_classes", 1)
     labels = np.asarray(labels)
+    if labels.size and not (np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0
+                            and labels.max() < num_classes):
+        raise ValueError(f"labels must be class ids in [0, {num_classes}), got {labels.dtype} values "
+                         f"from {labels.min()} to {labels.max()}")
     if labels.size == 0:
         return 1.0 / num_classes
     return max(float(np.bincount(labels, minlength=num_classes).max() / labels.size), 1.0 / num_classes)
