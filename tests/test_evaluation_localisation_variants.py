@@ -135,3 +135,37 @@ def test_seed_maps_fill_the_last_call_and_compile_one_batch_shape(tiny, seed_map
     ])
     assert got.shape == (5, 8, 8) and np.abs(expected).max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(classes=[7, 7]), r"classes must be in \[0, 5\)"),  # once all -inf maps, "non-negative" as documented
+    (dict(classes=[-1, -1]), r"classes must be in \[0, 5\)"),
+    (dict(classes=[1.9, 2.9]), "classes must be integer class ids"),  # once read as 1 and 2
+    (dict(classes=np.array([2**32 + 1, 2**32 + 2])), "classes must be class ids"),  # once wrapped to 1 and 2
+    (dict(classes=[1]), r"classes must be a scalar or have shape \[2\]"),
+    (dict(images=np.full((2, 8, 8, 3), np.nan, np.float32)), "images contains NaN"),  # once all -inf maps
+    (dict(variant=["paper"]), "variant must be one of"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(key=3), "key must be a PRNG key"),
+])
+def test_variant_maps_refuse_what_they_cannot_map_naming_it(tiny, change, message):
+    request = dict(images=np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32),
+                   classes=[1, 2], variant="paper", batch_size=8, key=None, **{})
+    request.update(change)
+    with pytest.raises(ValueError, match=message):
+        lv.variant_maps(tiny, request.pop("images"), request.pop("classes"), request.pop("variant"), **request)
+
+
+@pytest.mark.parametrize("seed_map", [None, "gradient+", "nope+contrast"])
+def test_seed_maps_name_an_unknown_seed_map(tiny, seed_map):
+    with pytest.raises(ValueError, match="seed_map must be one of"):
+        lv.seed_maps(tiny, np.zeros((1, 8, 8, 3), np.float32), [1], seed_map)
+
+
+def test_contrast_weights_check_their_counts(tiny):
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    for others in (0, 5):  # once a ZeroDivisionError, and a message naming k
+        with pytest.raises(ValueError, match=r"others must be an integer >= 1 and <= 4"):
+            lv.contrast_weights(tiny, images, [1, 2], others=others)
+    with pytest.raises(ValueError, match=r"classes must be a scalar or have shape \[2\]"):  # once a zero row
+        lv.contrast_weights(tiny, images, [1])

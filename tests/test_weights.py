@@ -265,3 +265,17 @@ def test_bool_storages_hold_only_true_and_false(tmp_path):
     out = load_torch_state_dict(_write(tmp_path, "bool.pt", data))
     assert out["b"].dtype == np.bool_
     assert out["b"].view(np.uint8).tolist() == [0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+@pytest.mark.parametrize("obj, message", [
+    ([ck.contiguous(STORAGE, (2,))], "holds a list at its top, not a state_dict"),
+    ({"w": [ck.contiguous(STORAGE, (2,))]}, "holds tensors in a list at 'w'"),
+    ({1: ck.contiguous(STORAGE, (2,)), "1": ck.contiguous(STORAGE, (3,))}, "names two tensors '1'"),
+    ({"a.b": ck.contiguous(STORAGE, (2,)), "a": {"b": ck.contiguous(STORAGE, (3,))}}, "names two tensors 'a.b'"),
+])
+def test_tensors_the_state_dict_cannot_name_are_refused_not_dropped(tmp_path, fmt, obj, message):
+    """Once an empty or shorter dict: the weights were lost without a word."""
+    path = _write(tmp_path, f"unnamed-{fmt}.pt", ck.state_file(fmt, obj, {"0": BASE}))
+    with pytest.raises(ValueError, match=message):
+        load_torch_state_dict(path)

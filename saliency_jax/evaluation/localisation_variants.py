@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from saliency_jax import _checks
 from saliency_jax._batching import filled_chunks
 from saliency_jax.localisation import GraphCutConfig
 
@@ -214,15 +215,26 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
     return np.concatenate(out)
 
 
+def _check_request(classifier, images, classes) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``[B, H, W, C]`` finite images and int ``[B]`` class ids of the classifier, else ``ValueError``."""
+    images = np.asarray(images, np.float32)
+    _checks.check_images(images)
+    ids = _checks.class_ids(classes)  # refuses floats and ids beyond int32
+    _checks.check_classes(ids, len(classifier.class_names), len(images))
+    return images, np.broadcast_to(np.asarray(ids), (len(images),)).copy()
+
+
 def contrast_weights(classifier, images: np.ndarray, classes: np.ndarray, *, others: int = 4,
                      batch_size: int = 8) -> np.ndarray:
     """Score weights ``[B, K]`` of the class contrast ``S_c - mean(S_o)``.
 
     ``o`` ranges over the image's ``others`` highest-scoring classes other than
-    ``c`` (the other likely objects of a scene).
+    ``c`` (the other likely objects of a scene), ``1 <= others < K``.
     """
     from saliency_jax.evaluation.model_maps import top_classes
 
+    images, classes = _check_request(classifier, images, classes)
+    others = _checks.check_int(others, "others", 1, len(classifier.class_names) - 1)
     top = top_classes(classifier, images, others + 1, batch_size=batch_size)
     num_classes = len(classifier.class_names)
     weights = np.zeros((len(images), num_classes), np.float32)
@@ -259,14 +271,12 @@ def seed_maps(
     """
     import jax
 
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, H, W, C], got shape {images.shape}")
-    classes = np.broadcast_to(np.asarray(classes, np.int32), (len(images),)).copy()
-    base, _, suffix = seed_map.partition("+")
-    if base not in BASE_MAPS or suffix not in ("", "contrast"):
+    images, classes = _check_request(classifier, images, classes)
+    base, _, suffix = seed_map.partition("+") if isinstance(seed_map, str) else (None, "", "")
+    if base not in BASE_MAPS or suffix not in ("", "contrast") or seed_map.endswith("+"):
         raise ValueError(f"seed_map must be one of {BASE_MAPS}, optionally with '+contrast', got {seed_map!r}")
-    key = jax.random.PRNGKey(0) if key is None else key
+    _checks.check_int(batch_size, "batch_size", 1)
+    key = jax.random.PRNGKey(0) if key is None else _checks.check_key(key, "the seed maps")
     if not suffix:
         return _base_maps(classifier, images, classes, base, key=key, batch_size=batch_size, contrast=None)
     contrast = contrast_weights(classifier, images, classes, batch_size=batch_size)
@@ -305,7 +315,7 @@ def variant_maps(
       :class:`~saliency_jax.localisation.GraphCutConfig` to localise them with
       (``localise_photo(photo, maps[i], config)``).
     """
-    if variant not in VARIANTS:
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
     chosen = VARIANTS[variant]
     return seed_maps(classifier, images, classes, chosen.seed_map, key=key, batch_size=batch_size), chosen.config

@@ -621,12 +621,18 @@ def _unpickle(data: bytes, pos: int, storages: dict[str, _StorageRef] | None) ->
 
 
 def _collect(obj: Any, budget: _Budget) -> list[tuple[str, _TensorRef]]:
-    """Flattens nested dicts of tensors into dotted names, without recursion."""
+    """Flattens nested dicts of tensors into dotted names, without recursion.
+
+    Tensors this cannot name (a list of them, at the top or inside) and two
+    tensors under one dotted name are refused: returning fewer tensors than the
+    checkpoint holds would lose weights silently. A dict without tensors gives none.
+    """
     if isinstance(obj, _TensorRef):
         return [("", obj)]
     if not isinstance(obj, dict):
-        return []
+        raise ValueError(f"holds a {type(obj).__name__} at its top, not a state_dict (a dict of tensors)")
     out: list[tuple[str, _TensorRef]] = []
+    names: set[str] = set()
     seen = {id(obj)}
     stack = [("", iter(obj.items()))]
     while stack:
@@ -636,12 +642,19 @@ def _collect(obj: Any, budget: _Budget) -> list[tuple[str, _TensorRef]]:
             stack.pop()
             continue
         key, value = entry
+        if isinstance(value, (list, tuple)) and any(isinstance(v, _TensorRef) for v in value):
+            raise ValueError(f"holds tensors in a {type(value).__name__} at {str(key)[:80]!r}; a state_dict "
+                             "names each tensor")
         if not isinstance(value, (dict, _TensorRef)):
             continue  # other plain values (numbers, strings, metadata) carry no weights
         key = str(key)
         budget.charge(len(prefix) + 1 + len(key), "a tensor's name")
         name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, _TensorRef):
+            if name in names:
+                raise ValueError(f"names two tensors {name[:80]!r} (keys such as 1 and '1', or 'a.b' and a nested "
+                                 "'a' / 'b')")
+            names.add(name)
             out.append((name, value))
             continue
         if id(value) in seen:
