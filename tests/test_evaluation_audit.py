@@ -514,3 +514,31 @@ def test_randomisation_refuses_a_missing_key_and_strings_for_sequences(linear_mo
         sanity.cascading_randomization(logits_fn, params, images, key=jax.random.key(0), rules="gradient")
     with pytest.raises(ValueError, match="cascading must be True or False"):
         sanity.cascading_randomization(logits_fn, params, images, key=jax.random.key(0), cascading="no")
+
+
+def test_sanity_helpers_and_class_names_name_what_they_cannot_take(tiny_cnn):
+    """Once deep TypeErrors, an AttributeError, a silently real part, and 'toilet tissue' for class -1."""
+    import jax
+
+    from saliency_jax.evaluation import sanity
+    from saliency_jax.models.imagenet import short_name
+
+    logits_fn, params = tiny_cnn
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    key = jax.random.key(0)
+    for kwargs, message in [(dict(layers=[3]), "each stage must be a layer name"),
+                            (dict(rules=None), "rules must be a sequence"),
+                            (dict(layers=5), "layers must be None or a sequence")]:
+        with pytest.raises(ValueError, match=message):
+            sanity.cascading_randomization(logits_fn, params, images, key=key, **kwargs)
+    for layers, bad_params, message in [(None, params, "layers must be a sequence of layer names"),
+                                        ([["conv1"]], params, "layers must be a sequence of layer names"),
+                                        (["conv1"], [1, 2], "params must be a mapping")]:
+        with pytest.raises(ValueError, match=message):
+            sanity.randomize_layers(bad_params, layers, key=key)
+    with pytest.raises(ValueError, match="a must hold real numbers, got dtype complex128"):
+        sanity.spearman_rank_correlation(np.ones((1, 3), complex), np.ones((1, 3)))
+    assert short_name(278) == "kit fox"
+    for bad in (-1, True, 1000, 2.0, "5"):
+        with pytest.raises(ValueError, match="class_id must be an integer >= 0 and <= 999"):
+            short_name(bad)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from saliency_jax._batching import filled_chunks
 from saliency_jax.evaluation import model_maps, tfds_eval
@@ -38,6 +39,15 @@ def test_top_classes_are_sorted_scores():
     logits = images.reshape(3, -1) @ w
     np.testing.assert_array_equal(model_maps.top_classes(classifier, images, 3, batch_size=2),
                                   np.argsort(-logits, axis=-1)[:, :3])
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, 2.0, CLASSES + 1])
+@pytest.mark.parametrize("count", [0, 2])
+def test_top_classes_check_k_even_for_no_images(k, count):
+    """An empty batch once skipped the check: numpy's "negative dimensions", or a [0, 0] answer."""
+    classifier, _ = _linear_classifier()
+    with pytest.raises(ValueError, match=rf"k must be an integer >= 1 and <= {CLASSES}"):
+        model_maps.top_classes(classifier, np.zeros((count, SIZE, SIZE, 3), np.float32), k)
 
 
 def test_top_classes_fill_the_last_call_so_the_model_compiles_once():

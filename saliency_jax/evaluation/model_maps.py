@@ -39,6 +39,7 @@ def top_classes(classifier, images, k: int = 5, *, batch_size: int = 8) -> np.nd
       int64 ``[B, k]``.
     """
     batch_size = _checks.check_int(batch_size, "batch_size", 1)
+    k = _checks.check_int(k, "k", 1, len(classifier.class_names))
     images = np.asarray(images, np.float32)
     if images.ndim == 4 and len(images) == 0:
         return np.zeros((0, k), np.int64)

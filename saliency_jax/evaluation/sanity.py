@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -97,6 +97,8 @@ def cascade_order(logits_fn: LogitsFn, params: Any, images: jax.Array) -> tuple[
 
 
 def _stage_names(stage: Stage) -> tuple[str, ...]:
+    if not isinstance(stage, (str, Sequence)):
+        raise ValueError(f"layers: each stage must be a layer name or a sequence of names, got {stage!r}")
     names = (stage,) if isinstance(stage, str) else tuple(stage)
     if not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"layers: each stage must be a layer name or a sequence of names, got {stage!r}")
@@ -132,7 +134,12 @@ def randomize_layers(params: Any, layers: Sequence[str], *, key: jax.Array) -> A
     _checks.check_key(key, "randomize_layers")
     if isinstance(layers, str):
         raise ValueError(f"layers must be a sequence of layer names, got the string {layers!r} (use [{layers!r}])")
+    if not isinstance(layers, Sequence) or not all(isinstance(name, str) for name in layers):
+        raise ValueError(f"layers must be a sequence of layer names, got {layers!r}")
     tree, is_variables = _variables_params(params)
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"params must be a mapping of layer names to weights (or Flax variables), "
+                         f"got {type(params).__name__}")
     layers = tuple(layers)
     unknown = [name for name in layers if name not in tree]
     if unknown:
@@ -169,6 +176,9 @@ def spearman_rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     from scipy import stats
 
+    for name, maps in (("a", a), ("b", b)):
+        if np.asarray(maps).dtype.kind not in "biuf":  # complex would lose its imaginary part
+            raise ValueError(f"{name} must hold real numbers, got dtype {np.asarray(maps).dtype}")
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape [B, ...], got {a.shape} and {b.shape}")
@@ -233,6 +243,10 @@ def cascading_randomization(
         raise ValueError(f"rules must be a sequence of rule names, got the string {rules!r} (use ({rules!r},))")
     if isinstance(layers, str):
         raise ValueError(f"layers must be a sequence of stages, got the string {layers!r} (use [{layers!r}])")
+    if not isinstance(rules, Sequence):
+        raise ValueError(f"rules must be a sequence of rule names, got {rules!r}")
+    if layers is not None and not isinstance(layers, Sequence):
+        raise ValueError(f"layers must be None or a sequence of stages, got {layers!r}")
     rules = tuple(check_rule(r, "rules") for r in rules)
     if not rules:
         raise ValueError("rules must name at least one rule")

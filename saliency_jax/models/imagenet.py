@@ -49,8 +49,12 @@ def imagenet_wnids() -> tuple[str, ...]:
 
 
 def short_name(class_id: int) -> str:
-    """The first synonym of a class name, e.g. ``"kit fox"`` for 278."""
-    return imagenet_class_names()[class_id].split(",")[0].strip()
+    """The first synonym of a class name, e.g. ``"kit fox"`` for 278 (an id in ``[0, 1000)``)."""
+    from saliency_jax._checks import check_int
+
+    names = imagenet_class_names()
+    # Checked: a negative id would index from the end ("toilet tissue" for -1), True would be 1.
+    return names[check_int(class_id, "class_id", 0, len(names) - 1)].split(",")[0].strip()
 
 
 def class_id(name_or_id: str | int, class_names: tuple[str, ...] | None = None) -> int:
