@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+import arguments  # a sibling script
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -313,7 +315,8 @@ def main(argv=None) -> None:
     parser.add_argument("--torch-python", default=sys.executable, help="interpreter with torch (default: this one)")
     parser.add_argument("--steps", type=int, default=Config.steps)
     parser.add_argument("--repeats", type=int, default=Config.repeats)
-    parser.add_argument("--pause", type=float, default=Config.pause, help="seconds of rest before each sample")
+    parser.add_argument("--pause", type=arguments.number(0), default=Config.pause,
+                        help="seconds of rest before each sample")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(Config.batch_sizes))
     parser.add_argument("--modes", nargs="+", choices=("paper", "regularised"), default=list(Config.modes))
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
@@ -334,6 +337,14 @@ def main(argv=None) -> None:
     if args.torch_worker:
         torch_worker(json.loads(args.torch_worker))
         return
+    if min(args.steps, args.repeats, *args.batch_sizes) < 1:
+        parser.error("--steps, --repeats and --batch-sizes must be >= 1")
+    if max(args.batch_sizes) > len(Config.classes):
+        parser.error(f"--batch-sizes must be at most {len(Config.classes)}, the classes of the benchmark")
+    if len(set(args.batch_sizes)) < len(args.batch_sizes):
+        parser.error(f"--batch-sizes must not repeat a batch, got {args.batch_sizes}")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        parser.error(f"--torch-threads must be >= 1, got {args.torch_threads}")
     config = Config(
         batch_sizes=tuple(args.batch_sizes), steps=args.steps, repeats=args.repeats, modes=tuple(args.modes),
         pause=args.pause, bind_threads=args.bind_threads,

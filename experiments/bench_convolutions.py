@@ -123,8 +123,15 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch", type=int, help="images per call instead of the model's (32 scaled, 8 paper)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
-        parser.error("--rounds and --batch must be >= 1")
+    if args.rounds < 1 or (args.batch is not None and args.batch < 1) or (args.size is not None and args.size < 1):
+        parser.error("--rounds, --batch and --size must be >= 1")
+    if args.size is not None:
+        for name in args.models:  # the network's own check of the image side (too small for its pools)
+            try:
+                jax.eval_shape(_model(name, SHAPES[name][3]).init, jax.random.key(0),
+                               jax.ShapeDtypeStruct((1, args.size, args.size, 3), jnp.float32))
+            except ValueError as error:
+                parser.error(f"--size: {error} (the {name} ConvNet)")
     results = []
     for name in args.models:
         result = run(name, args.rounds, size=args.size, batch=args.batch)

@@ -99,6 +99,10 @@ def main(argv=None) -> None:
         return
     if args.rounds < 1 or min(args.batch_sizes) < 1 or min(args.calls, args.calls_b1) < 1:
         parser.error("--rounds, --batch-sizes and the calls must be positive")
+    if args.warmup < 1:
+        parser.error(f"--warmup must be >= 1 (the first call compiles), got {args.warmup}")
+    if len(set(args.batch_sizes)) < len(args.batch_sizes) or len(set(args.settings)) < len(args.settings):
+        parser.error("--batch-sizes and --settings must not repeat one")
     settings = ["default"] + [s for s in args.settings if s != "default"]
     print(f"load average {os.getloadavg()[0]:.2f}; {os.confstr('CS_GNU_LIBC_VERSION')}", flush=True)
     rounds = []

@@ -36,7 +36,8 @@ class Config:
       repeats: timed passes per image on one core; the median is kept.
       processes: pool size (``None``: one per CPU).
       grabcut_iterations: ``cv2.grabCut`` iterations (GrabCut's usual 5).
-      maps: ``"paper"``, ``"flip-shift"``, ``"smoothgrad"`` or ``"simulated"``.
+      maps: ``"simulated"``, or a seed map of ``localisation_variants`` (e.g. ``"gradient"``,
+        ``"smoothgrad+contrast"``).
       seed: benchmark and simulated-map seed.
     """
 
@@ -72,6 +73,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=Config.image_size, help="image side (224 or e.g. 512)")
     parser.add_argument("--out", default="outputs/bench_localisation.json")
     args = parser.parse_args(argv)
+    if min(args.images, args.repeats, args.size) < 1 or (args.processes is not None and args.processes < 1):
+        parser.error("--images, --repeats, --size and --processes must be >= 1")
+    if args.maps != "simulated":
+        from saliency_jax.evaluation.localisation_variants import BASE_MAPS
+
+        base, plus, suffix = args.maps.partition("+")
+        if base not in BASE_MAPS or (plus and suffix != "contrast"):
+            parser.error(f"--maps must be simulated or one of {', '.join(BASE_MAPS)}, optionally with +contrast, "
+                         f"got {args.maps!r}")
     config = Config(num_images=args.images, repeats=args.repeats, processes=args.processes, maps=args.maps,
                     image_size=args.size)
 

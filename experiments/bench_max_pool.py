@@ -73,8 +73,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=64, help="image side (the scaled ConvNet needs at least 64)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.batch < 1:
-        parser.error("--rounds and --batch must be >= 1")
+    if args.rounds < 1 or args.batch < 1 or args.size < 1:
+        parser.error("--rounds, --batch and --size must be >= 1")
+    try:  # the network's own check of the image side (too small for its pools), computing nothing
+        jax.eval_shape(scaled_convnet(6).init, jax.random.key(0),
+                       jax.ShapeDtypeStruct((1, args.size, args.size, 3), jnp.float32))
+    except ValueError as error:
+        parser.error(f"--size: {error}")
     result = run(args.rounds, args.batch, args.size)
     print(f"batch {args.batch}, {args.size} x {args.size}, {args.rounds} rounds, {result['backend']}")
     for case, row in result["cases"].items():

@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+import arguments  # a sibling script
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -552,7 +554,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=Config.repeats)
     parser.add_argument("--heavy-repeats", type=int, default=Config.heavy_repeats)
     parser.add_argument("--warmup", type=int, default=Config.warmup)
-    parser.add_argument("--pause", type=float, default=Config.pause, help="seconds of rest before each switch")
+    parser.add_argument("--pause", type=arguments.number(0), default=Config.pause,
+                        help="seconds of rest before each switch")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(Config.batch_sizes))
     parser.add_argument("--num-classes", type=int, default=Config.num_classes)
     parser.add_argument("--ig-images", type=int, default=Config.ig_images)
@@ -576,14 +579,25 @@ def main(argv=None) -> None:
             min(args.batch_sizes) < 1 or args.ig_steps < 2:
         parser.error("--repeats, --heavy-repeats, --num-classes, --batch-sizes and the images must be positive, "
                      "--ig-steps at least 2")
+    # The classes are distinct ImageNet classes, one per image or per explained class.
+    if max(args.num_classes, args.ig_images, args.occlusion_images, *args.batch_sizes) > 1000:
+        parser.error("--num-classes, --batch-sizes and the images must be at most 1000 (distinct ImageNet classes)")
+    if len(set(args.batch_sizes)) < len(args.batch_sizes):
+        parser.error(f"--batch-sizes must not repeat a batch, got {args.batch_sizes}")
+    if args.warmup < 1 or args.micro_repeats < 1:
+        parser.error("--warmup (the first call compiles) and --micro-repeats must be >= 1")
     config = Config(
         batch_sizes=tuple(args.batch_sizes), num_classes=args.num_classes, repeats=args.repeats,
-        heavy_repeats=args.heavy_repeats, warmup=max(1, args.warmup), pause=args.pause,
+        heavy_repeats=args.heavy_repeats, warmup=args.warmup, pause=args.pause,
         depthwise_impls=(args.depthwise_impl,), micro_repeats=args.micro_repeats, ig_images=args.ig_images,
         ig_steps=args.ig_steps, occlusion_images=args.occlusion_images, bind_threads=args.bind_threads,
     )
     cases = make_cases(config)
     if args.cases:
+        unknown = [c for c in args.cases if c not in {case["id"] for case in cases}]
+        if unknown:
+            parser.error(f"--cases: unknown {unknown}; the cases of these batch sizes are "
+                         f"{' '.join(case['id'] for case in cases)}")
         cases = [c for c in cases if c["id"] in args.cases]
     import jax
 

@@ -36,16 +36,43 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_config(overrides: list[str]):
+    """``get_config()`` of ``configs/bench_scaling.py`` with ``name=value`` overrides (a bad one: ``ValueError``)."""
     spec = importlib.util.spec_from_file_location("bench_config", os.path.join(HERE, "configs", "bench_scaling.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
+    fields = [field.name for field in dataclasses.fields(config)]
     for text in overrides:
-        name, raw = text.split("=", 1)
+        name, equals, raw = text.partition("=")
+        if not equals or name not in fields:
+            raise ValueError(f"--set takes NAME=VALUE with NAME one of {', '.join(fields)}, got {text!r}")
         current = getattr(config, name)
-        value = tuple(int(v) for v in raw.split(",")) if isinstance(current, tuple) else type(current)(raw)
+        wanted = "integers, comma-separated" if isinstance(current, tuple) else type(current).__name__
+        try:
+            value = tuple(int(v) for v in raw.split(",")) if isinstance(current, tuple) else type(current)(raw)
+        except ValueError:
+            raise ValueError(f"--set {name} must be {wanted}, got {raw!r}") from None
         config = dataclasses.replace(config, **{name: value})
+    _check_config(config)
     return config
+
+
+def _check_config(config) -> None:
+    """Raises ``ValueError`` naming a setting the benchmark cannot run with."""
+    from saliency_jax.backprop_rules import RULES
+
+    if not config.device_counts or min(config.device_counts) < 1:
+        raise ValueError(f"device_counts must be counts >= 1, got {config.device_counts}")
+    for name in ("per_device_batch", "num_images", "image_size", "repeats"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if not (np.isfinite(config.width) and config.width > 0):
+        raise ValueError(f"width must be a finite number > 0, got {config.width}")
+    if config.rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {config.rule!r}")
+    # the network's own check of the image side (too small for its pools), without computing anything
+    jax.eval_shape(scaled_convnet(6, width=config.width).init, jax.random.key(0),
+                   jax.ShapeDtypeStruct((1, config.image_size, config.image_size, 3), jnp.float32))
 
 
 def run(config) -> dict:
@@ -118,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/bench_scaling")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    results = run(load_config(args.set))
+    try:
+        config = load_config(args.set)
+    except ValueError as error:
+        parser.error(str(error))
+    if min(config.device_counts) > len(jax.devices()):
+        parser.error(f"device_counts {config.device_counts}: only {len(jax.devices())} devices are available")
+    results = run(config)
     io.save_json(os.path.join(args.out, "results.json"), results)
     table = markdown(results)
     with io.atomic_path(os.path.join(args.out, "results.md")) as tmp:

@@ -141,8 +141,8 @@ def main(argv=None) -> dict:
         print(json.dumps(_phases()))
         return {}
     commands = tuple(c for c in args.commands.split(",") if c)
-    if args.rounds < 1 or not commands or not set(commands) <= set(COMMANDS):
-        parser.error(f"--rounds must be >= 1 and --commands a non-empty list of {', '.join(COMMANDS)}")
+    if args.rounds < 1 or not commands or not set(commands) <= set(COMMANDS) or len(set(commands)) < len(commands):
+        parser.error(f"--rounds must be >= 1 and --commands a non-empty list of {', '.join(COMMANDS)}, each once")
     from saliency_jax.io import save_json
 
     result = run(args.rounds, commands)

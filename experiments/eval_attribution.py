@@ -49,6 +49,8 @@ import time
 
 import numpy as np
 
+import arguments  # a sibling script
+
 BASE_METHODS = (
     "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig",
     "gradcam", "gradcam++", "crop-gradcam", "occlusion", "rise",
@@ -429,7 +431,8 @@ def evaluate(config: Config, model=None, data=None, *, cache: str | None = None)
         row.pop("constant_map")
         row["constant_maps"] = int(np.sum(scores["constant_map"]))
         print(format_table([row]).splitlines()[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
-    best = max((r for r in rows if r["method"] not in BASELINES), key=lambda r: r["pointing_mask"])
+    # Only the map-free rows (a run of the baselines alone): no method to name best.
+    best = max((r for r in rows if r["method"] not in BASELINES), key=lambda r: r["pointing_mask"], default=None)
     return {
         "config": dataclasses.asdict(config),
         "targets": {
@@ -442,9 +445,10 @@ def evaluate(config: Config, model=None, data=None, *, cache: str | None = None)
         },
         "rows": rows,
         "per_target": per_target,
-        "best_pointing": {"method": best["method"], "pointing_mask": best["pointing_mask"],
-                          "standard_error": float(np.sqrt(best["pointing_mask"] * (1 - best["pointing_mask"])
-                                                          / len(data.images)))},
+        "best_pointing": None if best is None else {
+            "method": best["method"], "pointing_mask": best["pointing_mask"],
+            "standard_error": float(np.sqrt(best["pointing_mask"] * (1 - best["pointing_mask"]) / len(data.images))),
+        },
         "seconds_total": time.perf_counter() - start,
         "maps_from_cache": cached,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -523,9 +527,8 @@ def markdown(result: dict, command: str) -> str:
         "",
         format_table(result["rows"]),
         "",
-        f"Best pointing game (mask): {best['method']}, {100 * best['pointing_mask']:.1f}% "
-        f"(standard error {100 * best['standard_error']:.1f} points).",
-        "",
+        *([f"Best pointing game (mask): {best['method']}, {100 * best['pointing_mask']:.1f}% "
+           f"(standard error {100 * best['standard_error']:.1f} points).", ""] if best else []),
     ])
 
 
@@ -571,22 +574,39 @@ def draw_figure(config: Config, model, data, path: str, methods) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
+def method_list(text: str) -> tuple[str, ...]:
+    """An ``argparse`` type: comma-separated method names (:func:`parse_name`'s form or a baseline)."""
+    names = tuple(m for m in text.split(",") if m)
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one method, got {text!r}")
+    for name in names:
+        if name not in BASELINES:
+            try:
+                parse_name(name)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
 def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
+    from saliency_jax.evaluation.benchmark import SCENE_OBJECTS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = Config()
+    count = arguments.integer(1)
     parser.add_argument("--quick", action="store_true", help="one scene, few samples, no figure (a smoke run)")
-    parser.add_argument("--scenes", type=int, help=f"two-object scenes (default {defaults.num_scenes})")
-    parser.add_argument("--objects", type=int, nargs=2, metavar=("LOW", "HIGH"),
+    parser.add_argument("--scenes", type=count, help=f"two-object scenes (default {defaults.num_scenes})")
+    parser.add_argument("--objects", type=count, nargs=2, metavar=("LOW", "HIGH"),
                         help=f"objects per scene (default {defaults.objects_per_scene})")
-    parser.add_argument("--seed", type=int, help=f"scene seed (default {defaults.seed})")
-    parser.add_argument("--methods", help="comma-separated (default: all)")
-    parser.add_argument("--ig-steps", type=int)
-    parser.add_argument("--samples", type=int, help="SmoothGrad noise samples")
-    parser.add_argument("--rise-masks", type=int)
-    parser.add_argument("--patch", type=int)
-    parser.add_argument("--stride", type=int)
-    parser.add_argument("--curve-steps", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=arguments.seed, help=f"scene seed (default {defaults.seed})")
+    parser.add_argument("--methods", type=method_list, help="comma-separated (default: all)")
+    parser.add_argument("--ig-steps", type=count)
+    parser.add_argument("--samples", type=count, help="SmoothGrad noise samples")
+    parser.add_argument("--rise-masks", type=count)
+    parser.add_argument("--patch", type=count)
+    parser.add_argument("--stride", type=count)
+    parser.add_argument("--curve-steps", type=count)
+    parser.add_argument("--batch-size", type=count)
     parser.add_argument("--no-graphcut", action="store_true")
     parser.add_argument("--no-figure", action="store_true")
     parser.add_argument("--figure-only", action="store_true", help="draw the figure only")
@@ -596,6 +616,9 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
                         help="where the maps are kept for a rerun of the scoring ('' for none; default "
                              "outputs/attribution_maps.npz, none with --quick)")
     args = parser.parse_args(argv)
+    if args.objects and not args.objects[0] <= args.objects[1] <= len(SCENE_OBJECTS):
+        parser.error(f"argument --objects: must satisfy LOW <= HIGH <= {len(SCENE_OBJECTS)} (the scene objects), "
+                     f"got {args.objects[0]} {args.objects[1]}")
     changes = dict(QUICK) if args.quick else {}
     for field, value in (("num_scenes", args.scenes), ("seed", args.seed), ("ig_steps", args.ig_steps),
                          ("samples", args.samples), ("rise_masks", args.rise_masks), ("patch", args.patch),
@@ -606,7 +629,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     if args.objects:
         changes["objects_per_scene"] = tuple(args.objects)
     if args.methods:
-        changes["methods"] = tuple(m for m in args.methods.split(",") if m)
+        changes["methods"] = args.methods
     if args.no_graphcut:
         changes["graphcut"] = False
     if args.no_figure:
@@ -614,9 +637,6 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     config = dataclasses.replace(defaults, **changes)
     if args.maps_cache is None:
         args.maps_cache = "" if args.quick else "outputs/attribution_maps.npz"
-    for name in config.methods:
-        if name not in BASELINES:
-            parse_name(name)
     return config, args
 
 

@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+import arguments  # a sibling script
+
 SEED_MAPS = (
     "gradient", "smoothgrad", "gradcam", "ig", "gradcam*smoothgrad",
     "gradient+contrast", "smoothgrad+contrast", "gradcam+contrast", "gradcam*smoothgrad+contrast", "crops",
@@ -166,23 +168,24 @@ def table(config: Config, data, maps_by_name: dict[str, np.ndarray], variants: d
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=Config.num_scenes, help="multi-object scenes")
-    parser.add_argument("--single", type=int, default=Config.num_single,
+    parser.add_argument("--scenes", type=arguments.integer(1), default=Config.num_scenes, help="multi-object scenes")
+    parser.add_argument("--single", type=arguments.integer(0), default=Config.num_single,
                         help="single-object composites of each kind (0: none)")
-    parser.add_argument("--seed", type=int, default=Config.seed)
-    parser.add_argument("--seed-maps", default=",".join(Config.seed_maps), help="comma-separated, of " +
-                        ", ".join(SEED_MAPS))
-    parser.add_argument("--segmentations", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--seed", type=arguments.seed, default=Config.seed)
+    parser.add_argument("--seed-maps", type=arguments.names(SEED_MAPS), default=Config.seed_maps,
+                        help="comma-separated, of " + ", ".join(SEED_MAPS))
+    parser.add_argument("--segmentations", type=arguments.names(segmentations()), default=None,
+                        help="comma-separated names (default: all)")
     parser.add_argument("--simulated", action="store_true", help="simulated maps instead of the model's")
-    parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--processes", type=arguments.integer(1), default=None)
     parser.add_argument("--maps-cache", default="outputs/localisation_maps.npz")
     parser.add_argument("--out", default="outputs/eval_localisation.json")
     args = parser.parse_args(argv)
-    config = Config(num_scenes=args.scenes, num_single=args.single, seed=args.seed,
-                    seed_maps=tuple(s for s in args.seed_maps.split(",") if s), processes=args.processes)
+    config = Config(num_scenes=args.scenes, num_single=args.single, seed=args.seed, seed_maps=args.seed_maps,
+                    processes=args.processes)
     variants = segmentations()
     if args.segmentations:
-        variants = {k: variants[k] for k in args.segmentations.split(",")}
+        variants = {k: variants[k] for k in args.segmentations}
 
     from saliency_jax import io
     from saliency_jax.evaluation import benchmark as bench

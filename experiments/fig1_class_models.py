@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+import arguments  # a sibling script
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -92,7 +94,8 @@ def main(argv=None) -> None:
     config = Config()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=config.out, help=f"output folder (default: {config.out})")
-    parser.add_argument("--steps", type=int, default=None, help="steps per mode (default: each mode's)")
+    parser.add_argument("--steps", type=arguments.integer(1), default=None,
+                        help="steps per mode (default: each mode's)")
     parser.add_argument("--modes", nargs="+", choices=config.modes, default=list(config.modes))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="reuse the .npy images a previous run left in --out")

@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 
+import arguments  # a sibling script
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -35,14 +37,18 @@ class Config:
 
 def main(argv=None) -> str:
     from saliency_jax.evaluation.localisation_variants import DEFAULT_VARIANT, VARIANTS
+    from saliency_jax.io import BUNDLED_PHOTOS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-map", default=DEFAULT_VARIANT, choices=tuple(VARIANTS))
-    parser.add_argument("--photos", default=",".join(Config.photos), help="comma-separated bundled photo names")
+    parser.add_argument("--photos", type=arguments.names(BUNDLED_PHOTOS, allow_empty=True), default=Config.photos,
+                        help="comma-separated bundled photo names")
     parser.add_argument("--no-scene", action="store_true", help="leave out the multi-object scene")
     parser.add_argument("--out", default="outputs/fig3_localisation.png")
     args = parser.parse_args(argv)
-    config = Config(photos=tuple(p for p in args.photos.split(",") if p), seed_map=args.seed_map)
+    if args.no_scene and not args.photos:
+        parser.error("argument --photos: must name a photo when --no-scene leaves out the scene")
+    config = Config(photos=args.photos, seed_map=args.seed_map)
 
     from saliency_jax import figures, io
     from saliency_jax.evaluation.benchmark import SCENE_OBJECTS, scene

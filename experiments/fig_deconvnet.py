@@ -150,16 +150,37 @@ def draw(config: Config, out: str, photos, classes, maps, reconstructions) -> No
     io.save_json(os.path.join(out, "channels.json"), summary)
 
 
+def model_layers() -> tuple[str, ...]:
+    """The module paths of EfficientNet-Lite0's forward pass (found from shapes only: cheap)."""
+    import jax.numpy as jnp
+
+    from saliency_jax.models.efficientnet_lite import load_efficientnet_lite0
+    from saliency_jax.reconstruction import list_layers
+
+    model = load_efficientnet_lite0()
+    images = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
+    return tuple(layer.name for layer in list_layers(model.logits_fn, model.params, images) if layer.name)
+
+
 def main(argv=None) -> None:
+    from saliency_jax.io import BUNDLED_PHOTOS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/fig_deconvnet")
-    parser.add_argument("--photos", nargs="+", default=None, help="bundled photo names (default: all)")
+    parser.add_argument("--photos", nargs="+", choices=BUNDLED_PHOTOS, default=None,
+                        help="bundled photo names (default: all)")
     parser.add_argument("--layers", nargs=3, default=None, help="three module paths, shallow to deep")
     args = parser.parse_args(argv)
     config = Config()
     if args.photos:
         config = dataclasses.replace(config, photos=tuple(args.photos))
     if args.layers:
+        # Checked before the maps of every rule are computed, not after.
+        known = model_layers()
+        unknown = [layer for layer in args.layers if layer not in known]
+        if unknown:
+            parser.error(f"argument --layers: {unknown[0]!r} is not a module path of the model, "
+                         f"e.g. {', '.join(Config.layers)}")
         config = dataclasses.replace(config, layers=tuple(args.layers))
     start = time.time()
     results = compute(config)

@@ -53,7 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def load_config(overrides: list[str] = ()):
     """``get_config()`` of ``configs/reproduce_small.py`` with ``name=value`` overrides.
 
-    ``train.<field>=value`` overrides a field of the training config.
+    ``train.<field>=value`` overrides a field of the training config. A bad override or
+    setting raises ``ValueError`` naming it (:func:`check_config`), before anything runs.
     """
     path = os.path.join(HERE, "configs", "reproduce_small.py")
     spec = importlib.util.spec_from_file_location("reproduce_config", path)
@@ -62,20 +63,59 @@ def load_config(overrides: list[str] = ()):
     config = module.get_config()
     from saliency_jax.training import parse_override
 
+    fields = [field.name for field in dataclasses.fields(config)]
     for text in overrides:
-        name, raw = text.split("=", 1)
+        name, equals, raw = text.partition("=")
+        if not equals:
+            raise ValueError(f"--set takes NAME=VALUE, got {text!r}")
         if name.startswith("train."):
             config = dataclasses.replace(config, train=parse_override(config.train, f"{name[6:]}={raw}"))
             continue
+        if name not in fields:
+            raise ValueError(f"--set NAME must be train.<field> or one of {', '.join(fields)}, got {name!r}")
         current = getattr(config, name)
-        if isinstance(current, tuple):
+        if isinstance(current, tuple) and all(isinstance(v, str) for v in current):
             value = tuple(raw.split(","))
         elif isinstance(current, bool):
+            if raw.lower() not in ("1", "true", "0", "false"):
+                raise ValueError(f"--set {name} must be true or false, got {raw!r}")
             value = raw.lower() in ("1", "true")
-        else:
-            value = type(current)(raw)
+        elif isinstance(current, (int, float, str)):
+            try:
+                value = type(current)(raw)
+            except ValueError:
+                raise ValueError(f"--set {name} must be a{'n' if type(current) is int else ''} "
+                                 f"{type(current).__name__}, got {raw!r}") from None
+        else:  # a nested config (clutter, graphcut) or the split sizes
+            raise ValueError(f"--set cannot set {name}; change it in experiments/configs/reproduce_small.py")
         config = dataclasses.replace(config, **{name: value})
+    check_config(config)
     return config
+
+
+def check_config(config) -> None:
+    """Raises ``ValueError`` naming a setting the run cannot use: found before training, not after it."""
+    from saliency_jax.backprop_rules import RULES
+
+    rules = config.rules
+    if not rules or any(rule not in RULES for rule in rules) or len(set(rules)) < len(rules):
+        raise ValueError(f"rules must be distinct names of {', '.join(RULES)}, got {config.rules}")
+    for name in ("num_devices", "class_model_steps", "num_localisation", "num_examples", "processes"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.num_devices > len(jax.devices()):
+        raise ValueError(f"num_devices must be at most the {len(jax.devices())} devices here, got {config.num_devices}")
+    for name in ("seed", "dataset_seed"):
+        if not 0 <= getattr(config, name) < 2**32:
+            raise ValueError(f"{name} must be in [0, 2**32), got {getattr(config, name)}")
+    rate = config.class_model_learning_rate
+    if not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"class_model_learning_rate must be a finite number > 0, got {rate}")
+    for name in ("class_model_l2", "class_model_init_noise"):
+        if not (np.isfinite(getattr(config, name)) and getattr(config, name) >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {getattr(config, name)}")
+    if not 0 < config.centre_fraction <= 1:
+        raise ValueError(f"centre_fraction must be in (0, 1], got {config.centre_fraction}")
 
 
 def _dataset_name(config) -> str:
@@ -135,7 +175,6 @@ def _draw_box(ax, box, colour):
 
 
 def write_figures(out: str, *, class_names, class_images, class_probs, examples, rules, history) -> None:
-    from saliency_jax import figures  # noqa: F401  (selects the Agg backend)
     import matplotlib.pyplot as plt
 
     k = len(class_names)
@@ -236,6 +275,7 @@ def run(config, out: str, *, data_dir: str | None = None, progress: bool = True)
     Returns:
       The results written to ``results.json``.
     """
+    check_config(config)
     os.makedirs(out, exist_ok=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -415,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    results = run(load_config(args.set), args.out, data_dir=args.data_dir, progress=not args.no_progress)
+    try:
+        config = load_config(args.set)
+    except ValueError as error:
+        parser.error(str(error))
+    results = run(config, args.out, data_dir=args.data_dir, progress=not args.no_progress)
     print(markdown(results))
     return 0
 

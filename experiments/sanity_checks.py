@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+import arguments  # a sibling script
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -74,11 +76,15 @@ def draw_maps(result, out: str, photo_index: int = 0) -> None:
 
 
 def main(argv=None) -> None:
+    from saliency_jax.io import BUNDLED_PHOTOS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/sanity_checks")
-    parser.add_argument("--photos", nargs="+", default=None)
-    parser.add_argument("--stages", type=int, default=None, help="cascade stages to run (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--photos", nargs="+", choices=BUNDLED_PHOTOS, default=None)
+    # A negative count would slice the cascade from the end: -1 silently left out the last stage.
+    parser.add_argument("--stages", type=arguments.integer(1), default=None,
+                        help="cascade stages to run (default: all)")
+    parser.add_argument("--seed", type=arguments.seed, default=0)
     args = parser.parse_args(argv)
     config = Config(
         photos=tuple(args.photos) if args.photos else Config.photos, stages=args.stages, seed=args.seed

@@ -30,6 +30,11 @@ import time
 
 import numpy as np
 
+import arguments  # a sibling script
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the ascent runs in float32
+NUM_CLASSES = 1000  # EfficientNet-Lite0's ImageNet classes
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -119,12 +124,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("paper", "regularised"), default="paper")
     parser.add_argument("--colour", action="store_true", help="print the colour covariance and exit")
-    parser.add_argument("--classes", type=int, nargs="+", help="override the class ids")
-    parser.add_argument("--learning-rates", type=float, nargs="+")
-    parser.add_argument("--l2-weights", type=float, nargs="+")
-    parser.add_argument("--checkpoints", type=int, nargs="+")
+    parser.add_argument("--classes", type=arguments.integer(0, NUM_CLASSES), nargs="+", help="override the class ids")
+    parser.add_argument("--learning-rates", type=arguments.number(0, strict=True, high=FLOAT32_MAX), nargs="+")
+    parser.add_argument("--l2-weights", type=arguments.number(0, high=FLOAT32_MAX), nargs="+")
+    parser.add_argument("--checkpoints", type=arguments.integer(1, 2**31), nargs="+",
+                        help="step counts at which to score, increasing")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
+    if args.checkpoints and any(b <= a for a, b in zip(args.checkpoints, args.checkpoints[1:])):
+        # Each checkpoint runs the steps since the previous one: a smaller one would run a negative count.
+        parser.error(f"argument --checkpoints: must be increasing, got {' '.join(map(str, args.checkpoints))}")
     if args.colour:
         np.set_printoptions(precision=4, suppress=True)
         print(colour_covariance())

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+import arguments  # a sibling script
+
 
 def benchmark_maps(seed: int, num_images: int, cache: str | None):
     """The benchmark of ``seed`` and its paper maps (gradient, top-1 class)."""
@@ -62,25 +64,36 @@ def box_ious(data, maps, config, processes: int | None) -> np.ndarray:
     return box_iou(np.array([r.box for r in found], np.float64), data.boxes.astype(np.float64))
 
 
+def reference_setting(text: str) -> tuple[int, float]:
+    """An ``argparse`` type: ``components,weight``."""
+    try:
+        components, weight = text.split(",")
+        return arguments.number_list(int, 1)(components)[0], arguments.number_list(float, 0)(weight)[0]
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"must be components,weight (an integer >= 1 and a finite number >= 0), got {text!r}") from None
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="1,2,3,4,5,6")
-    parser.add_argument("--images", type=int, default=42, help="composites per seed")
-    parser.add_argument("--components", default="2,3,4,5,8", help="Gaussians per colour mixture")
-    parser.add_argument("--weights", default="25,50,100", help="pairwise (contrast term) weights")
-    parser.add_argument("--reference", default="5,50", help="components,weight that the others are compared with")
-    parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--seeds", type=arguments.number_list(int, 0), default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--images", type=arguments.integer(1), default=42, help="composites per seed")
+    parser.add_argument("--components", type=arguments.number_list(int, 1), default=[2, 3, 4, 5, 8],
+                        help="Gaussians per colour mixture")
+    parser.add_argument("--weights", type=arguments.number_list(float, 0), default=[25.0, 50.0, 100.0],
+                        help="pairwise (contrast term) weights")
+    parser.add_argument("--reference", type=reference_setting, default=(5, 50.0),
+                        help="components,weight that the others are compared with")
+    parser.add_argument("--processes", type=arguments.integer(1), default=None)
     parser.add_argument("--maps-cache", default=None)
     parser.add_argument("--out", default=None, help="JSON of the results")
     args = parser.parse_args(argv)
 
     from saliency_jax.localisation import GraphCutConfig
 
-    seeds = [int(s) for s in args.seeds.split(",")]
-    grid = list(itertools.product((int(k) for k in args.components.split(",")),
-                                  (float(w) for w in args.weights.split(","))))
-    reference = tuple(float(v) for v in args.reference.split(","))
-    reference = (int(reference[0]), reference[1])
+    seeds = args.seeds
+    grid = list(itertools.product(args.components, args.weights))
+    reference = args.reference
     if reference not in grid:
         grid.append(reference)
     per_seed = {setting: [] for setting in grid}

@@ -14,7 +14,6 @@ import time
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 from test_cli import SIZE, _red_logits, _write_photo
 
 from saliency_jax import cli, io

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,25 +12,6 @@ import pytest
 @pytest.fixture
 def eval_attribution(experiment):
     return experiment("eval_attribution")
-
-
-class SceneNet(nn.Module):
-    """A small CNN on 224x224 images with ImageNet's 1000 classes and a named last feature map."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(4, (8, 8), strides=(8, 8), name="conv1")(x / 255.0))
-        x = nn.relu(nn.Conv(8, (3, 3), strides=(2, 2), name="features")(x))
-        return nn.Dense(1000, name="fc")(jnp.mean(x, axis=(1, 2)))
-
-
-@pytest.fixture(scope="module")
-def scene_net():
-    from saliency_jax.types import Classifier
-
-    module = SceneNet()
-    params = module.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-    return Classifier(module.apply, params, 224, tuple(str(k) for k in range(1000)), feature_layer="features")
 
 
 def test_contrast_score_is_the_class_minus_its_rivals(eval_attribution):

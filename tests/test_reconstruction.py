@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import signal as sp_signal
 
-from saliency_jax.backprop_rules import RULES, RuleNotAppliedWarning, relu
+from saliency_jax.backprop_rules import RULES, RuleNotAppliedWarning
 from saliency_jax.reconstruction import (
     Layer,
     layer_activations,

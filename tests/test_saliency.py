@@ -6,7 +6,6 @@ import subprocess
 import sys
 import warnings
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +15,7 @@ from flax import nnx
 import saliency_jax as sj
 from saliency_jax.backprop_rules import RuleNotAppliedWarning
 
-from conftest import TinyCNN, linear_logits_fn
+from conftest import TinyCNN
 
 
 def _images(key, shape=(3, 8, 8, 3)):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import maxflow
 import numpy as np
 
-from saliency_jax.localisation._inputs import as_choice, as_colours, as_cost, as_mask, as_number
+from saliency_jax.localisation._inputs import as_choice, as_colours, as_cost, as_number
 from saliency_jax.localisation.config import HARD_SEEDS
 from saliency_jax.localisation.seeds import Seeds, seed_mask
 

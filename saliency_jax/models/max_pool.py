@@ -129,7 +129,7 @@ def _strided_max_pool_fwd(x, window, strides):
 
 def _strided_max_pool_bwd(window, strides, residuals, g):
     x, out = residuals
-    (kh, kw), (sh, sw) = window, strides
+    (_, kw), (sh, sw) = window, strides
     ho, wo = out.shape[1:3]
     free = jnp.ones(out.shape, bool)  # windows whose maximum no earlier tap has taken
     grad = jnp.zeros_like(x)
