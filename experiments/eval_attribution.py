@@ -53,7 +53,7 @@ import arguments  # a sibling script
 
 BASE_METHODS = (
     "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig",
-    "gradcam", "gradcam++", "crop-gradcam", "occlusion", "rise",
+    "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "rise",
 )
 COMBINATIONS = (
     "gradcam*smoothgrad", "gradcam*rise", "gradcam+contrast", "smoothgrad+contrast", "gradcam*smoothgrad+contrast",
@@ -155,6 +155,8 @@ def method_settings(config: Config, name: str, feature_layer: str) -> tuple[obje
         return attr.gradcam, dict(layer=feature_layer), False
     if name == "gradcam++":
         return attr.gradcam_plus_plus, dict(layer=feature_layer), False
+    if name == "guided-gradcam":
+        return attr.guided_gradcam, dict(layer=feature_layer), False
     if name == "crop-gradcam":
         return attr.crop_gradcam, dict(layer=feature_layer), False
     if name == "occlusion":

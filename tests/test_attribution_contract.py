@@ -37,6 +37,7 @@ SETTINGS = {
     "blur-ig": {"steps": 4, "max_sigma": 3.0},
     "gradcam": {"layer": LAYER},
     "gradcam++": {"layer": LAYER},
+    "guided-gradcam": {"layer": LAYER},
     "crop-gradcam": {"layer": LAYER, "grid": ((0.5, 2), (1.0, 1))},
     "occlusion": {"patch": 3, "stride": 2},
     "rise": {"num_masks": 12, "grid": 3},
@@ -119,8 +120,9 @@ def test_contract(setup, name, method, settings):
         _close(together[:, n], jitted(params, images, many[:, n], key=key))
 
 
-# Forward passes of the model in one method: occlusion scores the clean images apart from the occluded copies.
-MODEL_PASSES = {"occlusion": 2}
+# Forward passes of the model in one method: occlusion scores the clean images apart from the occluded copies;
+# Guided Grad-CAM back-propagates under two rules (plain to the layer, guided to the pixels), each traced apart.
+MODEL_PASSES = {"occlusion": 2, "guided-gradcam": 2}
 
 
 @pytest.mark.parametrize("name,method,settings", CASES, ids=IDS)
@@ -203,6 +205,8 @@ BAD_SETTINGS = [
     ("gradcam", {"layer": None}, "layer"),
     ("gradcam", {"layer": ""}, "layer"),  # the whole model: no spatial axes
     ("gradcam++", {"layer": "nope"}, "layer"),
+    ("guided-gradcam", {"layer": None}, "layer"),
+    ("guided-gradcam", {"upsample": "area"}, "upsample"),
     ("crop-gradcam", {"layer": None}, "layer"),
     ("crop-gradcam", {"grid": ((0.0, 2),)}, "grid"),
     ("crop-gradcam", {"grid": ((1.5, 2),)}, "grid"),

@@ -252,6 +252,94 @@ def test_crop_gradcam_of_the_whole_image_by_hand(getkey):
     assert bool((more >= ours - 1e-6).all()) and float((more - ours).max()) > 1e-3
 
 
+class GuidedNet(nn.Module):
+    """conv1 - ReLU - ``features`` (a stride-2 convolution) - ReLU - mean - fc, on the library's rectifier."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = sj.relu(nn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+        x = sj.relu(nn.Conv(5, (2, 2), strides=(2, 2), name="features")(x))
+        return nn.Dense(4, name="fc")(jnp.mean(x, axis=(1, 2)))
+
+
+@jax.custom_vjp
+def _guided_relu(x):
+    return jnp.maximum(x, 0.0)
+
+
+_guided_relu.defvjp(lambda x: (jnp.maximum(x, 0.0), x), lambda x, g: (g * (x > 0) * (g > 0),))
+
+
+def _guided_gradcam_by_hand(params, images, classes):
+    """GuidedNet written out: (the guided gradient [B, 8, 8, 3], Grad-CAM at ``features`` [B, 4, 4])."""
+    p = params["params"]
+
+    def conv(x, layer, stride):
+        out = jax.lax.conv_general_dilated(x, p[layer]["kernel"], (stride, stride), "SAME",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return out + p[layer]["bias"][None, None, None, :]
+
+    def head(a):  # [B, 4, 4, 5] features -> logits, with the plain ReLU
+        return jnp.mean(jnp.maximum(a, 0.0), axis=(1, 2)) @ p["fc"]["kernel"] + p["fc"]["bias"][None, :]
+
+    def guided_score(x):  # the same network with the guided ReLU everywhere
+        a = conv(_guided_relu(conv(x, "conv1", 1)), "features", 2)
+        logits = jnp.mean(_guided_relu(a), axis=(1, 2)) @ p["fc"]["kernel"] + p["fc"]["bias"][None, :]
+        return jnp.sum(logits[jnp.arange(len(classes)), classes])
+
+    guided = jax.grad(guided_score)(images)
+    a = conv(jnp.maximum(conv(images, "conv1", 1), 0.0), "features", 2)
+    grads = jax.grad(lambda a: jnp.sum(head(a)[jnp.arange(len(classes)), classes]))(a)
+    cam = jnp.maximum(jnp.einsum("bhwk,bk->bhw", a, jnp.mean(grads, axis=(1, 2))), 0.0)
+    return np.asarray(guided), np.asarray(cam)
+
+
+def test_guided_gradcam_by_hand(getkey):
+    """The guided gradient (a hand-written guided ReLU) times Grad-CAM at the layer, upsampled to the input."""
+    module = GuidedNet()
+    images = jax.random.normal(getkey(), (3, 8, 8, 3)) * 50.0
+    params = module.init(getkey(), images)
+    classes = np.array([0, 3, 1])
+    guided, cam = _guided_gradcam_by_hand(params, images, classes)
+    assert (cam == 0).any() and (cam > 0).any()  # the map's zeros matter
+
+    nearest = A.guided_gradcam(module.apply, params, images, classes, layer="features", upsample="nearest")
+    expected = guided * np.repeat(np.repeat(cam, 2, axis=1), 2, axis=2)[..., None]  # whole 2x2 cells
+    np.testing.assert_allclose(nearest, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    bilinear = A.guided_gradcam(module.apply, params, images, classes, layer="features")
+    expected = guided * np.asarray(jax.image.resize(cam, (3, 8, 8), "bilinear"))[..., None]
+    np.testing.assert_allclose(bilinear, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+    # The guided rule matters: the plain gradient times the same map is another answer.
+    plain = A.gradient(module.apply, params, images, classes) * np.asarray(
+        jax.image.resize(cam, (3, 8, 8), "bilinear"))[..., None]
+    assert np.abs(np.asarray(plain) - expected).max() > 1e-3 * np.abs(expected).max()
+    # Each image is explained for its own class, and the top-1 class is the default.
+    top = np.asarray(jnp.argmax(module.apply(params, images), axis=-1))
+    np.testing.assert_allclose(A.guided_gradcam(module.apply, params, images, layer="features"),
+                               A.guided_gradcam(module.apply, params, images, top, layer="features"), rtol=1e-6)
+
+
+def test_guided_gradcam_refuses_what_it_cannot_do(getkey):
+    module = GuidedNet()
+    images = jax.random.normal(getkey(), (2, 8, 8, 3))
+    params = module.init(getkey(), images)
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        A.guided_gradcam(module.apply, params, images, 1, layer="features", upsample="cubic")
+    with pytest.raises(ValueError, match="layer must name"):
+        A.guided_gradcam(module.apply, params, images, 1)
+
+    class PlainReLU(nn.Module):  # jax.nn.relu: no guided rule to apply
+        @nn.compact
+        def __call__(self, x):
+            x = jax.nn.relu(nn.Conv(5, (2, 2), strides=(2, 2), name="features")(x))
+            return nn.Dense(4, name="fc")(jnp.mean(x, axis=(1, 2)))
+
+    plain = PlainReLU()
+    with pytest.warns(sj.backprop_rules.RuleNotAppliedWarning):
+        A.guided_gradcam(plain.apply, plain.init(getkey(), images), images, 1, layer="features")
+
+
 @pytest.mark.parametrize("n_in, n_out", [(1, 5), (3, 8), (7, 90), (7, 224), (90, 224), (168, 224), (224, 224),
                                          (224, 90), (260, 7), (13, 4)])
 def test_crops_are_resized_as_jax_image_resize_does(getkey, n_in, n_out):

@@ -125,6 +125,8 @@ def test_a_gradient_map_and_its_top5_come_from_one_forward_pass(tmp_path, red_mo
 def test_method_options_are_checked(tmp_path, capsys, red_model):
     cases = [(["--method", "gradcam"], "classifier has no feature_layer"),
              (["--method", "occlusion", "--rule", "guided"], "--rule: occlusion has no ReLU backward rule"),
+             (["--method", "guided-gradcam", "--rule", "deconvnet"], "--rule: guided-gradcam always back-propagates"),
+             (["--method", "guided-gradcam"], "classifier has no feature_layer"),
              (["--method", "integrated-gradients", "--ig-steps", "1"], "--ig-steps: integrated gradients need"),
              (["--method", "occlusion", "--patch", "49"], "--patch/--stride: at most the input size 48"),
              (["--method", "gradient", "--layer", "conv"], "--layer: gradient works on the input pixels")]
@@ -390,6 +392,35 @@ def test_gradcam_on_the_embedded_model_is_the_resized_layer_map(tmp_path, effici
     np.testing.assert_allclose(attribution_map(cam, size=224)[0], expected, rtol=1e-5, atol=1e-6)
     record = json.loads((out / "chelsea.json").read_text())
     assert record["class"] == 285 and record["settings"]["layer"] == efficientnet.feature_layer
+
+
+@pytest.mark.slow
+def test_guided_gradcam_on_the_embedded_model(tmp_path, efficientnet, recwarn):
+    """The guided rule reaches Lite0's rectifiers (no warning), and the command writes the method's map."""
+    from saliency_jax.attribution import attribution_map, gradcam, gradient, guided_gradcam
+
+    out = tmp_path / "out"
+    argv = ["saliency", "bundled:chelsea", "--method", "guided-gradcam", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    written = np.load(out / "chelsea_saliency.npy")
+    image = jnp.asarray(io.resize_image(io.bundled_photo("chelsea"), 224)[None], jnp.float32)
+    layer = efficientnet.feature_layer
+
+    @jax.jit
+    def maps(params, image):
+        guided = guided_gradcam(efficientnet.logits_fn, params, image, 285, layer=layer)
+        cam = jax.image.resize(gradcam(efficientnet.logits_fn, params, image, 285, layer=layer), (1, 224, 224),
+                               "bilinear")
+        return guided, gradient(efficientnet.logits_fn, params, image, 285) * cam[..., None]
+
+    guided, plain = maps(efficientnet.params, image)
+    assert not [w for w in recwarn if "rule" in str(w.message)]
+    expected = attribution_map(guided)[0]
+    np.testing.assert_allclose(written, expected, rtol=1e-3, atol=1e-4 * float(expected.max()))
+    assert float(expected.max()) > 0
+    # Guided back-propagation is not the plain gradient on Lite0: the rule was applied.
+    assert float(jnp.abs(guided - plain).max()) > 0.1 * float(jnp.abs(plain).max())
+    assert json.loads((out / "chelsea.json").read_text())["class"] == 285
 
 
 @pytest.mark.slow

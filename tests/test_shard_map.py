@@ -120,6 +120,7 @@ def test_depthwise_gradients_inside_shard_map(net):
         ("integrated-gradients", {"steps": 6, "batch_size": 4}),  # several chunks in a scan
         ("gradcam", {"layer": "features"}),
         ("gradcam++", {"layer": "features"}),
+        ("guided-gradcam", {"layer": "features"}),
         ("rise", {"num_masks": 12, "batch_size": 8, "grid": 4}),
         ("flip-shift", {}),
         ("occlusion", {"patch": 8, "stride": 8, "batch_size": 2}),

@@ -22,7 +22,8 @@ their number. Everything is jit-friendly with the settings bound by
 
 Methods: :func:`gradient` (paper §3), :func:`gradient_x_input`,
 :func:`integrated_gradients`, :func:`blur_integrated_gradients`, :func:`gradcam`,
-:func:`gradcam_plus_plus`, :func:`crop_gradcam` (multi-scale crops; a map at the
+:func:`gradcam_plus_plus`, :func:`guided_gradcam` (guided back-propagation times the
+upsampled Grad-CAM map), :func:`crop_gradcam` (multi-scale crops; a map at the
 input's resolution), :func:`occlusion`, :func:`rise`. Wrappers of any method
 (``method=``): :func:`smoothgrad`, :func:`squaregrad`, :func:`vargrad`,
 :func:`flip_shift_average`. :data:`METHODS` names them all.
@@ -36,7 +37,7 @@ from typing import NamedTuple
 from saliency_jax.attribution._common import DEFAULT_BATCH_SIZE, REDUCTIONS, attribution_map, for_classes
 from saliency_jax.attribution.augment import flip_shift_average
 from saliency_jax.attribution.blur_ig import blur_integrated_gradients, gaussian_blur
-from saliency_jax.attribution.cam import default_layer, gradcam, gradcam_plus_plus
+from saliency_jax.attribution.cam import default_layer, gradcam, gradcam_plus_plus, guided_gradcam
 from saliency_jax.attribution.crops import CROP_GRID, crop_boxes, crop_gradcam
 from saliency_jax.attribution.gradients import gradient, gradient_x_input
 from saliency_jax.attribution.integrated import integrated_gradients
@@ -50,10 +51,11 @@ class Method(NamedTuple):
 
     Attributes:
       fn: the function, with the common signature.
-      output: ``"pixels"`` (``[B, H, W, C]``) or ``"layer"`` (a ``[B, h, w]`` map, needs ``layer=``).
+      output: ``"pixels"`` (``[B, H, W, C]``) or ``"layer"`` (a ``[B, h, w]`` map).
       needs_key: whether ``key=`` is required.
       uses_rule: whether it takes ``rule=`` (the §4 ReLU rules).
       wraps: whether it wraps another method (``method=``).
+      needs_layer: whether it explains a layer's feature maps (``layer=``).
     """
 
     fn: Callable
@@ -61,6 +63,7 @@ class Method(NamedTuple):
     needs_key: bool = False
     uses_rule: bool = False
     wraps: bool = False
+    needs_layer: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -68,9 +71,10 @@ METHODS: dict[str, Method] = {
     "gradient-x-input": Method(gradient_x_input, "pixels", uses_rule=True),
     "integrated-gradients": Method(integrated_gradients, "pixels", uses_rule=True),
     "blur-ig": Method(blur_integrated_gradients, "pixels", uses_rule=True),
-    "gradcam": Method(gradcam, "layer"),
-    "gradcam++": Method(gradcam_plus_plus, "layer"),
-    "crop-gradcam": Method(crop_gradcam, "layer"),
+    "gradcam": Method(gradcam, "layer", needs_layer=True),
+    "gradcam++": Method(gradcam_plus_plus, "layer", needs_layer=True),
+    "guided-gradcam": Method(guided_gradcam, "pixels", needs_layer=True),
+    "crop-gradcam": Method(crop_gradcam, "layer", needs_layer=True),
     "occlusion": Method(occlusion, "pixels"),
     "rise": Method(rise, "pixels", needs_key=True),
     "smoothgrad": Method(smoothgrad, "pixels", needs_key=True, wraps=True),
@@ -99,6 +103,7 @@ __all__ = [
     "gradcam_plus_plus",
     "gradient",
     "gradient_x_input",
+    "guided_gradcam",
     "integrated_gradients",
     "occlusion",
     "rise",

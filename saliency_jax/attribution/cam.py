@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al., 2017) and Grad-CAM++ (Chattopadhay et al., 2018) on any Flax layer.
+"""Grad-CAM (Selvaraju et al., 2017), Guided Grad-CAM and Grad-CAM++ (Chattopadhay et al., 2018) on any Flax layer.
 
 Both weight the feature maps ``A_k`` (``[h, w]`` each) of a layer by how much the
 class score depends on them and keep the positive part:
@@ -25,9 +25,11 @@ negative part). The map stays at the layer's resolution; resizing it with
 :func:`~saliency_jax.attribution.attribution_map`'s ``size`` is bilinear with
 half-pixel centres, Captum's ``LayerAttribution.interpolate(..., interpolate_mode=
 "bilinear")`` (``align_corners=False``) when upsampling; Captum's default mode is
-``"nearest"``. Captum's ``GuidedGradCam`` is ``gradient(..., rule="guided")``
-multiplied by the Grad-CAM map upsampled to the input (its default: nearest, by
-whole cells with ``jnp.repeat`` when the sizes divide). Grad-CAM++ equals
+``"nearest"``. :func:`guided_gradcam` is Captum's ``GuidedGradCam``: guided
+back-propagation (``gradient(..., rule="guided")``) times the Grad-CAM map
+upsampled to the input, bilinearly as in Selvaraju et al. by default, or with
+``upsample="nearest"`` (Captum's default; by whole cells when the sizes divide,
+as for EfficientNet-Lite0's 7 x 7 map of a 224 x 224 input). Grad-CAM++ equals
 pytorch-grad-cam's, whose denominator adds ``1e-6``; here a zero denominator
 gives a zero weight instead.
 """
@@ -41,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax.attribution import _common
+from saliency_jax.attribution.gradients import gradient
 from saliency_jax.reconstruction import _layer_path, _layer_shape, layer_gradients
 from saliency_jax.types import Classifier, LogitsFn
 
@@ -155,3 +158,52 @@ def gradcam_plus_plus(
     """
     del key
     return _cam(logits_fn, params, images, classes, layer, batch_size, _gradcam_plus_plus_weights)
+
+
+UPSAMPLING = ("bilinear", "nearest")
+
+
+@_common.nan_for_invalid_requests
+def guided_gradcam(
+    logits_fn: LogitsFn,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | int | None = None,
+    *,
+    key: jax.Array | None = None,
+    batch_size: int | None = _common.DEFAULT_BATCH_SIZE,
+    layer: str | Sequence[str] | None = None,
+    upsample: str = "bilinear",
+) -> jax.Array:
+    """Guided Grad-CAM (Selvaraju et al., 2017): guided back-propagation times the upsampled Grad-CAM map.
+
+    The guided gradient (§4's ``guided`` rule, :func:`~saliency_jax.attribution.gradient`)
+    is sharp but hardly depends on the class; the Grad-CAM map is class-specific but
+    coarse. Their product keeps the fine detail inside the regions of the class.
+    The guided rule needs a model built on :func:`saliency_jax.backprop_rules.relu` /
+    ``relu6``; another model gets the plain gradient with a ``RuleNotAppliedWarning``.
+
+    Args:
+      logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``, built on Flax Linen.
+      params: its weights.
+      images: float32 ``[B, H, W, C]``.
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      key: unused; accepted for the common interface.
+      batch_size: images per model call.
+      layer: the module path of the Grad-CAM layer, with ``[B, h, w, k]`` output.
+      upsample: how the ``[h, w]`` map is brought to ``[H, W]``: ``"bilinear"``
+        (half-pixel centres, as :func:`attribution_map`'s ``size``) or ``"nearest"``.
+
+    Returns:
+      float32 ``[B, H, W, C]``, in score units per input unit (the Grad-CAM map is
+      non-negative, so each pixel keeps its guided gradient's sign).
+    """
+    del key
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
+    images = _common.as_images(images)
+    classes = _common.resolve_classes(logits_fn, params, images, classes)
+    cam = gradcam(logits_fn, params, images, classes, batch_size=batch_size, layer=layer)
+    guided = gradient(logits_fn, params, images, classes, batch_size=batch_size, rule="guided")
+    cam = jax.image.resize(cam, images.shape[:3], method=upsample)
+    return (guided * cam[..., None]).astype(jnp.float32)

@@ -37,6 +37,7 @@ METHOD_NAMES = {
     "blur-ig": "Integrated Gradients along a blur path",
     "gradcam": "Grad-CAM at a layer, resized to the input",
     "gradcam++": "Grad-CAM++ at a layer, resized to the input",
+    "guided-gradcam": "guided back-propagation times the Grad-CAM map, resized to the input",
     "crop-gradcam": "Grad-CAM of 51 zoomed crops, each weighted by the class's probability in it",
     "occlusion": "score drop under a sliding black patch",
     "rise": "RISE: class probability under random masks",
@@ -51,9 +52,11 @@ def check_options(args: argparse.Namespace) -> None:
     from saliency_jax.attribution import METHODS
 
     method = METHODS[args.method]
+    if args.method == "guided-gradcam" and args.rule != "gradient":
+        raise _common.CommandError("--rule: guided-gradcam always back-propagates with the guided rule; drop --rule")
     if not (method.uses_rule or method.wraps) and args.rule != "gradient":
         raise _common.CommandError(f"--rule: {args.method} has no ReLU backward rule; drop --rule")
-    if method.output != "layer" and args.layer is not None:
+    if not method.needs_layer and args.layer is not None:
         raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
     if args.method in ("integrated-gradients", "blur-ig") and args.ig_steps < 2:
         raise _common.CommandError(f"--ig-steps: integrated gradients need at least 2 steps, got {args.ig_steps}")
@@ -82,7 +85,7 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
         settings["num_samples"] = 16 if args.samples is None else args.samples
     if args.method == "rise":
         settings["num_masks"] = 2000 if args.samples is None else args.samples
-    if method.output == "layer":
+    if method.needs_layer:
         settings["layer"] = args.layer or default_layer(classifier)
         if args.layer is not None:
             _check_layer(classifier, args.layer)
@@ -123,7 +126,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="noise samples of smoothgrad/squaregrad/vargrad (default: 16) or RISE masks (default: 2000), "
                         f"at most {_common.MAX_SAMPLES:,}")
     p.add_argument("--layer", default=None, metavar="NAME",
-                   help="layer of gradcam/gradcam++/crop-gradcam (default: the model's last feature map)")
+                   help="layer of gradcam/gradcam++/guided-gradcam/crop-gradcam (default: the model's last feature map)")
     p.add_argument("--patch", type=_common.positive_int, default=16, metavar="P",
                    help="occlusion patch side in pixels (default: 16)")
     p.add_argument("--stride", type=_common.positive_int, default=8, metavar="S",
