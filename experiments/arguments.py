@@ -85,3 +85,10 @@ def number_list(kind: type, low: float):
         return list(dict.fromkeys(values))
 
     return parse
+
+
+def json_path(text: str) -> str:
+    """A ``.json`` file name: the table is written beside it under the same name with ``.md``."""
+    if not text.lower().endswith(".json"):
+        raise argparse.ArgumentTypeError(f"must be a .json file (the table goes beside it as .md), got {text!r}")
+    return text

@@ -612,7 +612,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--no-graphcut", action="store_true")
     parser.add_argument("--no-figure", action="store_true")
     parser.add_argument("--figure-only", action="store_true", help="draw the figure only")
-    parser.add_argument("--out", default="outputs/eval_attribution.json")
+    parser.add_argument("--out", type=arguments.json_path, default="outputs/eval_attribution.json")
     parser.add_argument("--figure-out", default="docs/figures/attribution_methods.jpg")
     parser.add_argument("--maps-cache", default=None,
                         help="where the maps are kept for a rerun of the scoring ('' for none; default "

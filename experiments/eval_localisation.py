@@ -179,7 +179,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--simulated", action="store_true", help="simulated maps instead of the model's")
     parser.add_argument("--processes", type=arguments.integer(1), default=None)
     parser.add_argument("--maps-cache", default="outputs/localisation_maps.npz")
-    parser.add_argument("--out", default="outputs/eval_localisation.json")
+    parser.add_argument("--out", type=arguments.json_path, default="outputs/eval_localisation.json")
     args = parser.parse_args(argv)
     config = Config(num_scenes=args.scenes, num_single=args.single, seed=args.seed, seed_maps=args.seed_maps,
                     processes=args.processes)

@@ -40,6 +40,7 @@ def refused(run, argv, capsys) -> str:
     (["--segmentations", ","], "--segmentations"),
     (["--seed-maps", "gradient,lime"], "--seed-maps"),
     (["--seed-maps", ","], "--seed-maps"),  # no seed map: the tables held only the baselines
+    (["--out", "table.md"], "--out"),  # the JSON would be overwritten by the Markdown table
 ])
 def test_eval_localisation_refuses_bad_arguments(experiment, no_model, tmp_path, capsys, argv, argument):
     eval_localisation = experiment("eval_localisation")
@@ -65,6 +66,7 @@ def test_eval_localisation_refuses_bad_arguments(experiment, no_model, tmp_path,
     (["--stride", "-3"], "--stride"),
     (["--curve-steps", "0"], "--curve-steps"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--out", "table.md"], "--out"),
 ])
 def test_eval_attribution_refuses_bad_arguments(experiment, capsys, argv, argument):
     eval_attribution = experiment("eval_attribution")
