@@ -203,7 +203,7 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
       images: a sequence of ``[H, W, 3]`` uint8 or ``[H, W]`` float arrays.
       titles: one string per image.
       columns: images per row, an integer >= 1.
-      cell: inches per image, > 0.
+      cell: inches per image across (a row is as tall as its tallest image at that width), > 0.
       cmap: colormap for 2-D images.
 
     Raises:
@@ -220,8 +220,12 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
         raise ValueError(f"titles must have one string per image: {len(images)} for {len(images)} images, "
                          f"got {len(titles)}")
     rows = max(1, -(-len(images) // columns))
-    fig = Figure(figsize=(cell * columns, cell * rows + 0.3 * rows))
-    axes = fig.subplots(rows, columns, squeeze=False)
+    # Each row as tall as its tallest image at the cell's width: landscape photos leave no empty bands.
+    aspects = [shape[0] / shape[1] if len(shape) >= 2 and min(shape[:2]) > 0 else 1.0
+               for shape in (np.shape(image) for image in images)]
+    heights = [max(aspects[r * columns:(r + 1) * columns], default=1.0) for r in range(rows)]
+    fig = Figure(figsize=(cell * columns, cell * sum(heights) + 0.3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, image, title in zip(axes.ravel(), images, titles):

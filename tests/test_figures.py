@@ -95,6 +95,17 @@ def test_image_grid_refuses_titles_that_do_not_match_the_images_and_bad_columns(
         figures.image_grid([image], ["a"], 1, cell=0)
 
 
+def test_image_grid_rows_are_as_tall_as_their_images():
+    wide, square = np.zeros((100, 200, 3), np.uint8), np.zeros((50, 50), np.float32)
+    fig = figures.image_grid([wide, wide, wide, square], ["a", "b", "c", "d"], 2, cell=2.0)
+    width, height = fig.get_size_inches()
+    assert width == pytest.approx(4.0) and height == pytest.approx(2.0 * (0.5 + 1.0) + 0.3 * 2)
+    fig.canvas.draw()  # drawn, each landscape row is half as tall as the square one
+    first, last = fig.axes[0].get_window_extent(), fig.axes[2].get_window_extent()
+    assert first.width == pytest.approx(last.width, rel=0.02)
+    assert first.height == pytest.approx(0.5 * last.height, rel=0.1)
+
+
 @pytest.mark.parametrize("box, message", [
     ((1, 2, 3), r"box must be four numbers x0, y0, x1, y1 \(shape \[4\]\), got shape \[3\]"),  # was an unpack error
     ([[1, 2, 3, 4]], r"got shape \[1, 4\]"),
