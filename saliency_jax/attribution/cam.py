@@ -182,6 +182,10 @@ def guided_gradcam(
     coarse. Their product keeps the fine detail inside the regions of the class.
     The guided rule needs a model built on :func:`saliency_jax.backprop_rules.relu` /
     ``relu6``; another model gets the plain gradient with a ``RuleNotAppliedWarning``.
+    On a ReLU network this equals Captum's ``GuidedGradCam`` (with
+    ``upsample="nearest"``, its default). Captum's guided back-propagation rewrites
+    ``torch.nn.ReLU`` modules only, so on EfficientNet-Lite (``nn.ReLU6``) it gives
+    the plain gradient without a warning; here ``relu6`` follows the guided rule too.
 
     Args:
       logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``, built on Flax Linen.
