@@ -621,6 +621,11 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     if args.objects and not args.objects[0] <= args.objects[1] <= len(SCENE_OBJECTS):
         parser.error(f"argument --objects: must satisfy LOW <= HIGH <= {len(SCENE_OBJECTS)} (the scene objects), "
                      f"got {args.objects[0]} {args.objects[1]}")
+    from saliency_jax.models.efficientnet_lite import IMAGE_SIZE
+
+    for option, value in (("--patch", args.patch), ("--stride", args.stride)):
+        if value is not None and value > IMAGE_SIZE:  # found by occlusion only after every other method's maps
+            parser.error(f"argument {option}: must be at most the scenes' side {IMAGE_SIZE}, got {value}")
     changes = dict(QUICK) if args.quick else {}
     for field, value in (("num_scenes", args.scenes), ("seed", args.seed), ("ig_steps", args.ig_steps),
                          ("samples", args.samples), ("rise_masks", args.rise_masks), ("patch", args.patch),

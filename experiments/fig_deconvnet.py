@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     config = Config()
     if args.photos:
-        config = dataclasses.replace(config, photos=tuple(args.photos))
+        config = dataclasses.replace(config, photos=tuple(dict.fromkeys(args.photos)))  # each photo once
     if args.layers:
         # Checked before the maps of every rule are computed, not after.
         known = model_layers()

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=arguments.seed, default=0)
     args = parser.parse_args(argv)
     config = Config(
-        photos=tuple(args.photos) if args.photos else Config.photos, stages=args.stages, seed=args.seed
+        photos=tuple(dict.fromkeys(args.photos)) if args.photos else Config.photos, stages=args.stages, seed=args.seed
     )
 
     import jax

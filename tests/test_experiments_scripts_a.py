@@ -67,6 +67,8 @@ def test_eval_localisation_refuses_bad_arguments(experiment, no_model, tmp_path,
     (["--curve-steps", "0"], "--curve-steps"),
     (["--batch-size", "0"], "--batch-size"),
     (["--out", "table.md"], "--out"),
+    (["--patch", "225"], "--patch"),  # was refused by occlusion after every other method's maps
+    (["--stride", "300"], "--stride"),
 ])
 def test_eval_attribution_refuses_bad_arguments(experiment, capsys, argv, argument):
     eval_attribution = experiment("eval_attribution")
@@ -124,7 +126,8 @@ def test_fig_deconvnet_checks_its_layers_before_computing(experiment, monkeypatc
     line = refused(fig.main, ["--layers", "conv1", "features", "blocks_99", "--out", str(tmp_path)], capsys)
     assert "argument --layers:" in line and "'blocks_99'" in line
     assert not seen  # refused before the maps of every rule were computed
-    fig.main(["--layers", "conv1", "features", "fc", "--photos", "coffee", "--out", str(tmp_path)])
+    fig.main(["--layers", "conv1", "features", "fc", "--photos", "coffee", "coffee", "--out", str(tmp_path)])
+    # a photo named twice is drawn once (its channels were one entry of channels.json, its rows two)
     assert seen[0].layers == ("conv1", "features", "fc") and seen[0].photos == ("coffee",)
 
 
