@@ -52,7 +52,7 @@ import numpy as np
 import arguments  # a sibling script
 
 BASE_METHODS = (
-    "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig",
+    "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig", "gradient-shap",
     "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "rise",
 )
 COMBINATIONS = (
@@ -71,7 +71,7 @@ class Config:
       seed: scene seed (the localisation evaluation tunes on 1 and reports 2).
       methods: maps compared: :data:`BASE_METHODS`, :data:`COMBINATIONS` and :data:`BASELINES`.
       ig_steps: steps of Integrated Gradients and blur IG.
-      samples: SmoothGrad's noisy copies.
+      samples: SmoothGrad's noisy copies and GradientSHAP's draws.
       noise_scale: SmoothGrad's noise, a fraction of each image's value range.
       rise_masks: RISE's random masks.
       patch, stride: occlusion's square patch and its step, in pixels.
@@ -151,6 +151,8 @@ def method_settings(config: Config, name: str, feature_layer: str) -> tuple[obje
         return attr.integrated_gradients, dict(steps=config.ig_steps), False
     if name == "blur-ig":
         return attr.blur_integrated_gradients, dict(steps=config.ig_steps), False
+    if name == "gradient-shap":
+        return attr.gradient_shap, dict(num_samples=config.samples), False
     if name == "gradcam":
         return attr.gradcam, dict(layer=feature_layer), False
     if name == "gradcam++":
@@ -603,7 +605,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--seed", type=arguments.seed, help=f"scene seed (default {defaults.seed})")
     parser.add_argument("--methods", type=method_list, help="comma-separated (default: all)")
     parser.add_argument("--ig-steps", type=count)
-    parser.add_argument("--samples", type=count, help="SmoothGrad noise samples")
+    parser.add_argument("--samples", type=count, help="SmoothGrad noise samples and GradientSHAP draws")
     parser.add_argument("--rise-masks", type=count)
     parser.add_argument("--patch", type=count)
     parser.add_argument("--stride", type=count)

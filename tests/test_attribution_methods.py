@@ -137,6 +137,81 @@ def test_ig_memory_does_not_grow_with_steps(tiny_cnn):
     assert temp_bytes(128, None) > 4 * few
 
 
+# --- GradientSHAP ------------------------------------------------------------------------
+
+
+def test_gradient_shap_on_the_linear_model(linear_model, getkey):
+    """A constant gradient: each sample is W_c * (x - its baseline), so one baseline gives IG exactly."""
+    logits_fn, params = linear_model
+    images = _images(getkey())
+    classes = jnp.array([2, 0, 3])
+    w = _weights_as_images(params, classes, images.shape)
+    baseline = _images(getkey(), images.shape[1:])
+    one = A.gradient_shap(logits_fn, params, images, classes, key=getkey(), baselines=baseline, num_samples=5,
+                          batch_size=4)
+    np.testing.assert_allclose(one, (np.asarray(images) - np.asarray(baseline)) * w, rtol=1e-4, atol=1e-3)
+    # Two baselines: the mean of the baselines drawn, which with many draws is near their mean.
+    pair = jnp.stack([jnp.zeros(images.shape[1:]), jnp.full(images.shape[1:], 200.0)])
+    many = A.gradient_shap(logits_fn, params, images, classes, key=getkey(), baselines=pair, num_samples=400,
+                           batch_size=None)
+    # Both baselines are flat, so the result is W_c * (x - m) with m the mean of the values drawn,
+    # the same for every image (the draws are shared by the batch).
+    x, got = np.asarray(images), np.asarray(many)
+    m = float(np.sum(w * (w * x - got)) / np.sum(w * w))
+    np.testing.assert_allclose(got, w * (x - m), rtol=1e-4, atol=1e-3 * np.abs(got).max())
+    assert 80.0 < m < 120.0  # 400 fair draws of 0 or 200: mean 100, s.d. 5
+
+
+def test_gradient_shap_draws_are_as_documented(tiny_cnn, getkey):
+    """A per-sample loop: baseline index, point and noise from fold_in(key, n), split in three."""
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3)) * jnp.array([1.0, 0.5])[:, None, None, None]
+    baselines = _images(getkey(), (3, 8, 8, 3))
+    key, samples, scale = getkey(), 4, 0.1
+    ours = A.gradient_shap(logits_fn, params, images, jnp.array([1, 4]), key=key, baselines=baselines,
+                           num_samples=samples, noise_scale=scale, batch_size=3)
+    span = np.asarray(images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3)))
+    expected = np.zeros(images.shape, np.float32)
+    for n in range(samples):
+        index_key, point_key, noise_key = jax.random.split(jax.random.fold_in(key, n), 3)
+        start = baselines[int(jax.random.randint(index_key, (), 0, 3))]
+        point = float(jax.random.uniform(point_key, ()))
+        noise = np.asarray(jax.random.normal(noise_key, (8, 8, 3)))
+        for b, c in enumerate((1, 4)):
+            end = images[b] + scale * span[b] * noise
+            score = lambda x, c=c: logits_fn(params, x[None])[0, c]
+            expected[b] += np.asarray(jax.grad(score)(start + point * (end - start)) * (end - start)) / samples
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_gradient_shap_tends_to_ig_over_the_baselines(tiny_cnn, getkey):
+    """Without noise its expectation is IG averaged over the baselines: completeness to the mean baseline."""
+    logits_fn, params = tiny_cnn
+    images = _images(getkey(), (2, 8, 8, 3))
+    classes = jnp.array([3, 1])
+    baselines = jnp.stack([jnp.full((8, 8, 3), 40.0), _images(getkey(), (8, 8, 3))])
+    ig = sum(A.integrated_gradients(logits_fn, params, images, classes, baseline=b, steps=200, batch_size=None)
+             for b in baselines) / 2
+    gs = A.gradient_shap(logits_fn, params, images, classes, key=getkey(), baselines=baselines, num_samples=4000,
+                         batch_size=None)
+    for got, want in zip(np.asarray(gs), np.asarray(ig)):
+        assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.95
+    scores = sj.select_scores(logits_fn(params, images), classes)
+    base = np.mean([sj.select_scores(logits_fn(params, jnp.broadcast_to(b, images.shape)), classes)
+                    for b in baselines], axis=0)
+    target = np.asarray(scores) - base
+    np.testing.assert_allclose(np.asarray(gs.sum(axis=(1, 2, 3))), target, rtol=0.1, atol=0.02 * np.abs(target).max())
+
+
+def test_gradient_shap_default_baseline_is_black(linear_model, getkey):
+    logits_fn, params = linear_model
+    images, key = _images(getkey()), getkey()
+    np.testing.assert_allclose(
+        A.gradient_shap(logits_fn, params, images, 1, key=key, num_samples=3),
+        A.gradient_shap(logits_fn, params, images, 1, key=key, num_samples=3, baselines=0.0),
+    )
+
+
 # --- Blur IG ---------------------------------------------------------------------------
 
 

@@ -118,6 +118,7 @@ def test_depthwise_gradients_inside_shard_map(net):
     [
         ("gradient", {}),
         ("integrated-gradients", {"steps": 6, "batch_size": 4}),  # several chunks in a scan
+        ("gradient-shap", {"num_samples": 5, "batch_size": 4, "noise_scale": 0.1}),
         ("gradcam", {"layer": "features"}),
         ("gradcam++", {"layer": "features"}),
         ("guided-gradcam", {"layer": "features"}),

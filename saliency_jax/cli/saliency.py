@@ -35,6 +35,7 @@ METHOD_NAMES = {
     "flip-shift": "gradient averaged over flips and 4-pixel shifts",
     "integrated-gradients": "Integrated Gradients from a black image",
     "blur-ig": "Integrated Gradients along a blur path",
+    "gradient-shap": "GradientSHAP: gradients at random points between a black image and the image, times the difference",
     "gradcam": "Grad-CAM at a layer, resized to the input",
     "gradcam++": "Grad-CAM++ at a layer, resized to the input",
     "guided-gradcam": "guided back-propagation times the Grad-CAM map, resized to the input",
@@ -42,7 +43,7 @@ METHOD_NAMES = {
     "occlusion": "score drop under a sliding black patch",
     "rise": "RISE: class probability under random masks",
 }
-_NOISE = ("smoothgrad", "squaregrad", "vargrad")
+_NOISE = ("smoothgrad", "squaregrad", "vargrad", "gradient-shap")
 # Methods whose map comes with the logits of its own forward pass (the top 5 need no second pass).
 _ONE_PASS = ("gradient", "gradient-x-input")
 
@@ -123,7 +124,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="integration steps of integrated-gradients and blur-ig, "
                         f"at most {_common.MAX_IG_STEPS:,} (default: 32)")
     p.add_argument("--samples", type=_common.bounded_int(_common.MAX_SAMPLES), default=None, metavar="N",
-                   help="noise samples of smoothgrad/squaregrad/vargrad (default: 16) or RISE masks (default: 2000), "
+                   help="noise samples of smoothgrad/squaregrad/vargrad, draws of gradient-shap (default: 16) "
+                        "or RISE masks (default: 2000), "
                         f"at most {_common.MAX_SAMPLES:,}")
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="layer of gradcam/gradcam++/guided-gradcam/crop-gradcam (default: the model's last feature map)")
