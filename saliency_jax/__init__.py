@@ -43,6 +43,8 @@ _EXPORTS = {
         "Layer", "Reconstruction", "TopChannels", "WEIGHTINGS", "layer_activations", "layer_reconstruction",
         "layer_gradients", "layer_reconstructions", "layer_vjp", "list_layers", "top_activated_channels",
     ),
+    # XRAI: attributions ranked over image regions (the regions on the CPU)
+    "saliency_jax.evaluation.region_maps": ("xrai",),
     "saliency_jax.evaluation.sanity": (
         "RandomizationResult", "cascade_order", "cascading_randomization", "randomize_layers",
         "spearman_rank_correlation",

@@ -27,22 +27,26 @@ from saliency_jax.localisation.pipeline import (
     support_mask,
     working_shape,
 )
+from saliency_jax.localisation.regions import FELZENSZWALB_SCALES, RankedRegions, felzenszwalb_regions, rank_regions
 from saliency_jax.localisation.seeds import Seeds, quantile_seeds
 
 __all__ = [
     "COMPONENTS",
+    "FELZENSZWALB_SCALES",
     "ClassBoxes",
     "ColourModels",
     "GraphCutConfig",
     "HARD_SEEDS",
     "Localisation",
     "PixelGraph",
+    "RankedRegions",
     "Seeds",
     "StageTimes",
     "bounding_box",
     "build_graph",
     "colour_costs",
     "contrast_weights",
+    "felzenszwalb_regions",
     "fit_colour_model",
     "fit_colour_models",
     "graphcut_segment",
@@ -57,5 +61,6 @@ __all__ = [
     "log_likelihood",
     "most_salient_component",
     "quantile_seeds",
+    "rank_regions",
     "solve",
 ]
