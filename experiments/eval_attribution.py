@@ -537,7 +537,7 @@ def markdown(result: dict, command: str) -> str:
         f"each explained for its class; "
         f"mean probability of the target's class in its scene {np.mean(targets['clean_probability']):.3f}. "
         f"IG and blur IG {config['ig_steps']} steps, SmoothGrad {config['samples']} samples "
-        f"(noise {config['noise_scale']}), RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
+        f"(noise {config['noise_scale']}), GradientSHAP {config['samples']} draws, RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
         f"stride {config['stride']}, deletion / insertion {config['curve_steps']} steps on a blur of sigma "
         f"{config['blur_sigma']} px. {result['seconds_total'] / 60:.1f} min on {result['cpus']} cores{load}.",
         *([f"The maps (and seconds per map) of {len(result['maps_from_cache'])} methods were read from the cache "
