@@ -117,6 +117,14 @@ def test_xrai_default_attribution_is_ig_from_the_darkest_and_brightest_value(tin
     for b in range(2):
         want = rank_regions(np.asarray(ig[b]).max(axis=-1), regions, min_new_pixels=2).saliency
         np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-7)
+    class Unhashable:  # a model that cannot be a static argument of jit
+        __hash__ = None
+
+        def __call__(self, p, x):
+            return logits_fn(p, x)
+
+    np.testing.assert_allclose(xrai(Unhashable(), params, images, classes, steps=6, regions=regions,
+                                    min_new_pixels=2), got, rtol=1e-6)
     top1 = jnp.argmax(logits_fn(params, images), axis=-1)
     np.testing.assert_allclose(xrai(logits_fn, params, images, steps=6, regions=regions, min_new_pixels=2),
                                xrai(logits_fn, params, images, top1, steps=6, regions=regions, min_new_pixels=2))

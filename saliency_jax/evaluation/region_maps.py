@@ -30,10 +30,24 @@ from saliency_jax.localisation.regions import felzenszwalb_regions, rank_regions
 from saliency_jax.types import LogitsFn
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("steps", "batch_size", "rule"))
-def _ig(logits_fn, params, images, classes, baseline, *, steps, batch_size, rule):
+_STATIC = ("steps", "batch_size", "rule")
+
+
+def _ig_body(logits_fn, params, images, classes, baseline, *, steps, batch_size, rule):
     return integrated_gradients(logits_fn, params, images, classes, baseline=baseline, steps=steps,
                                 batch_size=batch_size, rule=rule)
+
+
+_ig_shared = jax.jit(_ig_body, static_argnums=(0,), static_argnames=_STATIC)
+
+
+def _ig_program(logits_fn):
+    """IG jitted for ``logits_fn``: compiled once per model, or per call for a model that cannot be hashed."""
+    try:
+        hash(logits_fn)
+    except TypeError:
+        return jax.jit(functools.partial(_ig_body, logits_fn), static_argnames=_STATIC)
+    return functools.partial(_ig_shared, logits_fn)
 
 
 def _ig_from_extremes(logits_fn, params, images, classes, *, steps, batch_size, rule):
@@ -41,11 +55,11 @@ def _ig_from_extremes(logits_fn, params, images, classes, *, steps, batch_size, 
 
     One compiled program serves both baselines (they are arguments, not constants).
     """
+    ig = _ig_program(logits_fn)
     total = 0.0
     for extreme in (jnp.min, jnp.max):
         baseline = jnp.broadcast_to(extreme(images, axis=(1, 2, 3), keepdims=True), images.shape)
-        total = total + _ig(logits_fn, params, images, classes, baseline, steps=steps, batch_size=batch_size,
-                            rule=rule)
+        total = total + ig(params, images, classes, baseline, steps=steps, batch_size=batch_size, rule=rule)
     return total / 2
 
 
@@ -69,7 +83,8 @@ def xrai(
       logits_fn: the model, ``(params, [B, H, W, C]) -> [B, K]``.
       params: its weights.
       images: ``[B, H, W, C]`` on the model's input scale.
-      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class.
+      classes: int ``[B]``, a scalar, or ``None`` for each image's top-1 class (unused when
+        ``attributions`` are given).
       attributions: the attributions to rank regions by, ``[B, H, W, C]`` (reduced to each
         pixel's largest channel, as PAIR) or ``[B, H, W]``; ``None`` computes PAIR's
         Integrated Gradients from each image's darkest and brightest value.
