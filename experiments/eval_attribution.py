@@ -52,8 +52,8 @@ import numpy as np
 import arguments  # a sibling script
 
 BASE_METHODS = (
-    "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig", "gradient-shap",
-    "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "rise", "xrai",
+    "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig", "guided-ig",
+    "gradient-shap", "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "rise", "xrai",
 )
 COMBINATIONS = (
     "gradcam*smoothgrad", "gradcam*rise", "gradcam+contrast", "smoothgrad+contrast", "gradcam*smoothgrad+contrast",
@@ -70,7 +70,7 @@ class Config:
       objects_per_scene: inclusive range of objects per scene (two-object scenes: ``(2, 2)``).
       seed: scene seed (the localisation evaluation tunes on 1 and reports 2).
       methods: maps compared: :data:`BASE_METHODS`, :data:`COMBINATIONS` and :data:`BASELINES`.
-      ig_steps: steps of Integrated Gradients and blur IG.
+      ig_steps: steps of Integrated Gradients, blur IG and guided IG.
       samples: SmoothGrad's noisy copies and GradientSHAP's draws.
       noise_scale: SmoothGrad's noise, a fraction of each image's value range.
       rise_masks: RISE's random masks.
@@ -151,6 +151,8 @@ def method_settings(config: Config, name: str, feature_layer: str) -> tuple[obje
         return attr.integrated_gradients, dict(steps=config.ig_steps), False
     if name == "blur-ig":
         return attr.blur_integrated_gradients, dict(steps=config.ig_steps), False
+    if name == "guided-ig":
+        return attr.guided_integrated_gradients, dict(steps=config.ig_steps), False
     if name == "gradient-shap":
         return attr.gradient_shap, dict(num_samples=config.samples), False
     if name == "gradcam":
@@ -536,7 +538,7 @@ def markdown(result: dict, command: str) -> str:
         f"{targets['count']} targets in {targets['scenes']} {objects}-object scenes (seed {config['seed']}), "
         f"each explained for its class; "
         f"mean probability of the target's class in its scene {np.mean(targets['clean_probability']):.3f}. "
-        f"IG and blur IG {config['ig_steps']} steps, SmoothGrad {config['samples']} samples "
+        f"IG, blur IG and guided IG {config['ig_steps']} steps, SmoothGrad {config['samples']} samples "
         f"(noise {config['noise_scale']}), GradientSHAP {config['samples']} draws, RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
         f"stride {config['stride']}, deletion / insertion {config['curve_steps']} steps on a blur of sigma "
         f"{config['blur_sigma']} px. {result['seconds_total'] / 60:.1f} min on {result['cpus']} cores{load}.",

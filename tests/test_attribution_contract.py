@@ -35,6 +35,7 @@ SETTINGS = {
     "gradient-x-input": {},
     "integrated-gradients": {"steps": 5},
     "blur-ig": {"steps": 4, "max_sigma": 3.0},
+    "guided-ig": {"steps": 3, "fraction": 0.2, "baseline": 40.0},
     "gradient-shap": {"num_samples": 3, "noise_scale": 0.05, "baselines": jnp.stack([jnp.zeros((8, 8, 3)),
                                                                                      jnp.full((8, 8, 3), 128.0)])},
     "gradcam": {"layer": LAYER},
@@ -213,6 +214,15 @@ BAD_SETTINGS = [
     ("gradient-shap", {"key": None}, "key"),
     ("gradient-shap", {"rule": "guidedd"}, "rule"),
     ("blur-ig", {"max_sigma": 0.0}, "max_sigma"),
+    ("guided-ig", {"steps": 0}, "steps"),
+    ("guided-ig", {"steps": 2.5}, "steps"),
+    ("guided-ig", {"fraction": 0.0}, "fraction"),
+    ("guided-ig", {"fraction": 1e-4}, "fraction"),  # one feature per round: hours per map
+    ("guided-ig", {"fraction": 1.5}, "fraction"),
+    ("guided-ig", {"max_dist": -0.1}, "max_dist"),
+    ("guided-ig", {"max_dist": float("nan")}, "max_dist"),
+    ("guided-ig", {"baseline": jnp.zeros((8, 8, 2))}, "baseline"),
+    ("guided-ig", {"rule": "guidedd"}, "rule"),
     ("gradcam", {"layer": "Conv_9"}, "layer"),
     ("gradcam", {"layer": None}, "layer"),
     ("gradcam", {"layer": ""}, "layer"),  # the whole model: no spatial axes

@@ -79,7 +79,7 @@ def test_saliency_writes_the_file_contract_and_its_record(tmp_path, red_model):
     ("gradient-x-input", []), ("smoothgrad", ["--samples", "4"]), ("integrated-gradients", ["--ig-steps", "8"]),
     ("blur-ig", ["--ig-steps", "4"]), ("occlusion", ["--patch", "8", "--stride", "4"]),
     ("rise", ["--samples", "64"]), ("vargrad", ["--samples", "4"]), ("flip-shift", []),
-    ("gradient-shap", ["--samples", "8"]),
+    ("gradient-shap", ["--samples", "8"]), ("guided-ig", ["--ig-steps", "4"]),
 ])
 def test_every_method_writes_a_non_negative_map_that_finds_the_red_patch(tmp_path, red_model, method, extra):
     _write_photo(tmp_path / "a.png", SIZE, SIZE, (6, 8, 22, 30))

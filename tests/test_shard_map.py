@@ -119,6 +119,7 @@ def test_depthwise_gradients_inside_shard_map(net):
         ("gradient", {}),
         ("integrated-gradients", {"steps": 6, "batch_size": 4}),  # several chunks in a scan
         ("gradient-shap", {"num_samples": 5, "batch_size": 4, "noise_scale": 0.1}),
+        ("guided-ig", {"steps": 4, "batch_size": 1}),  # a scan of steps around a scan of chunks
         ("gradcam", {"layer": "features"}),
         ("gradcam++", {"layer": "features"}),
         ("guided-gradcam", {"layer": "features"}),

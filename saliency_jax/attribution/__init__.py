@@ -21,7 +21,9 @@ their number. Everything is jit-friendly with the settings bound by
     attributions = ig(params, images, classes)
 
 Methods: :func:`gradient` (paper §3), :func:`gradient_x_input`,
-:func:`integrated_gradients`, :func:`blur_integrated_gradients`, :func:`gradient_shap`
+:func:`integrated_gradients`, :func:`blur_integrated_gradients`,
+:func:`guided_integrated_gradients` (a path that moves the features of smallest
+gradient first), :func:`gradient_shap`
 (expected gradients over a set of baselines), :func:`gradcam`,
 :func:`gradcam_plus_plus`, :func:`guided_gradcam` (guided back-propagation times the
 upsampled Grad-CAM map), :func:`crop_gradcam` (multi-scale crops; a map at the
@@ -39,6 +41,7 @@ from saliency_jax.attribution._common import DEFAULT_BATCH_SIZE, REDUCTIONS, att
 from saliency_jax.attribution.augment import flip_shift_average
 from saliency_jax.attribution.blur_ig import blur_integrated_gradients, gaussian_blur
 from saliency_jax.attribution.expected import gradient_shap
+from saliency_jax.attribution.guided_ig import guided_integrated_gradients
 from saliency_jax.attribution.cam import default_layer, gradcam, gradcam_plus_plus, guided_gradcam
 from saliency_jax.attribution.crops import CROP_GRID, crop_boxes, crop_gradcam
 from saliency_jax.attribution.gradients import gradient, gradient_x_input
@@ -73,6 +76,7 @@ METHODS: dict[str, Method] = {
     "gradient-x-input": Method(gradient_x_input, "pixels", uses_rule=True),
     "integrated-gradients": Method(integrated_gradients, "pixels", uses_rule=True),
     "blur-ig": Method(blur_integrated_gradients, "pixels", uses_rule=True),
+    "guided-ig": Method(guided_integrated_gradients, "pixels", uses_rule=True),
     "gradient-shap": Method(gradient_shap, "pixels", needs_key=True, uses_rule=True),
     "gradcam": Method(gradcam, "layer", needs_layer=True),
     "gradcam++": Method(gradcam_plus_plus, "layer", needs_layer=True),
@@ -108,6 +112,7 @@ __all__ = [
     "gradient_shap",
     "gradient_x_input",
     "guided_gradcam",
+    "guided_integrated_gradients",
     "integrated_gradients",
     "occlusion",
     "rise",

@@ -35,6 +35,7 @@ METHOD_NAMES = {
     "flip-shift": "gradient averaged over flips and 4-pixel shifts",
     "integrated-gradients": "Integrated Gradients from a black image",
     "blur-ig": "Integrated Gradients along a blur path",
+    "guided-ig": "Guided Integrated Gradients from a black image: the features of smallest gradient move first",
     "gradient-shap": "GradientSHAP: gradients at random points between a black image and the image, times the difference",
     "gradcam": "Grad-CAM at a layer, resized to the input",
     "gradcam++": "Grad-CAM++ at a layer, resized to the input",
@@ -80,7 +81,7 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
     check_options(args)
     if method.uses_rule or method.wraps:
         settings["rule"] = args.rule
-    if args.method in ("integrated-gradients", "blur-ig"):
+    if args.method in ("integrated-gradients", "blur-ig", "guided-ig"):
         settings["steps"] = args.ig_steps
     if args.method in _NOISE:
         settings["num_samples"] = 16 if args.samples is None else args.samples
@@ -121,7 +122,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rule", choices=RULES, default="gradient",
                    help="ReLU backward rule of the gradient-based methods (paper §4)")
     p.add_argument("--ig-steps", type=_common.bounded_int(_common.MAX_IG_STEPS), default=32, metavar="N",
-                   help="integration steps of integrated-gradients and blur-ig, "
+                   help="integration steps of integrated-gradients, blur-ig and guided-ig, "
                         f"at most {_common.MAX_IG_STEPS:,} (default: 32)")
     p.add_argument("--samples", type=_common.bounded_int(_common.MAX_SAMPLES), default=None, metavar="N",
                    help="noise samples of smoothgrad/squaregrad/vargrad, draws of gradient-shap (default: 16) "
