@@ -89,7 +89,8 @@ def nth_smallest(magnitude, bits, included, rank: int):
         enough = jnp.sum(included & (bits <= mid)) > rank
         return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
-    _, hi = jax.lax.fori_loop(0, 31, halve, (jnp.int32(-1), jnp.int32(INF_BITS)))
+    start = vary_like((jnp.int32(-1), jnp.int32(INF_BITS)), bits, included)  # per shard inside shard_map
+    _, hi = jax.lax.fori_loop(0, 31, halve, start)
     found = jax.lax.bitcast_convert_type(hi, jnp.float32)
     return jnp.where(jnp.sum(included) > rank, found, jnp.inf)
 
