@@ -53,7 +53,7 @@ import arguments  # a sibling script
 
 BASE_METHODS = (
     "gradient", "gradient-x-input", "smoothgrad", "integrated-gradients", "blur-ig", "guided-ig",
-    "gradient-shap", "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "rise", "xrai",
+    "gradient-shap", "gradcam", "gradcam++", "guided-gradcam", "crop-gradcam", "occlusion", "kernel-shap", "rise", "xrai",
 )
 COMBINATIONS = (
     "gradcam*smoothgrad", "gradcam*rise", "gradcam+contrast", "smoothgrad+contrast", "gradcam*smoothgrad+contrast",
@@ -74,6 +74,7 @@ class Config:
       samples: SmoothGrad's noisy copies and GradientSHAP's draws.
       noise_scale: SmoothGrad's noise, a fraction of each image's value range.
       rise_masks: RISE's random masks.
+      shap_samples: KernelSHAP's coalitions (of its default 8 x 8 grid of cells).
       patch, stride: occlusion's square patch and its step, in pixels.
       curve_steps: deletion / insertion steps.
       blur_sigma: the blurred baseline of the curves, in pixels (Petsiuk et al.: 5).
@@ -90,6 +91,7 @@ class Config:
     samples: int = 16
     noise_scale: float = 0.15
     rise_masks: int = 1000
+    shap_samples: int = 1024
     patch: int = 32
     stride: int = 16
     curve_steps: int = 20
@@ -99,8 +101,8 @@ class Config:
     figure: bool = True
 
 
-QUICK = dict(num_scenes=1, ig_steps=4, samples=2, rise_masks=16, patch=112, stride=112, curve_steps=4,
-             batch_size=16, figure=False)
+QUICK = dict(num_scenes=1, ig_steps=4, samples=2, rise_masks=16, shap_samples=65, patch=112, stride=112,
+             curve_steps=4, batch_size=16, figure=False)
 
 
 # ----------------------------------------------------------------------------- maps
@@ -167,6 +169,8 @@ def method_settings(config: Config, name: str, feature_layer: str) -> tuple[obje
         return attr.occlusion, dict(patch=config.patch, stride=config.stride), True
     if name == "rise":
         return attr.rise, dict(num_masks=config.rise_masks), False
+    if name == "kernel-shap":
+        return attr.kernel_shap, dict(num_samples=config.shap_samples), False
     raise ValueError(f"method must be one of {BASE_METHODS}, got {name!r}")
 
 
@@ -539,7 +543,8 @@ def markdown(result: dict, command: str) -> str:
         f"each explained for its class; "
         f"mean probability of the target's class in its scene {np.mean(targets['clean_probability']):.3f}. "
         f"IG, blur IG and guided IG {config['ig_steps']} steps, SmoothGrad {config['samples']} samples "
-        f"(noise {config['noise_scale']}), GradientSHAP {config['samples']} draws, RISE {config['rise_masks']} masks, occlusion patch {config['patch']} "
+        f"(noise {config['noise_scale']}), GradientSHAP {config['samples']} draws, RISE {config['rise_masks']} masks, "
+        f"KernelSHAP {config['shap_samples']} coalitions of an 8 x 8 grid, occlusion patch {config['patch']} "
         f"stride {config['stride']}, deletion / insertion {config['curve_steps']} steps on a blur of sigma "
         f"{config['blur_sigma']} px. {result['seconds_total'] / 60:.1f} min on {result['cpus']} cores{load}.",
         *([f"The maps (and seconds per map) of {len(result['maps_from_cache'])} methods were read from the cache "
@@ -624,6 +629,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--ig-steps", type=count)
     parser.add_argument("--samples", type=count, help="SmoothGrad noise samples and GradientSHAP draws")
     parser.add_argument("--rise-masks", type=count)
+    parser.add_argument("--shap-samples", type=count, help="KernelSHAP's coalitions (at least 65)")
     parser.add_argument("--patch", type=count)
     parser.add_argument("--stride", type=count)
     parser.add_argument("--curve-steps", type=count)
@@ -647,7 +653,8 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
             parser.error(f"argument {option}: must be at most the scenes' side {IMAGE_SIZE}, got {value}")
     changes = dict(QUICK) if args.quick else {}
     for field, value in (("num_scenes", args.scenes), ("seed", args.seed), ("ig_steps", args.ig_steps),
-                         ("samples", args.samples), ("rise_masks", args.rise_masks), ("patch", args.patch),
+                         ("samples", args.samples), ("rise_masks", args.rise_masks),
+                         ("shap_samples", args.shap_samples), ("patch", args.patch),
                          ("stride", args.stride), ("curve_steps", args.curve_steps),
                          ("batch_size", args.batch_size)):
         if value is not None:

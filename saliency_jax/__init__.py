@@ -21,7 +21,8 @@ _EXPORTS = {
     "saliency_jax.attribution": (
         "METHODS", "attribution_map", "blur_integrated_gradients", "flip_shift_average", "for_classes", "gradcam",
         "gradcam_plus_plus", "gradient", "gradient_shap", "gradient_x_input", "guided_gradcam",
-        "guided_integrated_gradients", "integrated_gradients", "occlusion", "rise", "smoothgrad", "squaregrad", "vargrad",
+        "guided_integrated_gradients", "integrated_gradients", "kernel_shap", "occlusion", "rise", "smoothgrad",
+        "squaregrad", "vargrad",
     ),
     "saliency_jax.scores": ("class_scores", "select_scores", "top_k", "top_k_of_logits"),
     # §2: class model visualisation

@@ -80,6 +80,7 @@ def test_saliency_writes_the_file_contract_and_its_record(tmp_path, red_model):
     ("blur-ig", ["--ig-steps", "4"]), ("occlusion", ["--patch", "8", "--stride", "4"]),
     ("rise", ["--samples", "64"]), ("vargrad", ["--samples", "4"]), ("flip-shift", []),
     ("gradient-shap", ["--samples", "8"]), ("guided-ig", ["--ig-steps", "4"]),
+    ("kernel-shap", ["--samples", "300"]),
 ])
 def test_every_method_writes_a_non_negative_map_that_finds_the_red_patch(tmp_path, red_model, method, extra):
     _write_photo(tmp_path / "a.png", SIZE, SIZE, (6, 8, 22, 30))

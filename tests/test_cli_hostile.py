@@ -201,6 +201,8 @@ def test_counts_a_method_cannot_take_are_refused_before_the_model_loads(tmp_path
     for extra, message in [(["--method", "vargrad", "--samples", "1"], "--samples: vargrad"),
                            (["--method", "blur-ig", "--ig-steps", "1"], "--ig-steps: integrated gradients need"),
                            (["--method", "rise", "--rule", "guided"], "--rule: rise has no ReLU backward rule"),
+                           (["--method", "kernel-shap", "--samples", "64"], "--samples: kernel-shap needs at least 65"),
+                           (["--method", "kernel-shap", "--rule", "guided"], "--rule: kernel-shap has no ReLU"),
                            (["--method", "smoothgrad", "--layer", "x"], "--layer: smoothgrad works on the input")]:
         assert cli.main(["saliency", "bundled:coffee", *extra, "--out", str(tmp_path), "--no-progress"]) == 2
         _one_line(capsys, message)

@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 import saliency_jax as sj
 from saliency_jax import parallel
+from saliency_jax.attribution import grid_segments
 from saliency_jax.models.depthwise import depthwise_conv2d
 
 AXIS = "shards"
@@ -126,6 +127,7 @@ def test_depthwise_gradients_inside_shard_map(net):
         ("rise", {"num_masks": 12, "batch_size": 8, "grid": 4}),
         ("flip-shift", {}),
         ("occlusion", {"patch": 8, "stride": 8, "batch_size": 2}),
+        ("kernel-shap", {"num_samples": 20, "batch_size": 8, "segments": grid_segments(16, 16, 4)}),
     ],
 )
 def test_methods_inside_shard_map_equal_the_whole_batch(net, method, settings):

@@ -25,6 +25,7 @@ Methods: :func:`gradient` (paper §3), :func:`gradient_x_input`,
 :func:`guided_integrated_gradients` (a path that moves the features of smallest
 gradient first), :func:`gradient_shap`
 (expected gradients over a set of baselines), :func:`gradcam`,
+:func:`kernel_shap` (Shapley values of image segments by regression),
 :func:`gradcam_plus_plus`, :func:`guided_gradcam` (guided back-propagation times the
 upsampled Grad-CAM map), :func:`crop_gradcam` (multi-scale crops; a map at the
 input's resolution), :func:`occlusion`, :func:`rise`. Wrappers of any method
@@ -49,6 +50,7 @@ from saliency_jax.attribution.integrated import integrated_gradients
 from saliency_jax.attribution.noise import smoothgrad, squaregrad, vargrad
 from saliency_jax.attribution.perturbation import occlusion
 from saliency_jax.attribution.random_masks import rise, rise_masks
+from saliency_jax.attribution.shapley import grid_segments, kernel_shap
 
 
 class Method(NamedTuple):
@@ -83,6 +85,7 @@ METHODS: dict[str, Method] = {
     "guided-gradcam": Method(guided_gradcam, "pixels", needs_layer=True),
     "crop-gradcam": Method(crop_gradcam, "layer", needs_layer=True),
     "occlusion": Method(occlusion, "pixels"),
+    "kernel-shap": Method(kernel_shap, "pixels", needs_key=True),
     "rise": Method(rise, "pixels", needs_key=True),
     "smoothgrad": Method(smoothgrad, "pixels", needs_key=True, wraps=True),
     "squaregrad": Method(squaregrad, "pixels", needs_key=True, wraps=True),
@@ -111,9 +114,11 @@ __all__ = [
     "gradient",
     "gradient_shap",
     "gradient_x_input",
+    "grid_segments",
     "guided_gradcam",
     "guided_integrated_gradients",
     "integrated_gradients",
+    "kernel_shap",
     "occlusion",
     "rise",
     "rise_masks",

@@ -42,9 +42,11 @@ METHOD_NAMES = {
     "guided-gradcam": "guided back-propagation times the Grad-CAM map, resized to the input",
     "crop-gradcam": "Grad-CAM of 51 zoomed crops, each weighted by the class's probability in it",
     "occlusion": "score drop under a sliding black patch",
+    "kernel-shap": "KernelSHAP: Shapley values of an 8 x 8 grid of cells, each missing cell black",
     "rise": "RISE: class probability under random masks",
 }
 _NOISE = ("smoothgrad", "squaregrad", "vargrad", "gradient-shap")
+KERNEL_SHAP_MIN_SAMPLES = 65  # the default grid's 64 cells plus one
 # Methods whose map comes with the logits of its own forward pass (the top 5 need no second pass).
 _ONE_PASS = ("gradient", "gradient-x-input")
 
@@ -62,6 +64,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
     if args.method in ("integrated-gradients", "blur-ig") and args.ig_steps < 2:
         raise _common.CommandError(f"--ig-steps: integrated gradients need at least 2 steps, got {args.ig_steps}")
+    if args.method == "kernel-shap" and args.samples is not None and args.samples < KERNEL_SHAP_MIN_SAMPLES:
+        raise _common.CommandError(f"--samples: kernel-shap needs at least {KERNEL_SHAP_MIN_SAMPLES} draws (the 64 "
+                                   f"cells plus one), got {args.samples}")
     if args.method == "vargrad" and args.samples is not None and args.samples < 2:
         raise _common.CommandError(f"--samples: vargrad (a variance) needs at least 2 noise samples, got {args.samples}")
 
@@ -85,6 +90,8 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
         settings["steps"] = args.ig_steps
     if args.method in _NOISE:
         settings["num_samples"] = 16 if args.samples is None else args.samples
+    if args.method == "kernel-shap":
+        settings["num_samples"] = 1024 if args.samples is None else args.samples
     if args.method == "rise":
         settings["num_masks"] = 2000 if args.samples is None else args.samples
     if method.needs_layer:
@@ -125,8 +132,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="integration steps of integrated-gradients, blur-ig and guided-ig, "
                         f"at most {_common.MAX_IG_STEPS:,} (default: 32)")
     p.add_argument("--samples", type=_common.bounded_int(_common.MAX_SAMPLES), default=None, metavar="N",
-                   help="noise samples of smoothgrad/squaregrad/vargrad, draws of gradient-shap (default: 16) "
-                        "or RISE masks (default: 2000), "
+                   help="noise samples of smoothgrad/squaregrad/vargrad, draws of gradient-shap (default: 16), "
+                        "coalitions of kernel-shap (default: 1024) or RISE masks (default: 2000), "
                         f"at most {_common.MAX_SAMPLES:,}")
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="layer of gradcam/gradcam++/guided-gradcam/crop-gradcam (default: the model's last feature map)")
