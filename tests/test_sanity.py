@@ -198,21 +198,9 @@ def test_efficientnet_gradient_decorrelates_deconvnet_and_guided_do_not(efficien
     assert np.all(result.signed_rank_correlation[guided] > 0.9)
 
 
-def _load_experiment(name):
-    import importlib.util
-    import os
-    import sys
-
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sanity_experiment_table_and_figure(bn_net, images, getkey, tmp_path):
-    experiment = _load_experiment("sanity_checks")
+def test_sanity_experiment_table_and_figure(bn_net, images, getkey, tmp_path, experiment):
+    # The fixture puts experiments/ on the path: the script imports its sibling ``arguments``.
+    experiment = experiment("sanity_checks")
     logits_fn, variables = bn_net
     result = cascading_randomization(logits_fn, variables, images, key=getkey(), layers=["head", "body"])
     table = experiment.format_table(result, ("first", "second"))
