@@ -64,9 +64,10 @@ def grid_segments(height: int, width: int, cells: int | tuple[int, int] = DEFAUL
 def check_segments(segments, images: jax.Array) -> tuple[jax.Array, int]:
     """``segments`` as int32 ``[B, H, W]`` (``None``: the default grid) and the segment count ``M``.
 
-    Labels are integers in ``[0, M)``; ``M`` is the largest label plus one (a label
-    that no pixel of an image holds gets 0 there). They must be concrete: ``M``
-    sets the regression's size.
+    Labels are integers in ``[0, M)``; ``M`` is the largest label plus one. A label
+    that no pixel of an image holds is still a feature of its regression, one that
+    changes nothing: its value is an estimate of 0, shown at no pixel, and it shares
+    in the sum ``f(1) - f(0)``. They must be concrete: ``M`` sets the regression's size.
     """
     batch, height, width = images.shape[:3]
     if segments is None:
