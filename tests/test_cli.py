@@ -131,7 +131,13 @@ def test_method_options_are_checked(tmp_path, capsys, red_model):
              (["--method", "guided-gradcam"], "classifier has no feature_layer"),
              (["--method", "integrated-gradients", "--ig-steps", "1"], "--ig-steps: integrated gradients need"),
              (["--method", "occlusion", "--patch", "49"], "--patch/--stride: at most the input size 48"),
-             (["--method", "gradient", "--layer", "conv"], "--layer: gradient works on the input pixels")]
+             (["--method", "gradient", "--layer", "conv"], "--layer: gradient works on the input pixels"),
+             # an option the method would ignore is refused, not dropped from the record
+             (["--method", "gradient", "--patch", "4"], "--patch: gradient does not take it"),
+             (["--method", "integrated-gradients", "--stride", "4"], "--stride: integrated-gradients does not take"),
+             (["--method", "occlusion", "--samples", "8"], "--samples: occlusion does not take it"),
+             (["--method", "smoothgrad", "--ig-steps", "8"], "--ig-steps: smoothgrad does not take it"),
+             (["--method", "gradcam", "--samples", "8"], "--samples: gradcam does not take it")]
     for extra, message in cases:
         assert _run(["saliency", "bundled:coffee", *extra, "--out", str(tmp_path)], red_model) == 2
         assert message in capsys.readouterr().err, extra

@@ -45,21 +45,62 @@ def test_localisation_does_not_import_jax():
     assert out.stdout.strip() == "False"
 
 
-def test_layers_import_one_way():
-    """No module of localisation/ imports the rest of the package; experiments never import the CLI."""
+CORE = {"types", "_checks", "_batching", "scores", "backprop_rules", "parallel", "io", "cpu_threads"}
+METHODS = {"saliency", "attribution", "class_model", "regularizers", "parametrization", "reconstruction"}
+# What each first-level unit of the package may import (docs/ARCHITECTURE.md).
+ALLOWED = {
+    **{unit: CORE for unit in CORE},
+    "cpu_threads": set(),
+    "models": CORE, "data": CORE, "training": CORE | {"models", "data"},
+    **{unit: CORE | METHODS for unit in METHODS},
+    "localisation": set(),
+    "evaluation": CORE | METHODS | {"localisation", "training"},
+    "figures": CORE,
+    "cli": None,  # the edge may use every layer
+}
+
+
+def _package_imports(path):
+    """The first-level units of the package that the file imports, at any depth."""
     import ast
 
-    for folder, _, files in os.walk(os.path.join(ROOT, "saliency_jax", "localisation")):
+    units = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + ([f"saliency_jax.{a.name}" for a in node.names]
+                                     if node.module == "saliency_jax" else [])
+        units |= {name.split(".")[1] for name in names if name.startswith("saliency_jax.")}
+    return units
+
+
+def test_layers_import_one_way():
+    """Every module imports only the layers below it; experiments never import the CLI."""
+    package = os.path.join(ROOT, "saliency_jax")
+    seen = set()
+    for folder, _, files in os.walk(package):
         for f in files:
-            if f.endswith(".py"):
-                tree = ast.parse(open(os.path.join(folder, f)).read())
-                for node in ast.walk(tree):
-                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("saliency_jax"):
-                        assert node.module.startswith("saliency_jax.localisation"), (f, node.module)
-                    if isinstance(node, ast.Import):
-                        for alias in node.names:
-                            assert not alias.name.startswith("saliency_jax") or alias.name.startswith(
-                                "saliency_jax.localisation"), (f, alias.name)
+            if not f.endswith(".py") or os.path.relpath(folder, package) == "." and f == "__init__.py":
+                continue
+            relative = os.path.relpath(os.path.join(folder, f), package)
+            unit = relative.split(os.sep)[0].removesuffix(".py")
+            assert unit in ALLOWED, f"{relative}: a new unit; give it a layer in ALLOWED and docs/ARCHITECTURE.md"
+            seen.add(unit)
+            allowed = ALLOWED[unit]
+            if allowed is not None:
+                wrong = _package_imports(os.path.join(folder, f)) - allowed - {unit}
+                assert not wrong, f"{relative} imports {sorted(wrong)}, above or beside its layer"
+    assert seen == set(ALLOWED)
     for f in os.listdir(os.path.join(ROOT, "experiments")):
         if f.endswith(".py"):
             assert "saliency_jax.cli" not in open(os.path.join(ROOT, "experiments", f)).read(), f
+
+
+def test_the_layer_check_sees_imports_inside_functions(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("import numpy\nfrom saliency_jax import _checks\n"
+                      "def f():\n    from saliency_jax.io import load_image\n    import saliency_jax.models.weights\n"
+                      "from saliency_jax import attribution as attr\n")
+    assert _package_imports(source) == {"_checks", "io", "models", "attribution"}

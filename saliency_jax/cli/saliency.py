@@ -46,6 +46,15 @@ METHOD_NAMES = {
     "rise": "RISE: class probability under random masks",
 }
 _NOISE = ("smoothgrad", "squaregrad", "vargrad", "gradient-shap")
+_IG = ("integrated-gradients", "blur-ig", "guided-ig")
+# The options that only some methods take, with those methods; given to another, each is refused.
+_METHOD_OPTIONS = {
+    "--ig-steps": ("ig_steps", _IG),
+    "--samples": ("samples", _NOISE + ("kernel-shap", "rise")),
+    "--patch": ("patch", ("occlusion",)),
+    "--stride": ("stride", ("occlusion",)),
+}
+IG_STEPS, PATCH, STRIDE = 32, 16, 8  # the defaults of --ig-steps, --patch and --stride
 KERNEL_SHAP_MIN_SAMPLES = 65  # the default grid's 64 cells plus one
 # Methods whose map comes with the logits of its own forward pass (the top 5 need no second pass).
 _ONE_PASS = ("gradient", "gradient-x-input")
@@ -62,7 +71,11 @@ def check_options(args: argparse.Namespace) -> None:
         raise _common.CommandError(f"--rule: {args.method} has no ReLU backward rule; drop --rule")
     if not method.needs_layer and args.layer is not None:
         raise _common.CommandError(f"--layer: {args.method} works on the input pixels, not a layer")
-    if args.method in ("integrated-gradients", "blur-ig") and args.ig_steps < 2:
+    for option, (field, methods) in _METHOD_OPTIONS.items():
+        if getattr(args, field) is not None and args.method not in methods:
+            raise _common.CommandError(f"{option}: {args.method} does not take it (only {', '.join(methods)}); "
+                                       f"drop {option}")
+    if args.method in ("integrated-gradients", "blur-ig") and args.ig_steps is not None and args.ig_steps < 2:
         raise _common.CommandError(f"--ig-steps: integrated gradients need at least 2 steps, got {args.ig_steps}")
     if args.method == "kernel-shap" and args.samples is not None and args.samples < KERNEL_SHAP_MIN_SAMPLES:
         raise _common.CommandError(f"--samples: kernel-shap needs at least {KERNEL_SHAP_MIN_SAMPLES} draws (the 64 "
@@ -86,8 +99,8 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
     check_options(args)
     if method.uses_rule or method.wraps:
         settings["rule"] = args.rule
-    if args.method in ("integrated-gradients", "blur-ig", "guided-ig"):
-        settings["steps"] = args.ig_steps
+    if args.method in _IG:
+        settings["steps"] = IG_STEPS if args.ig_steps is None else args.ig_steps
     if args.method in _NOISE:
         settings["num_samples"] = 16 if args.samples is None else args.samples
     if args.method == "kernel-shap":
@@ -99,9 +112,11 @@ def method_settings(args: argparse.Namespace, classifier) -> dict:
         if args.layer is not None:
             _check_layer(classifier, args.layer)
     if args.method == "occlusion":
-        if max(args.patch, args.stride) > classifier.image_size:
+        patch = PATCH if args.patch is None else args.patch
+        stride = STRIDE if args.stride is None else args.stride
+        if max(patch, stride) > classifier.image_size:
             raise _common.CommandError(f"--patch/--stride: at most the input size {classifier.image_size}")
-        settings.update(patch=args.patch, stride=args.stride)
+        settings.update(patch=patch, stride=stride)
     return settings
 
 
@@ -128,19 +143,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        f"{name} = {text}" for name, text in METHOD_NAMES.items()).replace("%", "%%"))
     p.add_argument("--rule", choices=RULES, default="gradient",
                    help="ReLU backward rule of the gradient-based methods (paper §4)")
-    p.add_argument("--ig-steps", type=_common.bounded_int(_common.MAX_IG_STEPS), default=32, metavar="N",
+    p.add_argument("--ig-steps", type=_common.bounded_int(_common.MAX_IG_STEPS), default=None, metavar="N",
                    help="integration steps of integrated-gradients, blur-ig and guided-ig, "
-                        f"at most {_common.MAX_IG_STEPS:,} (default: 32)")
+                        f"at most {_common.MAX_IG_STEPS:,} (default: {IG_STEPS})")
     p.add_argument("--samples", type=_common.bounded_int(_common.MAX_SAMPLES), default=None, metavar="N",
                    help="noise samples of smoothgrad/squaregrad/vargrad, draws of gradient-shap (default: 16), "
                         "coalitions of kernel-shap (default: 1024) or RISE masks (default: 2000), "
                         f"at most {_common.MAX_SAMPLES:,}")
     p.add_argument("--layer", default=None, metavar="NAME",
                    help="layer of gradcam/gradcam++/guided-gradcam/crop-gradcam (default: the model's last feature map)")
-    p.add_argument("--patch", type=_common.positive_int, default=16, metavar="P",
-                   help="occlusion patch side in pixels (default: 16)")
-    p.add_argument("--stride", type=_common.positive_int, default=8, metavar="S",
-                   help="occlusion stride in pixels (default: 8)")
+    p.add_argument("--patch", type=_common.positive_int, default=None, metavar="P",
+                   help=f"occlusion patch side in pixels (default: {PATCH})")
+    p.add_argument("--stride", type=_common.positive_int, default=None, metavar="S",
+                   help=f"occlusion stride in pixels (default: {STRIDE})")
     _common.add_common_options(p, batch_size=8, batch_help=_common.IMAGE_BATCH_HELP)
     _common.add_image_options(p)
     p.set_defaults(run=run)
