@@ -196,6 +196,9 @@ def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") ->
     return fig
 
 
+MAX_ASPECT = 4.0  # the tallest row of image_grid, in cells
+
+
 def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Figure:
     """A grid of images with a title under each, for the paper's figure layouts.
 
@@ -203,7 +206,8 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
       images: a sequence of ``[H, W, 3]`` uint8 or ``[H, W]`` float arrays.
       titles: one string per image.
       columns: images per row, an integer >= 1.
-      cell: inches per image across (a row is as tall as its tallest image at that width), > 0.
+      cell: inches per image across (a row is as tall as its tallest image at that width, at
+        most :data:`MAX_ASPECT` cells; a taller image is drawn narrower), > 0.
       cmap: colormap for 2-D images.
 
     Raises:
@@ -221,7 +225,8 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
                          f"got {len(titles)}")
     rows = max(1, -(-len(images) // columns))
     # Each row as tall as its tallest image at the cell's width: landscape photos leave no empty bands.
-    aspects = [shape[0] / shape[1] if len(shape) >= 2 and min(shape[:2]) > 0 else 1.0
+    # At most MAX_ASPECT cells tall: a 5000 x 1 image is drawn narrower, not on an 11,000-inch canvas.
+    aspects = [min(shape[0] / shape[1], MAX_ASPECT) if len(shape) >= 2 and min(shape[:2]) > 0 else 1.0
                for shape in (np.shape(image) for image in images)]
     heights = [max(aspects[r * columns:(r + 1) * columns], default=1.0) for r in range(rows)]
     fig = Figure(figsize=(cell * columns, cell * sum(heights) + 0.3 * rows))

@@ -255,7 +255,7 @@ def check_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> No
     >= 1 as it does; a file that is corrupt past its header passes.
     """
     limit = _pixel_limit(max_pixels)
-    text = os.fspath(path)
+    text = os.fsdecode(path)  # str, bytes or os.PathLike
     _check_source(text)
     if text.startswith("bundled:"):
         return
@@ -319,7 +319,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
         ``max_pixels`` pixels; the message names the file.
     """
     limit = _pixel_limit(max_pixels)
-    text = os.fspath(path)
+    text = os.fsdecode(path)  # str, bytes or os.PathLike
     _check_source(text)
     if text.startswith("bundled:"):
         return bundled_photo(text.split(":", 1)[1])
@@ -346,7 +346,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
 
 def image_stem(path: str | os.PathLike) -> str:
     """The output name of an input: the file's stem, or NAME for ``bundled:NAME``."""
-    text = os.fspath(path)
+    text = os.fsdecode(path)
     if text.startswith("bundled:"):
         return text.split(":", 1)[1]
     return os.path.splitext(os.path.basename(text))[0]
@@ -364,12 +364,16 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     Args:
       image: ``[H, W, 3]`` of uint8, uint16, bool, another integer type or float;
         not empty, no NaN or infinite pixels.
-      size: the side of the output, an integer >= 1.
+      size: the side of the output, an integer >= 1 whose square is at most
+        Pillow's ``Image.MAX_IMAGE_PIXELS`` (the reading limit of :func:`load_image`).
 
     Returns:
       float32 ``[size, size, 3]``, values in [0, 255].
     """
     size = _positive_int(size, "size")
+    if size * size > Image.MAX_IMAGE_PIXELS:
+        raise ValueError(f"size must give at most {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's limit), got "
+                         f"{size} x {size}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
@@ -443,7 +447,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     the leftovers of a writer that died (:func:`remove_stale_temporaries`) from
     the files of one that is still writing in the same folder.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1]
@@ -565,7 +569,7 @@ def save_png(path, image: np.ndarray) -> None:
 
 def save_figure(path, figure) -> None:
     """Saves a matplotlib figure atomically (format from the extension) and closes it."""
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    fmt = os.path.splitext(os.fsdecode(path))[1].lstrip(".") or "png"
     try:
         _write_atomic(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight"))
     finally:

@@ -154,9 +154,9 @@ def test_classes_by_id_wordnet_id_and_name(tmp_path, red_model, given, expected)
     [
         (["saliency", "missing.jpg"], "no such file"),
         (["saliency", "bundled:coffee", "--class", "1000"], "--class: class id must be in [0, 1000)"),
-        (["saliency", "bundled:coffee", "--class", "²"], "--class: class: no class named '²'"),
-        (["saliency", "bundled:coffee", "--class", "no such thing"], "--class: class: no class named"),
-        (["class-model", "unicorn"], "CLASS: class: no class named"),
+        (["saliency", "bundled:coffee", "--class", "²"], "--class: no class named '²'"),
+        (["saliency", "bundled:coffee", "--class", "no such thing"], "--class: no class named"),
+        (["class-model", "unicorn"], "CLASS: no class named"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_argument(tmp_path, capsys, red_model, argv, message):
@@ -172,6 +172,20 @@ def test_numbers_must_be_plain_integers(capsys):
     assert exit_.value.code == 2 and "argument --steps: must be an integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["saliency", "x.png", "--batch-size", "0"])
+
+
+def test_numbers_of_thousands_of_digits_are_refused_in_one_short_line(tmp_path, capsys, red_model):
+    huge = "7" * 5000
+    for argv, message in [(["saliency", "x.png", "--seed", huge], "argument --seed: must be an integer of at most 30"),
+                          (["class-model", "1", "--steps", huge], "argument --steps: must be an integer of at most")]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "(5,000 characters)" in err and len(err) < 300, err
+    # a class id of 5,000 digits is out of range, as 1000 is (not Python's limit on converting long digit strings)
+    assert _run(["saliency", "bundled:coffee", "--class", huge, "--out", str(tmp_path / "o")], red_model) == 2
+    err = capsys.readouterr().err
+    assert "--class: class id must be in [0, 1000), got 7777" in err and "(5,000 digits)" in err and len(err) < 300
 
 
 def test_too_many_steps_are_refused_before_any_work(tmp_path, capsys, red_model):
@@ -481,3 +495,15 @@ def test_help_documents_every_seed_map_and_method(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in METHODS:
         assert f"{name} = " in text, name
+
+
+@pytest.mark.parametrize("module, usage", [("saliency_jax.cli", "usage: saliency-jax [-h]"),
+                                           ("saliency_jax.cli.saliency", "usage: saliency-jax saliency"),
+                                           ("saliency_jax.cli.localise", "usage: saliency-jax localise"),
+                                           ("saliency_jax.cli.class_model", "usage: saliency-jax class-model")])
+def test_python_dash_m_runs_the_command(module, usage):
+    run = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith(usage), (run.stdout[:200], run.stderr[-500:])
+    # an error is the command's one line and status, not a silent exit 0
+    run = subprocess.run([sys.executable, "-m", module, "--nonsense"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith("saliency-jax") and "error: " in run.stderr, run.stderr

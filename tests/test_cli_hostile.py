@@ -50,7 +50,8 @@ def _stamp(path):
 # --- a set is complete or not claimed ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError(28, "No space left on device")])
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError(28, "No space left on device"),
+                                     MemoryError("std::bad_alloc")])  # a figure too large to draw
 def test_a_set_cut_short_between_its_files_is_recomputed_on_resume(tmp_path, capsys, red_model, monkeypatch,
                                                                    failure):
     out = tmp_path / "out"
@@ -150,9 +151,11 @@ def test_what_is_not_a_record_where_one_goes_is_refused_at_once(tmp_path, capsys
     # A pipe would block the read, a device or a huge file fill the memory: each is refused unread.
     cases = {"pipe": lambda p: os.mkfifo(p), "device": lambda p: os.symlink("/dev/zero", p),
              "huge": lambda p: p.write_bytes(b'{"command": "saliency", "input": "' + b"x" * (2 << 20) + b'"}'),
-             "foreign": lambda p: p.write_text(json.dumps({"title": "a photo's own sidecar"}))}
+             "foreign": lambda p: p.write_text(json.dumps({"title": "a photo's own sidecar"})),
+             "deep": lambda p: p.write_text("[" * 200_000 + "]" * 200_000)}  # was a RecursionError traceback
     messages = {"pipe": "is not a regular file", "device": "is not a regular file",
-                "huge": "is not a record of saliency-jax", "foreign": "is not a record of saliency-jax"}
+                "huge": "is not a record of saliency-jax", "foreign": "is not a record of saliency-jax",
+                "deep": "is not a record of saliency-jax"}
     for name, make in cases.items():
         for command, record in (("saliency", "coffee.json"), ("localise", "coffee_box.json")):
             out = tmp_path / command / name

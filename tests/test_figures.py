@@ -3,8 +3,9 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from saliency_jax import figures
+from saliency_jax import figures, io
 from saliency_jax.localisation import localise
 
 
@@ -104,6 +105,15 @@ def test_image_grid_rows_are_as_tall_as_their_images():
     first, last = fig.axes[0].get_window_extent(), fig.axes[2].get_window_extent()
     assert first.width == pytest.approx(last.width, rel=0.02)
     assert first.height == pytest.approx(0.5 * last.height, rel=0.1)
+
+
+def test_image_grid_rows_stop_at_four_cells_for_a_needle_of_an_image(tmp_path):
+    # A 5000 x 1 photo made an 11,000-inch canvas that filled the memory; its row is now 4 cells tall.
+    needle, square = np.zeros((5000, 1, 3), np.uint8), np.zeros((50, 50, 3), np.uint8)
+    fig = figures.image_grid([needle, square], ["a", "b"], 2, cell=2.0)
+    assert fig.get_size_inches()[1] == pytest.approx(2.0 * figures.MAX_ASPECT + 0.3)
+    io.save_figure(tmp_path / "needle.png", fig)
+    assert max(Image.open(tmp_path / "needle.png").size) < 1000
 
 
 @pytest.mark.parametrize("box, message", [

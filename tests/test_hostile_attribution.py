@@ -222,10 +222,22 @@ def test_perturbation_baselines(tiny_cnn, getkey, name):
 # --- attribution_map's size ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(4,), 8.0, (8, 8, 8), (8, 0), True, "8"])
+@pytest.mark.parametrize("size", [(4,), 8.0, (8, 8, 8), (8, 0), True, "8", 100_000, (2**14, 2**14 + 1)])
 def test_attribution_map_refuses_a_bad_size(size):
     with pytest.raises(ValueError, match="size"):
         A.attribution_map(jnp.ones((1, 4, 4)), size=size)
+
+
+def test_attribution_map_reduces_low_precision_in_float32():
+    # 300 in float16: its square (90,000) and a sum over 256 channels (76,800) pass float16's 65,504
+    for reduction, expected in [("l2", 300 * np.sqrt(3)), ("sum_abs", 900.0), ("sum", 900.0), ("max_abs", 300.0)]:
+        maps = A.attribution_map(jnp.full((1, 2, 2, 3), 300, jnp.float16), reduction=reduction)
+        assert maps.dtype == jnp.float32
+        np.testing.assert_allclose(maps, expected, rtol=1e-6)
+    np.testing.assert_allclose(A.attribution_map(jnp.full((1, 1, 1, 256), 300, jnp.float16), reduction="sum"), 76800)
+    np.testing.assert_array_equal(A.attribution_map(np.full((1, 1, 1, 2), -3, np.int8)), [[[3.0]]])
+    with pytest.raises(ValueError, match="attributions must be real numbers"):
+        A.attribution_map(jnp.ones((1, 2, 2, 3), jnp.complex64))
 
 
 def test_attribution_map_takes_integer_sizes():

@@ -395,6 +395,9 @@ def test_resize_sizes_must_be_positive_integers():
             io.resize_map(saliency, 8, bad)
     assert io.resize_image(image, np.int64(8)).shape == (8, 8, 3)
     assert io.resize_image(image, np.array(8)).shape == (8, 8, 3)
+    # a side whose square passes the reading limit is refused at once, not allocated (100,000^2 x 3 floats)
+    with pytest.raises(ValueError, match="size must give at most 89,478,485 pixels"):
+        io.resize_image(image, 100_000)
     assert io.resize_map(saliency, np.int32(6), np.uint8(5)).shape == (6, 5)
     for shape in ((12, 10, 1), (1, 12, 10), (12,)):
         with pytest.raises(ValueError, match=r"saliency must be a 2-D map \[H, W\], got shape"):
@@ -465,3 +468,12 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "m.npy").stat().st_mode & 0o777 == 0o644
+
+
+def test_paths_may_be_bytes_as_the_os_module_takes_them(tmp_path):
+    path = tmp_path / "a b.png"
+    io.save_png(path, np.full((3, 4, 3), 7, np.uint8))
+    raw = os.fsencode(str(path))
+    np.testing.assert_array_equal(io.load_image(raw), io.load_image(path))
+    io.check_image(raw)
+    assert io.image_stem(raw) == "a b"

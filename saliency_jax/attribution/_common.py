@@ -304,6 +304,9 @@ def for_classes(method: Callable) -> Callable:
 # --- the paper's map ---------------------------------------------------------------------
 
 
+MAX_MAP_PIXELS = 2**28  # pixels of one map resized by attribution_map: 1 GiB of float32
+
+
 def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size: int | tuple[int, int] | None = None):
     """Attributions as one map per image, ``[B, H, W]``.
 
@@ -318,14 +321,29 @@ def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size
         (signed, e.g. for IG's completeness) or ``"l2"``.
       size: ``(H, W)`` (or one int for a square) to resize the maps to, bilinearly
         with half-pixel centres (e.g. a Grad-CAM map to the input resolution);
-        ``None`` keeps their size.
+        ``None`` keeps their size. At most :data:`MAX_MAP_PIXELS` pixels per map.
 
     Returns:
-      float32 ``[B, H, W]``.
+      float32 ``[B, H, W]``, reduced in float32 (float64 under x64) whatever the
+      attributions' precision, so float16 squares and sums do not overflow.
+
+    Raises:
+      ValueError: for an unknown ``reduction``, attributions of another rank or
+        not of real numbers, or a bad or too large ``size``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if size is not None:
+        height, width = check_pair(size, "size")
+        if height * width > MAX_MAP_PIXELS:
+            raise ValueError(f"size must give at most {MAX_MAP_PIXELS:,} pixels per map (2**28), got {height} x "
+                             f"{width}")
     attributions = jnp.asarray(attributions)
+    if not (jnp.issubdtype(attributions.dtype, jnp.floating) or jnp.issubdtype(attributions.dtype, jnp.integer)
+            or attributions.dtype == jnp.bool_):
+        raise ValueError(f"attributions must be real numbers, got dtype {attributions.dtype}")
+    if attributions.dtype != jnp.float64:
+        attributions = attributions.astype(jnp.float32)
     if attributions.ndim == 4:
         if reduction == "max_abs":
             maps = jnp.max(jnp.abs(attributions), axis=-1)
@@ -340,7 +358,6 @@ def attribution_map(attributions: jax.Array, *, reduction: str = "max_abs", size
     else:
         raise ValueError(f"attributions must have shape [B, H, W, C] or [B, h, w], got shape {attributions.shape}")
     if size is not None:
-        height, width = check_pair(size, "size")
         if (height, width) != maps.shape[1:]:
             maps = jax.image.resize(maps, (maps.shape[0], height, width), method="bilinear")
     return maps.astype(jnp.float32)

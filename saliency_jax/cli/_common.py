@@ -30,6 +30,7 @@ MAX_STEPS = 100_000
 MAX_IG_STEPS = 10_000
 MAX_SAMPLES = 100_000
 MAX_SEED = 2**63  # jax.random.key takes a signed 64-bit seed
+MAX_DIGITS = 30  # of an integer option: every bound above has fewer
 
 
 class CommandError(ValueError):
@@ -40,8 +41,13 @@ def positive_int(text: str) -> int:
     """An ``argparse`` type: a plain decimal integer ``>= 1``."""
     value = plain_int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {shown(text)}")
     return value
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``repr(text)``, cut to about ``limit`` characters, for an error message of one line."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def plain_int(text: str) -> int:
@@ -49,7 +55,9 @@ def plain_int(text: str) -> int:
     stripped = text.strip()
     body = stripped[1:] if stripped[:1] in "+-" else stripped
     if not (body.isascii() and body.isdigit()):
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer, got {shown(text)}")
+    if len(body.lstrip("0")) > MAX_DIGITS:  # no option takes more; int() of thousands of digits refuses or crawls
+        raise argparse.ArgumentTypeError(f"must be an integer of at most {MAX_DIGITS} digits, got {shown(text)}")
     return int(stripped)
 
 
@@ -59,7 +67,7 @@ def bounded_int(top: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = positive_int(text)
         if value > top:
-            raise argparse.ArgumentTypeError(f"at most {top:,}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"at most {top:,}, got {shown(text)}")
         return value
 
     return parse
@@ -69,7 +77,7 @@ def seed_int(text: str) -> int:
     """An ``argparse`` type: a PRNG seed, a plain decimal integer in ``[0, 2**63)``."""
     value = plain_int(text)
     if not 0 <= value < MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {shown(text)}")
     return value
 
 
@@ -80,10 +88,10 @@ def finite_float(minimum: float, *, strict: bool) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be a number, got {shown(text)}") from None
         if not math.isfinite(value) or value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {shown(text)}")
         return value
 
     return parse
@@ -132,8 +140,8 @@ def resolve_class(text: str, class_names: Sequence[str], option: str = "--class"
 
     try:
         return class_id(text, tuple(class_names))
-    except ValueError as e:
-        raise CommandError(f"{option}: {e}") from None
+    except ValueError as e:  # the library's message names its argument "class"; here the option stands for it
+        raise CommandError(f"{option}: {str(e).removeprefix('class: ')}") from None
 
 
 def input_stems(images: Sequence[str]) -> list[str]:
@@ -214,7 +222,7 @@ def read_record(path: str) -> dict[str, Any] | None:
         try:
             with open(path, "rb") as f:
                 record = json.loads(f.read(MAX_RECORD_BYTES + 1).decode("utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             record = None
     if not (isinstance(record, dict) and isinstance(record.get("command"), str)
             and isinstance(record.get("input"), str)):
@@ -373,14 +381,14 @@ def write_outputs(record_file: str, record: dict[str, Any], files: Sequence[tupl
             sizes[os.path.basename(path)] = os.stat(path).st_size
         current = record_file
         io.save_json(record_file, {**record, "complete": True, "files": sizes}, strict=True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MemoryError) as e:
         for path in (*(p for p, _ in files), record_file):
             if not os.path.isdir(path):
                 try:
                     os.remove(path)
                 except OSError:
                     pass
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise OutputError(f"cannot write {printable(current)!r}: {reason}") from None
 
 

@@ -136,3 +136,9 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         _common.report(COMMAND, f"could not make {len(failed)} class model(s): {', '.join(failed)}")
         return 1
     return 0
+
+
+if __name__ == "__main__":  # python -m saliency_jax.cli.<module> ...: this subcommand of saliency-jax
+    from saliency_jax.cli import main
+
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

@@ -174,3 +174,11 @@ def run(args: argparse.Namespace, classifier=None) -> int:
     if unread == len(args.images):
         return 2  # no input could be read at all (README: a refusal)
     return 1 if unlocalised or failed else 0
+
+
+if __name__ == "__main__":  # python -m saliency_jax.cli.<module> ...: this subcommand of saliency-jax
+    import sys
+
+    from saliency_jax.cli import main
+
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

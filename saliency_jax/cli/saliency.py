@@ -258,3 +258,11 @@ def run(args: argparse.Namespace, classifier=None) -> int:
         _common.report(COMMAND, f"could not make {len(failed)} saliency map(s): {', '.join(map(repr, failed))}")
         return 2 if unread == len(args.images) else 1
     return 0
+
+
+if __name__ == "__main__":  # python -m saliency_jax.cli.<module> ...: this subcommand of saliency-jax
+    import sys
+
+    from saliency_jax.cli import main
+
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

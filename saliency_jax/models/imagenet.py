@@ -75,6 +75,9 @@ def class_id(name_or_id: str | int, class_names: tuple[str, ...] | None = None) 
     text = str(name_or_id).strip()
     digits = text[1:] if text[:1] in "+-" else text
     if digits.isascii() and digits.isdigit():
+        if len(digits.lstrip("0")) > 12:  # int() refuses thousands of digits; no class id is this long
+            shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text):,} digits)"
+            raise ValueError(f"class id must be in [0, {len(names)}), got {shown}")
         cid = int(text)
         if not 0 <= cid < len(names):
             raise ValueError(f"class id must be in [0, {len(names)}), got {cid}")
