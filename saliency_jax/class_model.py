@@ -201,9 +201,12 @@ class ClassModelAscent(NamedTuple):
     finish: Callable[..., ClassModelResult]
 
 
-def _check_number(name: str, value, *, positive: bool) -> None:
+MAX_STEP_WEIGHT = 1e6  # of learning_rate and l2_weight
+
+
+def _check_number(name: str, value, *, positive: bool, high: float = _checks.FLOAT32_MAX) -> None:
     # Bounded by float32's range, in which the ascent runs: 1e39 would turn the images into NaN.
-    _checks.check_number(value, name, low=0.0, high=_checks.FLOAT32_MAX, open_low=positive)
+    _checks.check_number(value, name, low=0.0, high=high, open_low=positive)
 
 
 def _check_class_list(classes) -> jax.Array:
@@ -242,9 +245,10 @@ def class_model_ascent(
       image_shape: ``(H, W, C)`` of the images the model takes.
       mode: ``"paper"`` (L2 only, pixels) or ``"regularised"`` (Fourier
         parametrisation and :func:`default_regularizer`).
-      l2_weight: the paper's ``lambda >= 0`` on ``sum(z ** 2)``; the mode's default
-        if ``None``.
-      learning_rate: Adam's step size ``> 0``; the mode's default if ``None``.
+      l2_weight: the paper's ``lambda >= 0`` on ``sum(z ** 2)``, at most
+        :data:`MAX_STEP_WEIGHT`; the mode's default if ``None``.
+      learning_rate: Adam's step size ``> 0``, at most :data:`MAX_STEP_WEIGHT`;
+        the mode's default if ``None``.
         Ignored when ``optimizer`` is given.
       optimizer: any optax transformation (it *minimises* the negated objective);
         ``optax.adam(learning_rate)`` if ``None``.
@@ -275,10 +279,12 @@ def class_model_ascent(
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     l2_weight = defaults.l2_weight if l2_weight is None else l2_weight
-    _check_number("l2_weight (lambda)", l2_weight, positive=False)
+    # At most MAX_STEP_WEIGHT: the penalty's gradient 2 * lambda * z overflows float32 from lambda ~ 1.7e38
+    # (the images all NaN), and far below that the ascent is all penalty or all step.
+    _check_number("l2_weight (lambda)", l2_weight, positive=False, high=MAX_STEP_WEIGHT)
     if optimizer is None:
         learning_rate = defaults.learning_rate if learning_rate is None else learning_rate
-        _check_number("learning_rate", learning_rate, positive=True)
+        _check_number("learning_rate", learning_rate, positive=True, high=MAX_STEP_WEIGHT)
         optimizer = optax.adam(learning_rate)
     elif not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")

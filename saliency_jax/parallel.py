@@ -313,6 +313,9 @@ def sharded_map(
         raise ValueError(
             f"inputs must be arrays sharing a non-empty leading axis, got shapes {[np.shape(x) for x in leaves]}"
         )
+    if not jax.config.jax_enable_x64:
+        for leaf in leaves:
+            _check_fits_32_bits(np.asarray(leaf))
     if jax.process_count() > 1:  # every process must make the same calls, or the collectives hang
         from jax.experimental import multihost_utils
 
@@ -348,7 +351,12 @@ def sharded_map(
             raise ValueError(f"progress must yield the batch indices it is given ({num_batches}), in order: "
                              f"expected {'no more' if expected >= num_batches else expected}, got {i!r}")
         expected += 1
-        current = jitted(params, first if i == 0 else batch(i))
+        try:
+            current = jitted(params, first if i == 0 else batch(i))
+        except jax.errors.JaxRuntimeError as e:
+            if i == 0 and compiler_options and "compile option" in str(e):
+                raise ValueError(f"compiler_options: XLA refused them: {e}") from None
+            raise
         first = None  # not kept alive through the loop
         if pending is not None:
             outputs.append(jax.tree.map(local_rows, pending))
@@ -357,6 +365,24 @@ def sharded_map(
         raise ValueError(f"progress must yield every batch index, got {expected} of {num_batches}")
     outputs.append(jax.tree.map(local_rows, pending))
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outputs)
+
+
+def _check_fits_32_bits(values: np.ndarray) -> None:
+    """``ValueError`` unless a 64-bit input survives JAX's cast to 32 bits (``jax_enable_x64`` off).
+
+    JAX would turn an int64 2**40 into 0 and a float64 1e300 into inf with at most a warning.
+    """
+    if values.dtype.kind in "iu" and values.dtype.itemsize == 8 and values.size:
+        narrow = np.int32 if values.dtype.kind == "i" else np.uint32
+        low, high = values.min(), values.max()
+        if low < np.iinfo(narrow).min or high > np.iinfo(narrow).max:
+            raise ValueError(f"inputs must fit JAX's 32-bit types (jax_enable_x64 is off): a {values.dtype} input "
+                             f"holds values from {low} to {high}, past {np.dtype(narrow).name}'s range")
+    elif values.dtype == np.float64 and values.size:
+        finite = values[np.isfinite(values)]
+        if finite.size and np.abs(finite).max() > np.finfo(np.float32).max:
+            raise ValueError(f"inputs must fit JAX's 32-bit types (jax_enable_x64 is off): a float64 input holds "
+                             f"{np.abs(finite).max():g}, past float32's largest value (it would become inf)")
 
 
 def _check_rows(out_shapes: Any, rows: int) -> None:

@@ -441,6 +441,16 @@ def _check_channels(channels, batch: int, num_channels: int) -> jax.Array:
     return channels_arr.astype(jnp.int32)
 
 
+def _as_ids(value):
+    """Integer ids as numpy when concrete (64-bit, checked before any cast to int32), else as a JAX array."""
+    if isinstance(value, (jax.Array, jax.core.Tracer)):
+        return jnp.asarray(value)
+    try:
+        return np.asarray(value)
+    except TypeError:  # a list holding tracers
+        return jnp.asarray(value)
+
+
 def _neuron_positions(neuron, maps: jax.Array) -> jax.Array:
     """int32 ``[B, N, D]`` positions; ``maps`` is ``[B, N, *spatial]``."""
     batch, count, spatial = maps.shape[0], maps.shape[1], maps.shape[2:]
@@ -454,7 +464,7 @@ def _neuron_positions(neuron, maps: jax.Array) -> jax.Array:
         return positions.astype(jnp.int32).reshape(batch, count, len(spatial))
     if isinstance(neuron, str):
         raise ValueError(f"neuron must be None, 'max', or a position, got {neuron!r}")
-    pos = jnp.asarray(neuron)
+    pos = _as_ids(neuron)
     if not jnp.issubdtype(pos.dtype, jnp.integer) or pos.ndim not in (1, 2) or pos.shape[-1] != len(spatial):
         raise ValueError(
             f"neuron must be None, 'max', or integer positions [{len(spatial)}] or [B, {len(spatial)}] "
@@ -574,7 +584,8 @@ def layer_reconstruction(
       :class:`Reconstruction` with ``signals`` ``[B, H, W, C]``, ``channels``
       ``[B]``, ``positions`` ``[B, D]`` and ``activations`` ``[B]``.
     """
-    channel = jnp.asarray(channel)
+    # Concrete ids stay numpy (int64) until checked: jnp.asarray would wrap 2**32 + 1 to 1 silently.
+    channel = _as_ids(channel)
     if channel.ndim > 1:
         raise ValueError(f"channel must be a scalar or [B] (one per image), got shape {channel.shape}")
     per_image = channel[:, None] if channel.ndim == 1 else channel

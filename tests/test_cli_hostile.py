@@ -219,6 +219,8 @@ def test_counts_a_method_cannot_take_are_refused_before_the_model_loads(tmp_path
     (["saliency", "x.png", "--method", "rise", "--samples", "1000000000"], "--samples: at most"),
     (["saliency", "x.png", "--seed", "99999999999999999999"], "--seed: must be an integer in [0, 2**63)"),
     (["class-model", "1", "--learning-rate", "nan"], "--learning-rate: must be a finite number > 0"),
+    (["class-model", "1", "--l2-weight", "1.8e38"], "--l2-weight: must be at most 1e+06, got '1.8e38'"),
+    (["class-model", "1", "--learning-rate", "2e6"], "--learning-rate: must be at most 1e+06"),
     (["class-model", "1", "--l2-weight", "1e999"], "--l2-weight: must be a finite number >= 0"),
     (["class-model", "1", "--l2-weight", "-1"], "--l2-weight: must be a finite number >= 0"),
 ])
@@ -226,6 +228,13 @@ def test_numbers_out_of_range_are_refused_by_name_at_parse_time(capsys, argv, me
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_step_weights_bound_is_the_library_s():
+    from saliency_jax import class_model
+    from saliency_jax.cli import class_model as command
+
+    assert command.MAX_STEP_WEIGHT == class_model.MAX_STEP_WEIGHT
 
 
 def test_json_records_refuse_nan(tmp_path):

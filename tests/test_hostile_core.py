@@ -171,6 +171,7 @@ def test_top_k_takes_a_numpy_integer(tiny_cnn, images):
 @pytest.mark.parametrize("settings", [
     {"image_shape": (8.7, 8, 3)}, {"image_shape": (8, 8, "3")}, {"image_shape": 8}, {"image_shape": (8, 8, True)},
     {"pixel_mean": float("nan")}, {"pixel_mean": "a"}, {"learning_rate": 1e39}, {"l2_weight": 1e39},
+    {"l2_weight": 1.8e38}, {"learning_rate": 1.1e6}, {"l2_weight": 1.1e6},  # 1.8e38 once gave NaN images
     {"pixel_range": (0, 255, 1)}, {"pixel_range": (1e39, 1e40)}, {"pixel_range": "ab"},
 ])
 def test_class_model_settings_are_checked_by_name(tiny_cnn, settings):
@@ -178,6 +179,22 @@ def test_class_model_settings_are_checked_by_name(tiny_cnn, settings):
     name = next(iter(settings))
     with pytest.raises(ValueError, match=name):
         sj.class_model_ascent(logits_fn, **{"image_shape": (8, 8, 3), **settings})
+
+
+@pytest.mark.parametrize("mode", ["paper", "regularised"])
+def test_class_model_step_weights_at_their_bound_stay_finite(mode):
+    # a linear model, whose gradient is non-zero at the zero image the ascent starts from
+    weights = jax.random.normal(jax.random.key(3), (32 * 32 * 3, 5))
+
+    def logits_fn(w, images):
+        return images.reshape(images.shape[0], -1) @ w
+
+    for l2_weight in (1e6, 0.0):
+        result = sj.class_models(logits_fn, weights, np.array([1, 2]), key=jax.random.key(0), steps=5, mode=mode,
+                                 image_shape=(32, 32, 3), l2_weight=l2_weight, learning_rate=1e6)
+        images = np.asarray(result.images)
+        assert np.isfinite(images).all() and np.isfinite(np.asarray(result.scores)).all()
+        assert np.abs(images).max() > 1e3  # the steps were taken
 
 
 def test_class_model_takes_numpy_sizes(tiny_cnn):

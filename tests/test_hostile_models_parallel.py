@@ -81,6 +81,28 @@ def test_sharded_map_refuses_a_bad_fn_or_progress():
         parallel.sharded_map(_scale, 2.0, {"x": np.arange(4.0)}, batch_size=4, mesh=mesh, progress=5)
 
 
+def test_sharded_map_refuses_64_bit_inputs_that_32_bits_would_change():
+    """An int64 2**40 came back as 0, a uint64 2**32 + 2 as 2 and a float64 1e300 as inf."""
+    mesh, identity = parallel.data_mesh(), lambda params, rows: rows
+    for values, message in [(np.array([2**40, 1], np.int64), "int64 input holds values from 1 to 1099511627776"),
+                            (np.array([2**32 + 2, 0], np.uint64), "past uint32's range"),
+                            (np.array([1e300, 0.0]), "float64 input holds 1e+300, past float32's largest")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parallel.sharded_map(identity, None, {"x": values}, batch_size=4, mesh=mesh)
+    # what 32 bits hold exactly (NaN and inf stay what they are) goes through unchanged
+    values = np.array([-2**31, 2**31 - 1, 7], np.int64)
+    np.testing.assert_array_equal(parallel.sharded_map(identity, None, values, batch_size=4, mesh=mesh), values)
+    floats = np.array([np.inf, np.nan, -3e38, 0.5])
+    np.testing.assert_array_equal(parallel.sharded_map(identity, None, floats, batch_size=4, mesh=mesh),
+                                  floats.astype(np.float32))
+
+
+def test_sharded_map_names_compiler_options_that_xla_refuses():
+    with pytest.raises(ValueError, match="compiler_options: XLA refused them: .*nonexistent_flag"):
+        parallel.sharded_map(_scale, 2.0, {"x": np.arange(4.0)}, batch_size=4, mesh=parallel.data_mesh(),
+                             compiler_options={"nonexistent_flag": 1})
+
+
 @pytest.mark.parametrize("mesh", [None, "list", "device"])
 def test_shard_batch_and_sharded_map_want_a_mesh(mesh):
     mesh = {"list": jax.devices(), "device": jax.devices()[0]}.get(mesh)

@@ -518,3 +518,27 @@ def test_channels_that_are_not_ids_are_named(small_cnn, images, channels, messag
         layer_reconstructions(logits_fn, params, images, channels, layer="conv2")
     with pytest.raises(ValueError, match="^weighting must be one of"):
         layer_reconstructions(logits_fn, params, images, 1, layer="conv2", weighting=np.array([1]))
+
+
+@pytest.mark.parametrize("call", ["one", "many"])
+def test_ids_past_32_bits_are_refused_not_wrapped(small_cnn, images, call):
+    """2**32 + 1 once became channel 1 (and a neuron at 2**32 + 3 position 3) without a word."""
+    from saliency_jax.reconstruction import layer_reconstruction
+
+    logits_fn, params = small_cnn
+    batch = images.shape[0]
+
+    def run(channel, **kwargs):
+        if call == "one":
+            return layer_reconstruction(logits_fn, params, images, channel, layer="conv2", **kwargs)
+        return layer_reconstructions(logits_fn, params, images, np.reshape(channel, (-1, 1)) if np.ndim(channel)
+                                     else channel, layer="conv2", **kwargs)
+
+    for channel in (np.int64(2**32 + 1), 2**40, np.array([2**32 + 1] * batch)):
+        with pytest.raises(ValueError, match=r"channels must be in \[0, "):
+            run(channel)
+    for neuron in (np.array([2**32 + 3, 0]), [2**40, 0], np.array([[0, 2**32]] * batch)):
+        with pytest.raises(ValueError, match="neuron must lie within the layer's spatial shape"):
+            run(1, neuron=neuron)
+    ok = run(np.int64(1), neuron=np.array([1, 0], np.int64))
+    np.testing.assert_array_equal(np.asarray(ok.positions).reshape(batch, -1)[:, :2], [[1, 0]] * batch)

@@ -65,6 +65,24 @@ def test_ranking_equals_the_simple_loop(seed, min_new_pixels, area_fraction):
     assert got.saliency.sum() == pytest.approx(attribution.sum(), rel=1e-9, abs=1e-9)
 
 
+def test_ranking_near_float64_s_limit_is_the_ranking_scaled():
+    """Values of 1e308 once summed to inf (and NaN gains); the ranking is that of the values / 1e300."""
+    rng = np.random.default_rng(4)
+    attribution = rng.normal(size=(20, 24))
+    regions = _random_regions(rng, 30, attribution.shape)
+    small = rank_regions(attribution, regions, min_new_pixels=5)
+    for factor in (1e300, 2.0**-1000):
+        big = rank_regions(attribution * factor, regions, min_new_pixels=5)
+        np.testing.assert_array_equal(big.ranks, small.ranks)
+        np.testing.assert_allclose(big.saliency, small.saliency * factor, rtol=1e-12)
+    assert np.isfinite(rank_regions(np.full((4, 4), 1.7e308), regions[:3, :4, :4], min_new_pixels=1).saliency).all()
+    # the segmentation depends on the colours' order alone: +-1.7e308 as 0 and 1
+    colours = rng.random((20, 24, 3)) > 0.5
+    huge = felzenszwalb_regions(np.where(colours, 1.7e308, -1.7e308))
+    plain = felzenszwalb_regions(colours.astype(float))
+    assert len(huge) == len(plain) and all((a == b).all() for a, b in zip(huge, plain))
+
+
 def test_the_region_holding_the_attribution_ranks_first():
     attribution = np.zeros((30, 30))
     attribution[5:15, 10:20] = 1.0
@@ -137,6 +155,10 @@ def test_xrai_default_attribution_is_ig_from_the_darkest_and_brightest_value(tin
     ({"rule": "guidedd"}, "rule"),
     ({"attributions": np.zeros((2, 8, 8))[..., :4]}, "attributions"),
     ({"attributions": np.full((2, 8, 8), np.nan)}, "attributions"),
+    # once all-inf maps (past float32), a dropped imaginary part, numpy's conversion error
+    ({"attributions": np.full((2, 8, 8), 1e300)}, "attributions must lie within float32's range"),
+    ({"attributions": np.ones((2, 8, 8), np.complex64)}, "attributions must be real numbers"),
+    ({"attributions": np.full((2, 8, 8), "a")}, "attributions must be real numbers"),
     ({"regions": np.ones((3, 8, 7), bool)}, "regions"),
     ({"regions": np.ones((3, 8, 8))}, "regions"),
     ({"regions": [np.ones((3, 8, 8), bool)]}, "regions"),

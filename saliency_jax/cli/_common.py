@@ -81,8 +81,8 @@ def seed_int(text: str) -> int:
     return value
 
 
-def finite_float(minimum: float, *, strict: bool) -> Callable[[str], float]:
-    """An ``argparse`` type: a finite number ``> minimum`` (``strict``) or ``>= minimum``."""
+def finite_float(minimum: float, *, strict: bool, maximum: float | None = None) -> Callable[[str], float]:
+    """An ``argparse`` type: a finite number ``> minimum`` (``strict``) or ``>= minimum``, at most ``maximum``."""
 
     def parse(text: str) -> float:
         try:
@@ -92,6 +92,8 @@ def finite_float(minimum: float, *, strict: bool) -> Callable[[str], float]:
         if not math.isfinite(value) or value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(
                 f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {shown(text)}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {shown(text)}")
         return value
 
     return parse

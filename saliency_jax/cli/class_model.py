@@ -29,6 +29,7 @@ from saliency_jax.cli import _common
 COMMAND = "class-model"
 MODES = ("paper", "regularised")
 OBJECTIVES = ("score", "softmax", "log_softmax")
+MAX_STEP_WEIGHT = 1e6  # saliency_jax.class_model.MAX_STEP_WEIGHT, named here without importing JAX
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,10 +48,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "rescale, TV, blur, clipping")
     parser.add_argument("--steps", type=_common.positive_int, default=None,
                         help=f"optimiser steps, at most {_common.MAX_STEPS} (default: the mode's)")
-    parser.add_argument("--learning-rate", type=_common.finite_float(0.0, strict=True), default=None,
-                        help="Adam step size, > 0 (default: the mode's)")
-    parser.add_argument("--l2-weight", type=_common.finite_float(0.0, strict=False), default=None,
-                        help="the paper's lambda, >= 0 (default: the mode's)")
+    parser.add_argument("--learning-rate", type=_common.finite_float(0.0, strict=True, maximum=MAX_STEP_WEIGHT),
+                        default=None, help="Adam step size, > 0 and at most 1e6 (default: the mode's)")
+    parser.add_argument("--l2-weight", type=_common.finite_float(0.0, strict=False, maximum=MAX_STEP_WEIGHT),
+                        default=None, help="the paper's lambda, >= 0 and at most 1e6 (default: the mode's)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="score", help="what to maximise (default: score)")
     parser.add_argument("--chunk", type=_common.positive_int, default=10,
                         help="steps per jitted chunk / progress update (default: 10)")

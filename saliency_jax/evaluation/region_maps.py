@@ -129,8 +129,21 @@ def xrai(
 
 
 def _attribution_maps(attributions, image_shape) -> np.ndarray:
-    """``[B, H, W]`` float64: a pixel's largest channel of ``[B, H, W, C]``, or ``[B, H, W]`` as given."""
-    array = np.asarray(attributions)
+    """``[B, H, W]`` float64: a pixel's largest channel of ``[B, H, W, C]``, or ``[B, H, W]`` as given.
+
+    Refuses what is not real numbers (a complex part would be dropped) and values past float32's
+    range, which the float32 map would turn into infinities.
+    """
+    try:
+        array = np.asarray(attributions)
+    except (ValueError, TypeError):
+        raise ValueError("attributions must be an array of real numbers, got a ragged sequence") from None
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"attributions must be real numbers (integers or floats), got dtype {array.dtype}")
+    finite = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+    if finite.size and np.abs(finite.astype(np.float64)).max() > np.finfo(np.float32).max:
+        raise ValueError(f"attributions must lie within float32's range (the map is float32), got values up to "
+                         f"{np.abs(finite.astype(np.float64)).max():g} in magnitude")
     if array.ndim == 4 and array.shape == tuple(image_shape):
         return np.asarray(array, np.float64).max(axis=-1)
     if array.ndim == 3 and array.shape == tuple(image_shape[:3]):

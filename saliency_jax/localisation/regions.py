@@ -41,6 +41,13 @@ class RankedRegions(NamedTuple):
     ranks: np.ndarray
 
 
+def _power_of_two_scale(largest: float) -> float:
+    """``2**k`` with ``largest / 2**k`` in ``[1, 2)`` (1 for 0): dividing by it is exact and cannot overflow."""
+    if not largest > 0:
+        return 1.0
+    return float(np.ldexp(1.0, np.frexp(largest)[1] - 1))
+
+
 def felzenszwalb_regions(
     image,
     *,
@@ -77,6 +84,8 @@ def felzenszwalb_regions(
     min_size = _inputs.as_int(min_size, "min_size", 1)
     dilation_radius = _inputs.as_int(dilation_radius, "dilation_radius", 0)
     shape = array.shape[:2]
+    # Onto [-1, 1]; first by a power of two into (-2, 2), so that high - low cannot overflow (+-1.7e308).
+    array = array / _power_of_two_scale(np.abs(array).max())
     low, high = array.min(), array.max()
     work = 2.0 * (array - low) / (high - low) - 1.0 if high > low else np.zeros_like(array)
     if work_size is not None:
@@ -132,7 +141,10 @@ def rank_regions(attribution, regions, *, min_new_pixels: int = 50, area_fractio
     masks = _as_regions(regions, shape).reshape(-1, attribution.size)
     min_new_pixels = _inputs.as_int(min_new_pixels, "min_new_pixels", 1)
     area_fraction = _inputs.as_number(area_fraction, "area_fraction", low=0.0, high=1.0, open_low=True)
-    values = attribution.ravel()
+    # Summed as values / 2**k within (-2, 2), exactly the same sums scaled, so a region's sum cannot
+    # overflow where the values are near float64's limit; the gains are scaled back.
+    scale = _power_of_two_scale(np.abs(attribution).max())
+    values = attribution.ravel() / scale
     # What each region would add: its uncovered pixels' count and attribution, updated as pixels are covered.
     new_count = masks.sum(axis=1).astype(np.int64)
     new_sum = masks.astype(np.float64) @ values
@@ -147,7 +159,7 @@ def rank_regions(attribution, regions, *, min_new_pixels: int = 50, area_fractio
         gains = np.where(alive, new_sum / np.maximum(new_count, 1), -np.inf)
         best = int(np.argmax(gains))  # the first of equal gains, as a scan in order keeps it
         added = np.flatnonzero(masks[best] & ~covered)
-        out[added] = gains[best]
+        out[added] = gains[best] * scale
         covered[added] = True
         steps.append((float(gains[best]), added))
         new_count -= masks[:, added].sum(axis=1)
@@ -155,7 +167,7 @@ def rank_regions(attribution, regions, *, min_new_pixels: int = 50, area_fractio
         alive[best] = False
     rest = np.flatnonzero(~covered)
     if rest.size:
-        out[rest] = values[rest].mean()
+        out[rest] = values[rest].mean() * scale
     ranks = np.zeros(values.size, np.int64)
     # Most important first (a stable sort keeps the order of equal gains), the uncovered pixels last.
     order = sorted(range(len(steps)), key=lambda i: -steps[i][0])
