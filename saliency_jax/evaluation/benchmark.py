@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from saliency_jax import _checks
 from saliency_jax.evaluation import metrics
 from saliency_jax.localisation.components import bounding_box, largest_component
 
@@ -126,6 +127,40 @@ def _photo_is_grey(name: str) -> bool:
     return name in ("brick", "grass", "gravel", "moon")
 
 
+def _fraction(value, name: str, *, open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a ``float`` in ``[0, 1]`` (ends open as asked), else ``ValueError`` naming ``name``."""
+    wanted = f"{name} must be in {'(' if open_low else '['}0, 1{')' if open_high else ']'} (a finite number)"
+    try:
+        number = _checks.check_number(value, name)
+    except ValueError:
+        raise ValueError(f"{wanted}, got {value!r}") from None
+    if not 0 <= number <= 1 or (open_low and number == 0) or (open_high and number == 1):
+        raise ValueError(f"{wanted}, got {number:g}")
+    return number
+
+
+def _position(position) -> tuple[float, float]:
+    """``position`` as two fractions ``(fy, fx)`` in ``[0, 1]``, else ``ValueError``."""
+    wanted = "position must be two fractions (fy, fx), each in [0, 1]"
+    try:
+        values = tuple(position)
+        if len(values) != 2:
+            raise ValueError
+        return _fraction(values[0], "position"), _fraction(values[1], "position")
+    except (TypeError, ValueError):
+        raise ValueError(f"{wanted}, got {position!r}") from None
+
+
+def _check_rng(rng) -> np.random.Generator:
+    """``rng``, or seed 0's generator for ``None``; anything else is refused (it has no ``integers``)."""
+    if rng is None:
+        return np.random.default_rng(0)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy Generator (np.random.default_rng(seed)) or None, "
+                         f"got {type(rng).__name__}")
+    return rng
+
+
 def composite(
     object_name: str,
     background_name: str,
@@ -149,13 +184,10 @@ def composite(
     Returns:
       ``(image, mask)``: uint8 ``[size, size, 3]`` and bool ``[size, size]``.
     """
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
-    if not all(0 <= p <= 1 for p in position):
-        raise ValueError(f"position must be two fractions in [0, 1], got {position}")
-    if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
-    rng = np.random.default_rng(0) if rng is None else rng
+    scale = _fraction(scale, "scale", open_low=True)
+    position = _position(position)
+    size = _checks.check_int(size, "size", 8)
+    rng = _check_rng(rng)
     rgb, mask = _object(object_name)
     image = _background(background_name, size, rng)
     factor = scale * size / max(mask.shape)
@@ -194,9 +226,13 @@ def make_benchmark(
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
-    low, high = scale_range
+    size = _checks.check_int(size, "size", 8)
+    try:
+        low, high = (_checks.check_number(v, "scale_range") for v in scale_range)
+    except (TypeError, ValueError):  # not two finite numbers
+        low = high = float("nan")
     if not 0 < low <= high <= 1:
-        raise ValueError(f"scale_range must satisfy 0 < low <= high <= 1, got {scale_range}")
+        raise ValueError(f"scale_range must satisfy 0 < low <= high <= 1, got {scale_range!r}")
     rng = np.random.default_rng(seed)
     images, masks, objects, backgrounds = [], [], [], []
     for i in range(num_images):
@@ -235,36 +271,51 @@ def simulated_saliency(
     weaker bumps at random background places.
 
     Args:
-      masks: bool ``[N, H, W]`` object masks, each non-empty.
+      masks: bool ``[N, H, W]`` object masks, ``N >= 1``, each non-empty.
       seed: random state.
-      coverage: width of the object's bump relative to the object's box.
-      contrast: the bump's height over the background speckle.
-      distractors: weaker bumps (half the height) placed off the object.
+      coverage: width of the object's bump relative to the object's box, ``> 0``.
+      contrast: the bump's height over the background speckle, ``>= 0`` (0: speckle only).
+      distractors: weaker bumps (half the height) placed off the object, an integer ``>= 0``.
 
     Returns:
-      float32 ``[N, H, W]``, non-negative.
+      float32 ``[N, H, W]``, finite and non-negative.
     """
-    masks = np.asarray(masks, bool)
+    masks = metrics._as_mask(masks, "masks")
     if masks.ndim != 3:
         raise ValueError(f"masks must have shape [N, H, W], got shape {masks.shape}")
+    if masks.shape[0] == 0:
+        raise ValueError(f"masks must hold at least one mask (N >= 1), got shape {masks.shape}")
+    coverage = _checks.check_number(coverage, "coverage", low=0.0, open_low=True)
+    # The bump divides by 2 sigma**2 >= coverage**2 / 2 (the box is a pixel or more): a coverage whose
+    # square underflows to 0 would divide 0 by 0 at the bump's centre.
+    if not 2 * (0.5 * min(coverage, 1.0)) ** 2 > 0:
+        raise ValueError(f"coverage must be a finite number > 0, got {coverage!r}, so small that the bump's "
+                         f"width squared underflows to 0")
+    contrast = _checks.check_number(contrast, "contrast", low=0.0)
+    distractors = _checks.check_int(distractors, "distractors", 0)
     rng = np.random.default_rng(seed)
     height, width = masks.shape[1:]
     yy, xx = np.mgrid[:height, :width]
     maps = []
-    for mask in masks:
-        if not mask.any():
-            raise ValueError("masks must each contain at least one object pixel")
-        x0, y0, x1, y1 = bounding_box(mask)
-        ys, xs = np.nonzero(mask)
-        k = int(rng.integers(len(ys)))
-        sigma = coverage * 0.5 * max(x1 - x0, y1 - y0)
-        bump = contrast * np.exp(-((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2) / (2 * sigma**2))
-        for _ in range(distractors):
-            cy, cx = rng.integers(height), rng.integers(width)
-            bump = bump + 0.5 * contrast * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) * ~mask
-        speckle = np.abs(rng.standard_normal((height, width)))
-        maps.append(speckle * (1.0 + bump))
-    return np.stack(maps).astype(np.float32)
+    # A huge coverage or contrast overflows to inf here: the maps are checked below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for mask in masks:
+            if not mask.any():
+                raise ValueError("masks must each contain at least one object pixel")
+            x0, y0, x1, y1 = bounding_box(mask)
+            ys, xs = np.nonzero(mask)
+            k = int(rng.integers(len(ys)))
+            sigma = coverage * 0.5 * max(x1 - x0, y1 - y0)
+            bump = contrast * np.exp(-((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2) / (2 * sigma**2))
+            for _ in range(distractors):
+                cy, cx = rng.integers(height), rng.integers(width)
+                bump = bump + 0.5 * contrast * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) * ~mask
+            speckle = np.abs(rng.standard_normal((height, width)))
+            maps.append(speckle * (1.0 + bump))
+        maps = np.stack(maps).astype(np.float32)
+    if not np.isfinite(maps).all():
+        raise ValueError(f"contrast must be small enough for the maps to fit in float32, got {contrast:g}")
+    return maps
 
 
 # ----------------------------------------------------------------------------- multi-object scenes
@@ -563,19 +614,30 @@ def whole_image_box(shape: tuple[int, ...]) -> np.ndarray:
     return np.array([0, 0, shape[1], shape[0]], dtype=np.int64)
 
 
+def _image_sides(shape, minimum: int) -> tuple[int, int]:
+    """``(H, W)`` of an ``(H, W, ...)`` shape, each an integer ``>= minimum``, else ``ValueError``."""
+    wanted = f"shape must be (H, W, ...) with integers H, W >= {minimum}"
+    try:
+        sides = tuple(shape)[:2]
+        if len(sides) != 2:
+            raise ValueError
+        return _checks.check_int(sides[0], "shape", minimum), _checks.check_int(sides[1], "shape", minimum)
+    except (TypeError, ValueError):
+        raise ValueError(f"{wanted}, got {shape!r}") from None
+
+
 def centre_box(shape: tuple[int, ...], fraction: float = 0.5) -> np.ndarray:
     """A centred box whose sides are ``fraction`` of the image's sides.
 
     Args:
-      shape: ``(H, W, ...)``.
+      shape: ``(H, W, ...)``, ``H, W >= 1``.
       fraction: in ``(0, 1]``; 1 is the whole image.
 
     Returns:
       int64 ``[4]``, ``x0, y0, x1, y1`` (exclusive ends).
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    height, width = shape[:2]
+    height, width = _image_sides(shape, minimum=1)
+    fraction = _fraction(fraction, "fraction", open_low=True)
     box_h, box_w = max(1, round(fraction * height)), max(1, round(fraction * width))
     y0, x0 = (height - box_h) // 2, (width - box_w) // 2
     return np.array([x0, y0, x0 + box_w, y0 + box_h], dtype=np.int64)
@@ -587,20 +649,15 @@ def saliency_threshold_box(
     """The box around a saliency map's pixels above its ``quantile``, without GraphCut.
 
     Args:
-      saliency: ``[H, W]`` finite map.
+      saliency: ``[H, W]`` finite, real, non-empty map.
       quantile: in ``(0, 1)``; the paper's foreground seed threshold by default.
       largest_only: box only the largest 8-connected group of those pixels.
 
     Returns:
       int64 ``[4]``; for a constant map, the whole image.
     """
-    saliency = np.asarray(saliency, np.float64)
-    if saliency.ndim != 2:
-        raise ValueError(f"saliency must have shape [H, W], got shape {saliency.shape}")
-    if not np.isfinite(saliency).all():
-        raise ValueError("saliency contains NaN or infinite values")
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    saliency = metrics._as_map(saliency, "saliency")
+    quantile = _fraction(quantile, "quantile", open_low=True, open_high=True)
     above = saliency > np.quantile(saliency, quantile)
     if not above.any():  # ties at the top (or a constant map)
         above = saliency >= saliency.max()
@@ -610,9 +667,21 @@ def saliency_threshold_box(
 
 
 def box_mask(box: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """bool ``[H, W]`` that is True inside ``box`` (``x0, y0, x1, y1``, exclusive ends)."""
-    mask = np.zeros(shape[:2], bool)
-    x0, y0, x1, y1 = (int(v) for v in box)
+    """bool ``[H, W]`` that is True inside ``box`` (``x0, y0, x1, y1``, exclusive ends).
+
+    ``box`` is 4 finite numbers (fractions are truncated towards 0); ``shape`` is ``(H, W, ...)``.
+    """
+    try:
+        values = np.asarray(box)
+    except (TypeError, ValueError):  # a ragged nest of sequences
+        values = np.asarray(None)
+    if values.shape != (4,) or not (values.dtype == bool or np.issubdtype(values.dtype, np.integer)
+                                    or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got {box!r}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
+    mask = np.zeros(_image_sides(shape, minimum=0), bool)
+    x0, y0, x1, y1 = (int(v) for v in values)
     mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
     return mask
 

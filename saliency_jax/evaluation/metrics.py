@@ -41,7 +41,13 @@ def _as_boxes(boxes, name: str) -> np.ndarray:
 
 def _as_mask(mask, name: str) -> np.ndarray:
     """A mask as bool (non-zero is the object), refusing NaN, which ``bool`` would count as object."""
-    array = np.asarray(mask)
+    try:
+        array = np.asarray(mask)
+    except (ValueError, TypeError):  # a ragged nest of sequences, e.g. masks of different shapes
+        raise ValueError(
+            f"{name} must be a boolean (or 0/1) array, got a ragged sequence (rows of different "
+            f"lengths, or masks of different shapes)"
+        ) from None
     if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
         raise ValueError(f"{name} must be a boolean (or 0/1) mask, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
@@ -74,6 +80,13 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
     """
     a = _as_boxes(boxes_a, "boxes_a")
     b = _as_boxes(boxes_b, "boxes_b")
+    try:
+        np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"boxes_a and boxes_b must have broadcastable leading axes, got shapes {a.shape} and {b.shape} "
+            f"(for all pairs use box_iou(boxes_a[:, None], boxes_b[None]))"
+        ) from None
     width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     intersection = width * height
@@ -176,7 +189,17 @@ def top5_localisation_error(
     if classes.shape[1] > 5:
         raise ValueError(f"the ILSVRC protocol allows at most 5 guesses per image, got {classes.shape[1]}")
     truth_boxes = _ground_truth_list(gt_boxes, len(classes), "gt_boxes")
-    truth_classes = [np.atleast_1d(np.asarray(c)).reshape(-1) for c in gt_classes]
+    if (isinstance(gt_classes, (str, bytes)) or not hasattr(gt_classes, "__iter__")
+            or getattr(gt_classes, "ndim", 1) == 0):
+        raise ValueError(
+            f"gt_classes must hold one entry of class ids per image ({len(classes)}), got {gt_classes!r}"
+        )
+    truth_classes = []
+    for c in gt_classes:
+        try:
+            truth_classes.append(np.atleast_1d(np.asarray(c)).reshape(-1))
+        except (ValueError, TypeError):  # a ragged nest of sequences
+            raise ValueError(f"gt_classes must hold int [M_i] class ids per image, got {c!r}") from None
     for c in truth_classes:
         # Class ids of another kind (WordNet ids as strings, floats) never equal an integer guess.
         if c.size and not np.issubdtype(c.dtype, np.integer):
@@ -199,12 +222,17 @@ def top5_localisation_error(
 
 def _as_map(saliency, name: str) -> np.ndarray:
     """A finite, non-empty real ``[H, W]`` map as float64, else ``ValueError`` naming ``name``."""
-    saliency = np.asarray(saliency)
+    try:
+        saliency = np.asarray(saliency)
+    except (ValueError, TypeError):  # a ragged nest of sequences
+        raise ValueError(f"{name} must be a real [H, W] map, got a ragged sequence") from None
     if not (np.issubdtype(saliency.dtype, np.floating) or np.issubdtype(saliency.dtype, np.integer)
             or saliency.dtype == np.bool_):
         raise ValueError(f"{name} must hold real numbers, got dtype {saliency.dtype}")
-    if saliency.ndim != 2 or saliency.size == 0:
+    if saliency.ndim != 2:
         raise ValueError(f"{name} must have shape [H, W], got shape {saliency.shape}")
+    if saliency.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {saliency.shape}")
     saliency = saliency.astype(np.float64)
     if not np.isfinite(saliency).all():
         raise ValueError(f"{name} contains NaN or infinite values")

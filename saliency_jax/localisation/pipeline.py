@@ -11,7 +11,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -384,9 +384,22 @@ def _localise_indexed(job) -> Localisation:
         raise ValueError(f"image {index}: {error}") from None
 
 
+def _as_items(items, name: str, what: str):
+    """``items`` as it is if a list, tuple or array; any other iterable read once into a list."""
+    if isinstance(items, (list, tuple)):
+        return items
+    if hasattr(items, "shape"):
+        if len(items.shape) == 0:
+            raise ValueError(f"{name} must be {what}, got a 0-d array")
+        return items
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise ValueError(f"{name} must be {what}, got {type(items).__name__}")
+    return list(items)
+
+
 def localise_many(
-    images: Sequence[np.ndarray] | np.ndarray,
-    saliency_maps: Sequence[np.ndarray] | np.ndarray,
+    images: Iterable[np.ndarray] | np.ndarray,
+    saliency_maps: Iterable[np.ndarray] | np.ndarray,
     config: GraphCutConfig = GraphCutConfig(),
     *,
     processes: int | None = None,
@@ -401,8 +414,10 @@ def localise_many(
     the same for any number of processes.
 
     Args:
-      images: ``N`` images ``[H_i, W_i, 3]`` (a list, or an ``[N, H, W, 3]`` array).
-      saliency_maps: ``N`` maps ``[H_i, W_i]``.
+      images: ``N`` images ``[H_i, W_i, 3]``: a list, an ``[N, H, W, 3]`` array, or
+        any iterable (a generator, say), which is read into a list first.
+      saliency_maps: ``N`` maps ``[H_i, W_i]``, likewise (a list, an ``[N, H, W]``
+        array, or any iterable).
       config: :class:`GraphCutConfig`.
       processes: worker processes; ``None`` = one per CPU (at most ``N``),
         ``1`` = run here without a pool.
@@ -420,6 +435,10 @@ def localise_many(
     """
     from tqdm.auto import tqdm
 
+    images = _as_items(images, "images", "N images [H, W, 3] (a list, an [N, H, W, 3] array, or an iterable)")
+    saliency_maps = _as_items(
+        saliency_maps, "saliency_maps", "N maps [H, W] (a list, an [N, H, W] array, or an iterable)"
+    )
     if not isinstance(saliency_maps, (list, tuple)) and np.ndim(saliency_maps) == 2:
         raise ValueError(f"saliency_maps must be N maps [H, W] (a list, or an [N, H, W] array), got one map of "
                          f"shape {np.shape(saliency_maps)}: for one image call localise, or pass [saliency]")
