@@ -296,3 +296,65 @@ def test_localise_many_still_counts_generators_and_refuses_non_iterables():
         localise_many([image], "maps", processes=1)
     with pytest.raises(ValueError, match="saliency_maps must be N maps .* got a 0-d array"):
         localise_many([image], np.array(1.0), processes=1)
+
+
+# --- benchmark.scene and make_scenes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(size=32.5), "size must be an integer >= 8"),
+        (dict(size=4), "size must be an integer >= 8"),
+        (dict(scales=["a"]), r"scales must be in \(0, 1\]"),
+        (dict(scales=[0.0]), r"scales must be in \(0, 1\]"),
+        (dict(scales=[np.nan]), r"scales must be in \(0, 1\]"),
+        (dict(positions=[(0.5,)]), r"position must be two fractions \(fy, fx\)"),
+        (dict(positions=[(0.5, 0.5, 0.5)]), r"position must be two fractions \(fy, fx\)"),  # the third was ignored
+        (dict(positions=[(0.5, 1.5)]), r"position must be two fractions \(fy, fx\)"),
+        (dict(scales=0.5), "scales must be a sequence, one entry per object"),
+        (dict(rng=3), "rng must be a numpy Generator"),
+        (dict(feather=-1.0), "feather must be a finite number >= 0"),
+        (dict(wobble=np.inf), "wobble must be a finite number >= 0"),
+    ],
+)
+def test_scene_refuses_bad_settings_naming_them(settings, match):
+    name = bench.SCENE_OBJECT_NAMES[0]
+    call = dict(size=32, scales=[0.5], positions=[(0.5, 0.5)], **{"rng": None}) | settings
+    with pytest.raises(ValueError, match=match):
+        bench.scene([name], bench.SCENE_BACKGROUND_NAMES[0], **call)
+
+
+def test_scene_places_its_object_where_asked():
+    name = bench.SCENE_OBJECT_NAMES[0]
+    image, masks = bench.scene([name], bench.SCENE_BACKGROUND_NAMES[0], size=64, scales=[0.4],
+                               positions=[(0.0, 1.0)], rng=np.random.default_rng(1))
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and masks.shape == (1, 64, 64)
+    rows, cols = np.nonzero(masks[0])
+    assert rows.min() < 8 and cols.max() > 56  # top right
+    assert (cols.max() - cols.min() + 1) <= 0.4 * 64 + 1 and (rows.max() - rows.min() + 1) <= 0.4 * 64 + 1
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(size=32.0), "size must be an integer >= 8"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(objects_per_scene=(2,)), "objects_per_scene must be two integers"),
+        (dict(objects_per_scene=(2, 1)), "objects_per_scene must be two integers"),
+        (dict(objects_per_scene=(1.5, 2)), "objects_per_scene must be two integers"),
+        (dict(scale_range=(0.5,)), "scale_range must be two numbers"),
+        (dict(scale_range=(0.2, "a")), "scale_range must be two numbers"),
+        (dict(scale_range=(0.6, 0.2)), "scale_range must satisfy 0 < low <= high <= 1"),
+        (dict(min_visible=1.5), r"min_visible must be in \[0, 1\]"),
+        (dict(backgrounds="grass"), "backgrounds must be a sequence of background names"),
+    ],
+)
+def test_make_scenes_refuses_bad_settings_naming_them(settings, match):
+    with pytest.raises(ValueError, match=match):
+        bench.make_scenes(1, **settings)
+
+
+def test_make_scenes_takes_numpy_integers():
+    scenes = bench.make_scenes(1, size=np.int64(48), seed=np.int64(3), objects_per_scene=(np.int64(1), 1))
+    assert scenes.images.shape == (1, 48, 48, 3) and scenes.masks[0].any()

@@ -490,21 +490,23 @@ def scene(
       ``(image, masks)``: uint8 ``[size, size, 3]`` and bool ``[N, size, size]``,
       each object's visible pixels (its final opacity ``>= 0.5``).
     """
-    if not (len(object_names) == len(scales) == len(positions)) or not object_names:
+    for value, name in ((object_names, "object_names"), (scales, "scales"), (positions, "positions")):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            raise ValueError(f"{name} must be a sequence, one entry per object, got {value!r}")
+    if not (len(object_names) == len(scales) == len(positions)) or not len(object_names):
         raise ValueError(
             f"object_names, scales and positions must have the same length >= 1, got "
             f"{len(object_names)}, {len(scales)} and {len(positions)}"
         )
-    if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
-    rng = np.random.default_rng(0) if rng is None else rng
+    size = _checks.check_int(size, "size", 8)
+    scales = [_fraction(scale, "scales", open_low=True) for scale in scales]
+    positions = [_position(position) for position in positions]
+    feather = _checks.check_number(feather, "feather", low=0.0)
+    wobble = _checks.check_number(wobble, "wobble", low=0.0)
+    rng = _check_rng(rng)
     image = _scene_background(background_name, size, rng)
     weights = []
     for name, scale, position in zip(object_names, scales, positions):
-        if not 0 < scale <= 1:
-            raise ValueError(f"scales must be in (0, 1], got {scale}")
-        if not all(0 <= p <= 1 for p in position):
-            raise ValueError(f"positions must be fractions in [0, 1], got {position}")
         rgb, ellipse = _object_cut(name)
         factor = scale * size / max(rgb.shape[:2])
         height, width = max(1, round(rgb.shape[0] * factor)), max(1, round(rgb.shape[1] * factor))
@@ -556,13 +558,25 @@ def make_scenes(
     """
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
         raise ValueError(f"num_scenes must be an integer >= 1, got {num_scenes!r}")
-    low, high = objects_per_scene
-    if not 1 <= low <= high <= len(SCENE_OBJECTS):
-        raise ValueError(
-            f"objects_per_scene must satisfy 1 <= low <= high <= {len(SCENE_OBJECTS)}, got {objects_per_scene}"
-        )
-    if not 0 < scale_range[0] <= scale_range[1] <= 1:
+    wanted = f"objects_per_scene must be two integers with 1 <= low <= high <= {len(SCENE_OBJECTS)}"
+    try:
+        low, high = (_checks.check_int(n, "objects_per_scene", 1) for n in objects_per_scene)
+    except (TypeError, ValueError):
+        raise ValueError(f"{wanted}, got {objects_per_scene!r}") from None
+    if not low <= high <= len(SCENE_OBJECTS):
+        raise ValueError(f"{wanted}, got {objects_per_scene}")
+    size = _checks.check_int(size, "size", 8)
+    seed = _checks.check_int(seed, "seed", 0)
+    try:
+        scale_low, scale_high = (_fraction(v, "scale_range", open_low=True) for v in scale_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale_range must be two numbers with 0 < low <= high <= 1, got {scale_range!r}") from None
+    if scale_low > scale_high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high <= 1, got {scale_range}")
+    scale_range = (scale_low, scale_high)
+    min_visible = _fraction(min_visible, "min_visible")
+    if isinstance(backgrounds, (str, bytes)):
+        raise ValueError(f"backgrounds must be a sequence of background names, got the string {backgrounds!r}")
     if not backgrounds:
         raise ValueError("backgrounds must name at least one background")
     rng = np.random.default_rng(seed)
