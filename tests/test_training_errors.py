@@ -57,6 +57,36 @@ def test_a_workdir_or_checkpoints_folder_that_is_a_file_is_refused_before_traini
         train_and_evaluate(config, tmp_path / "logdir", sources=_sources(), progress=False)
 
 
+def test_a_workdir_that_cannot_be_created_is_named():
+    with pytest.raises(ValueError, match=r"workdir '/proc/saliency-jax-no-such-run' cannot be created"):
+        train_and_evaluate(TrainConfig(**TINY), "/proc/saliency-jax-no-such-run", sources=_sources(), progress=False)
+
+
+def test_a_batch_too_large_to_hold_is_refused_before_any_work(tmp_path):
+    # 10**8 images of 32 x 32 (1,144 GiB) once read on the prefetch thread until killed
+    for name in ("global_batch_size", "eval_batch_size"):
+        config = TrainConfig(**dict(TINY, **{name: 10**8}))
+        with pytest.raises(ValueError, match=rf"{name} must keep each process's share .* within 32 GiB, got "
+                                             r"100,000,000 images over 1 process\(es\) \(1,144 GiB each\)"):
+            train_and_evaluate(config, tmp_path / "run", sources=_sources(), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_run_into_a_workdir_in_use_is_refused(tmp_path):
+    import fcntl
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = TrainConfig(**dict(TINY, num_train_steps=2, eval_every=0))
+    with open(workdir / ".lock", "a") as held:  # as a run in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match=r"workdir .*run' is in use by another run \(it holds .*\.lock\)"):
+            train_and_evaluate(config, workdir, sources=_sources(), progress=False)
+        assert sorted(os.listdir(workdir)) == [".lock"]  # nothing written
+    # released (the other run ended, or died: the lock ends with its process), the run goes ahead
+    assert train_and_evaluate(config, workdir, sources=_sources(), progress=False).eval.num_examples == 12
+
+
 def test_checkpoint_manager_refuses_a_file_and_a_bad_max_to_keep(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"directory must be a folder.*file, which is a file"):
@@ -180,6 +210,20 @@ def test_a_damaged_checkpoint_is_named_without_a_flood_of_tracebacks(finished, t
 
     shutil.rmtree(latest)  # as the message says: the run resumes from the checkpoint before
     assert train_and_evaluate(config, workdir, sources=_sources(), progress=False).resumed_from == 2
+
+
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(finished, tmp_path):
+    """With checkpoints but no config.json, a resume refused by the arrays' shapes once wrote its own config,
+    so that the run's right config was refused afterwards."""
+    config, source, _ = finished
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    os.remove(workdir / "config.json")
+    with pytest.raises(ValueError, match="like must have the structure"):
+        train_and_evaluate(replace(config, width=config.width * 2), workdir, sources=_sources(), progress=False)
+    assert not (workdir / "config.json").exists()
+    assert train_and_evaluate(config, workdir, sources=_sources(), progress=False).resumed_from == 4
+    assert (workdir / "config.json").exists()
 
 
 def test_an_empty_checkpoint_folder_is_named_not_taken_for_the_runs_step(finished, tmp_path):

@@ -5,11 +5,16 @@
 latest checkpoint and continues exactly as an uninterrupted run would: the
 batches and dropout masks of a step depend only on the seed and the step, and
 the metrics log is cut back to the checkpoint. A config that would train other
-weights than the run being resumed is refused (:func:`check_resumable`).
+weights than the run being resumed is refused (:func:`check_resumable`), and
+``config.json`` is written only once the resume is accepted. While a run goes on,
+it holds an operating-system lock on ``workdir/.lock``: a second run into the same
+``workdir`` is refused (the lock ends with its process, so a killed run leaves
+none behind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -206,6 +211,39 @@ def _compiled_for(config: TrainConfig, num_classes: int, mesh: Mesh):
     return model, learning_rate_schedule(config), init, step_fn, eval_fn
 
 
+MAX_BATCH_BYTES = 2**35  # of one process's share of a batch of float32 images: 32 GiB
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str, *, enabled: bool):
+    """Holds an exclusive lock on ``workdir/.lock`` for the run, so a second run into it is refused.
+
+    The lock is the operating system's (``fcntl.flock``): it ends with the process, so a run that
+    was killed leaves nothing stale behind.
+    """
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    path = os.path.join(workdir, ".lock")
+    try:
+        handle = open(path, "a")
+    except OSError as e:
+        raise ValueError(f"workdir {workdir!r} cannot be written: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"workdir {workdir!r} is in use by another run (it holds {path}); wait for that "
+                             "run to end or choose another workdir") from None
+        except OSError:  # a file system without locks (some network mounts): run unguarded, as before
+            pass
+        yield
+    finally:
+        handle.close()
+
+
 def _write_json_atomic(path: str, payload: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -258,9 +296,28 @@ def train_and_evaluate(
             f"global_batch_size ({config.global_batch_size}) and eval_batch_size ({config.eval_batch_size}) "
             f"must be multiples of the {mesh.size} devices"
         )
+    # Each process holds its share of a batch as float32 images; past MAX_BATCH_BYTES a run would read for
+    # hours and then fail with a bare MemoryError (10**8 images of 64 x 64 waited on the prefetch thread).
+    for name in ("global_batch_size", "eval_batch_size"):
+        share = -(-getattr(config, name) // jax.process_count()) * config.image_size**2 * 3 * 4
+        if share > MAX_BATCH_BYTES:
+            raise ValueError(
+                f"{name} must keep each process's share of a batch of {config.image_size} x {config.image_size} "
+                f"float32 images within {MAX_BATCH_BYTES // 2**30} GiB, got {getattr(config, name):,} images "
+                f"over {jax.process_count()} process(es) ({share / 2**30:,.0f} GiB each)"
+            )
     is_main = jax.process_index() == 0
     if is_main:
-        os.makedirs(workdir, exist_ok=True)
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"workdir {workdir!r} cannot be created: {e.strerror or e}") from None
+    with _workdir_lock(workdir, enabled=is_main):
+        return _train(config, workdir, mesh, sources, progress, step_callback, is_main)
+
+
+def _train(config, workdir, mesh, sources, progress, step_callback, is_main) -> TrainResult:
+    """:func:`train_and_evaluate` once the workdir is checked, created and locked."""
     manager = checkpoints.checkpoint_manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
     try:
         resumed_from = checkpoints.latest_step(manager)
@@ -268,8 +325,6 @@ def train_and_evaluate(
             # an empty or damaged checkpoint is reported as such, not as the step the run is at
             checkpoints.check_readable(manager, resumed_from)
             check_resumable(config, workdir, resumed_from)
-        if is_main:  # after the check: a refused resume leaves the run's record as it was
-            _write_json_atomic(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
 
         train_source, eval_source = _open_sources(config, sources)
         num_classes = input_pipeline.num_classes_of(train_source, config.label_key)
@@ -279,6 +334,8 @@ def train_and_evaluate(
         dropout_key = jax.random.fold_in(root_key, 1)
         if resumed_from is not None:
             state = checkpoints.restore(manager, state, resumed_from)
+        if is_main:  # after the checks and the restore: a refused resume leaves the run's record as it was
+            _write_json_atomic(os.path.join(workdir, "config.json"), dataclasses.asdict(config))
         log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=resumed_from, enabled=is_main,
                          continuing=resumed_from is not None and resumed_from < config.num_train_steps)
     except BaseException:
