@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import tempfile
 
 MAX_SEED = 2**63  # jax.random.key takes a signed 64-bit seed
 
@@ -92,3 +94,68 @@ def json_path(text: str) -> str:
     if not text.lower().endswith(".json"):
         raise argparse.ArgumentTypeError(f"must be a .json file (the table goes beside it as .md), got {text!r}")
     return text
+
+
+def _nearest_existing(full: str) -> str:
+    """``full`` or the nearest folder above it that exists."""
+    while not os.path.lexists(full):
+        full = os.path.dirname(full)
+    return full
+
+
+def _write_problem(folder: str) -> str | None:
+    """Why nothing can be written in ``folder``; ``None`` if a probe file can be.
+
+    Only writing tells: permission bits say nothing to root, nor of a read-only file system.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        return str(error.strerror or error)
+    return None
+
+
+def folder_problem(path: str, *, written: bool = True) -> str | None:
+    """Why ``path`` cannot be (or become) a folder a run writes in; ``None`` if it can.
+
+    That is: it is empty, a file or a broken link, lies below one, or it (or the folder
+    it would be made in) cannot be written. With ``written=False`` an existing folder is
+    only read.
+    """
+    if not path:
+        return "empty; name a folder ('.' for the current one)"
+    full = os.path.abspath(path)
+    existing = _nearest_existing(full)
+    if not os.path.isdir(existing):
+        what = "a broken symbolic link" if os.path.islink(existing) and not os.path.exists(existing) else "a file"
+        if existing == full:
+            return f"{path!r} is {what}, not a folder"
+        return f"{path!r} lies below {what}, {existing!r}"
+    if existing == full and not written:
+        return None
+    reason = _write_problem(existing)
+    if reason is None:
+        return None
+    if existing == full:
+        return f"cannot write in {path!r} ({reason})"
+    return f"{path!r} cannot be created: cannot write in {existing!r} ({reason})"
+
+
+def file_problem(path: str) -> str | None:
+    """Why a file cannot be written (atomically, through a temporary beside it) at ``path``; ``None`` if it can.
+
+    That is: ``path`` is empty or a folder, lies below something that is not a folder,
+    or its folder cannot be written (or made).
+    """
+    if not path:
+        return "empty; name a file"
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        return f"{path!r} is a folder, where an output file goes; remove it or choose another path"
+    existing = _nearest_existing(os.path.dirname(full))
+    if not os.path.isdir(existing):
+        return f"{path!r} lies below {existing!r}, which is not a folder"
+    reason = _write_problem(existing)
+    return None if reason is None else f"cannot write {path!r}: cannot write in {existing!r} ({reason})"

@@ -44,8 +44,11 @@ import argparse
 import dataclasses
 import functools
 import os
+import stat
 import sys
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -489,6 +492,36 @@ def _cache_tag(config: Config) -> str:
     return repr(sorted(fields.items()))
 
 
+# What reading a file that is not a maps cache (or a damaged one) raises; pickled data is never loaded.
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def maps_cache_problem(path: str) -> str | None:
+    """Why the file at ``path`` is not a maps cache :func:`save_maps` wrote; ``None`` if it is, or if there is none.
+
+    Reads only the archive's list of arrays and its small ``tag`` and ``names``, so
+    that the check costs nothing beside the hours the maps take; a pipe is not read.
+    """
+    if not os.path.exists(path):
+        return None
+    if os.path.isdir(path):
+        return f"{path!r} is a folder, where the maps cache goes; remove it or choose another --maps-cache"
+    refusal = f"{path!r} is not a maps cache written by this script; remove it or choose another --maps-cache"
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return refusal
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):  # a single .npy array
+            return refusal
+        with stored:
+            tag, names = stored["tag"], stored["names"]
+            ours = (tag.ndim == 0 and tag.dtype.kind == "U" and names.ndim == 1 and names.dtype.kind == "U"
+                    and "maps" in stored.files)
+    except _UNREADABLE:
+        return refusal
+    return None if ours else refusal
+
+
 def save_maps(cache: str | None, config: Config, maps: dict, explainer: Explainer) -> None:
     if not cache:
         return
@@ -503,17 +536,32 @@ def save_maps(cache: str | None, config: Config, maps: dict, explainer: Explaine
 
 
 def load_maps(cache: str | None, config: Config, explainer: Explainer) -> dict:
-    """Every map ``cache`` holds for these settings (and their timings, into ``explainer``); ``{}`` if none."""
+    """Every map ``cache`` holds for these settings (and their timings, into ``explainer``); ``{}`` if none.
+
+    A cache of other settings gives ``{}``: its maps are computed again and it is
+    rewritten. A file that is not a maps cache (:func:`maps_cache_problem`), or one
+    that cannot be read, raises ``ValueError`` naming it, rather than be overwritten.
+    """
     if not cache or not os.path.exists(cache):
         return {}
-    with np.load(cache) as stored:
-        if str(stored["tag"]) != _cache_tag(config):
-            return {}
-        maps = {name: stored["maps"][i] for i, name in enumerate(stored["names"].tolist())}
-        for key in stored.files:
-            if key.startswith("seconds|"):
-                _, name, contrast = key.split("|")
-                explainer.seconds.setdefault((name, bool(int(contrast))), stored[key].tolist())
+    problem = maps_cache_problem(cache)
+    if problem:
+        raise ValueError(f"--maps-cache: {problem}")
+    seconds = {}
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["tag"]) != _cache_tag(config):
+                return {}
+            maps = {name: stored["maps"][i] for i, name in enumerate(stored["names"].tolist())}
+            for key in stored.files:
+                if key.startswith("seconds|"):
+                    _, name, contrast = key.split("|")
+                    seconds[(name, bool(int(contrast)))] = stored[key].tolist()
+    except _UNREADABLE as error:
+        raise ValueError(f"--maps-cache: cannot read {cache!r} ({error}); remove it or choose another "
+                         "--maps-cache") from None
+    for key, value in seconds.items():
+        explainer.seconds.setdefault(key, value)
     print(f"maps of {len(maps)} methods read from {cache}", flush=True)
     return maps
 
@@ -600,6 +648,37 @@ def draw_figure(config: Config, model, data, path: str, methods) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
+def check_outputs(parser: argparse.ArgumentParser, config: Config, args: argparse.Namespace) -> None:
+    """Refuses, with ``parser``'s one-line error naming the option, an output that could not be written.
+
+    Found before the model is loaded, not when the result is written after every map is computed.
+    """
+    outputs = []
+    if not args.figure_only:
+        outputs += [("--out", args.out), ("--out", os.path.splitext(args.out)[0] + ".md")]  # the table beside it
+        if args.maps_cache:
+            outputs.append(("--maps-cache", args.maps_cache))
+    figure = config.figure or args.figure_only
+    if figure:
+        outputs.append(("--figure-out", args.figure_out))
+    for option, path in outputs:
+        problem = arguments.file_problem(path)
+        if problem:
+            parser.error(f"argument {option}: {problem}")
+    if figure:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        fmt = os.path.splitext(args.figure_out)[1].lstrip(".").lower() or "png"  # as io.save_figure saves it
+        if fmt not in formats:
+            parser.error(f"argument --figure-out: {args.figure_out!r} has no figure format matplotlib writes "
+                         f"(one of {', '.join(sorted(formats))})")
+    if not args.figure_only and args.maps_cache:
+        problem = maps_cache_problem(args.maps_cache)
+        if problem:
+            parser.error(f"argument --maps-cache: {problem}")
+
+
 def method_list(text: str) -> tuple[str, ...]:
     """An ``argparse`` type: comma-separated method names (:func:`parse_name`'s form or a baseline)."""
     names = tuple(m for m in text.split(",") if m)
@@ -670,6 +749,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.Namespace]:
     config = dataclasses.replace(defaults, **changes)
     if args.maps_cache is None:
         args.maps_cache = "" if args.quick else "outputs/attribution_maps.npz"
+    check_outputs(parser, config, args)
     return config, args
 
 

@@ -47,6 +47,8 @@ from saliency_jax.models import cpu_convolution_options
 from saliency_jax.saliency import saliency_map
 from saliency_jax.training import cache_in_memory, chance_accuracy, replace, train_and_evaluate
 
+import arguments  # a sibling script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -116,6 +118,25 @@ def check_config(config) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {getattr(config, name)}")
     if not 0 < config.centre_fraction <= 1:
         raise ValueError(f"centre_fraction must be in (0, 1], got {config.centre_fraction}")
+
+
+def check_folders(config, out: str, data_dir: str | None = None) -> None:
+    """Raises ``ValueError`` naming ``--out`` or ``--data-dir`` if either cannot be the folder it must be.
+
+    Found before the dataset is generated, not by TFDS or the training loop after it.
+    A ``data_dir`` that already holds this config's dataset is only read.
+    """
+    problem = arguments.folder_problem(out)
+    if problem:
+        raise ValueError(f"argument --out: {problem}")
+    if data_dir is None:  # <out>/tfds: --out names it
+        option, data_dir = "--out", os.path.join(out, "tfds")
+    else:
+        option = "--data-dir"
+    prepared = os.path.join(data_dir, ClutteredObjects.name, _dataset_name(config), str(ClutteredObjects.VERSION))
+    problem = arguments.folder_problem(data_dir, written=not os.path.isdir(prepared))
+    if problem:
+        raise ValueError(f"argument {option}: {problem}")
 
 
 def _dataset_name(config) -> str:
@@ -272,10 +293,15 @@ def markdown(results: dict[str, Any]) -> str:
 def run(config, out: str, *, data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Runs the whole reproduction and writes its outputs under ``out``.
 
+    Raises:
+      ValueError: a setting of ``config`` (:func:`check_config`), ``out`` or ``data_dir``
+        (:func:`check_folders`) that the run cannot use, before anything runs.
+
     Returns:
       The results written to ``results.json``.
     """
     check_config(config)
+    check_folders(config, out, data_dir or None)
     os.makedirs(out, exist_ok=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -457,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.set)
+        check_folders(config, args.out, args.data_dir or None)
     except ValueError as error:
         parser.error(str(error))
     results = run(config, args.out, data_dir=args.data_dir, progress=not args.no_progress)

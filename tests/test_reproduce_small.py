@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -13,7 +14,11 @@ def _experiment():
     path = os.path.join(ROOT, "experiments", "reproduce_small.py")
     spec = importlib.util.spec_from_file_location("reproduce_small", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, os.path.dirname(path))  # the script imports its sibling ``arguments``
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.dirname(path))
     return module
 
 

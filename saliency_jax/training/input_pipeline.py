@@ -11,6 +11,10 @@ global batch.
 Images are decoded on threads, resized and cropped with Pillow, and stay uint8
 until the jitted step: copying bytes to the devices is four times cheaper than
 copying floats.
+
+A record of a TFDS source that cannot be read (a corrupt, truncated or missing
+``array_record`` file) raises a ``ValueError`` naming the dataset, split, data
+directory and file, on whichever thread reads it first.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import math
+import operator
+import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,7 +90,9 @@ def load_source(name: str, split: str, data_dir: str | None = None):
       data_dir: TFDS data directory (``None``: TFDS's default).
 
     Returns:
-      A data source whose items are dicts of numpy values.
+      A data source whose items are dicts of numpy values (its ``dataset_info``
+      is TFDS's). Reading an example of a corrupt, truncated or missing file
+      raises ``ValueError`` naming the dataset, split, ``data_dir`` and file.
     """
     import tensorflow_datasets as tfds
 
@@ -93,8 +101,10 @@ def load_source(name: str, split: str, data_dir: str | None = None):
             import saliency_jax.data.cluttered_objects  # noqa: F401  (registers the builder)
 
             _prepare_generated(tfds.builder(name, data_dir=data_dir))  # generated once, no download
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return _checked(tfds.data_source(name, split=split, data_dir=data_dir, download=False))
     except Exception as error:  # TFDS raises several types for a missing dataset or split
+        if _is_unreadable_file(error):  # prepared, but a file is damaged: no other format will help
+            raise _unreadable_data(tfds.builder(name, data_dir=data_dir).info, split, error) from error
         try:
             import tensorflow  # noqa: F401  (TFRecord files need it)
         except ImportError:
@@ -104,6 +114,107 @@ def load_source(name: str, split: str, data_dir: str | None = None):
                 "TensorFlow to read TFRecord files"
             ) from error
         return list(tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir, download=False)))
+
+
+class _TfdsSource:
+    """A TFDS data source whose unreadable examples raise a clear ``ValueError``.
+
+    ``array_record`` opens each file at its first read, so a corrupt or truncated
+    file shows up there, as a bare ``RuntimeError`` from its Riegeli reader that
+    names neither the dataset nor the file.
+
+    Args:
+      source: a TFDS data source (with ``dataset_info`` and ``split``).
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self.dataset_info = source.dataset_info
+        self.split = source.split
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index) -> Any:
+        n, index = len(self.source), operator.index(index)
+        if not -n <= index < n:  # checked here: TFDS reports it as a ValueError, like a damaged file
+            raise IndexError(f"index {index} is out of range for a source of {n} examples")
+        index %= n
+        try:
+            return self.source[index]
+        except (RuntimeError, ValueError, OSError) as error:  # Riegeli's errors; a record read as None
+            raise _unreadable_data(self.dataset_info, self.split, error, index=index) from error
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r})"
+
+
+def _checked(source):
+    """``source`` read through :class:`_TfdsSource` if it is a TFDS data source, else as it is."""
+    if isinstance(source, _TfdsSource) or getattr(source, "dataset_info", None) is None:
+        return source
+    if getattr(source, "split", None) is None:
+        return source
+    return _TfdsSource(source)
+
+
+def _is_unreadable_file(error: BaseException) -> bool:
+    """Whether ``error`` is ``array_record``'s report of a damaged file (Riegeli names no file)."""
+    if not isinstance(error, RuntimeError) or isinstance(error, NotImplementedError):
+        return False  # TFDS's NotImplementedError: a dataset prepared in a format without random access
+    return "Riegeli" in str(error) or "ArrayRecord" in str(error)
+
+
+def _split_files(info, split, index: int | None = None) -> list[str]:
+    """The files of ``split``: the one that holds example ``index``, or all of them."""
+    try:
+        instructions = info.splits[split].file_instructions
+    except (KeyError, ValueError, TypeError, AttributeError):  # no file list in the metadata
+        return []
+    if index is None:
+        return [os.fspath(instruction.filename) for instruction in instructions]
+    for instruction in instructions:
+        if index < instruction.take:
+            return [os.fspath(instruction.filename)]
+        index -= instruction.take
+    return []
+
+
+def _unreadable_data(info, split, error: BaseException, *, index: int | None = None) -> ValueError:
+    """The error for a prepared TFDS split whose file cannot be read, with what to do about it.
+
+    Args:
+      info: the dataset's ``tfds.core.DatasetInfo``.
+      split: the split read.
+      error: what the reader raised.
+      index: the example being read (``None``: the failure came when opening the split).
+    """
+    from etils import epath
+
+    folder = os.fspath(info.data_dir)  # <data_dir>/<name>/<config>/<version>
+    full_name = info.full_name
+    name = full_name.rsplit("/", 1)[0]  # without the version
+    data_dir = folder[: -len(full_name)].rstrip("/") if folder.endswith(full_name) else folder
+    files = _split_files(info, split, index)
+    if len(files) == 1:
+        what = f"its file {files[0]!r}"
+        state = "is corrupt or truncated" if epath.Path(files[0]).exists() else "is missing"
+    else:
+        what = f"one of its {len(files)} files" if files else "one of its files"
+        state = "is corrupt, truncated or missing"
+    if name.split("/")[0] == "cluttered_objects":
+        remedy = ("run again: this project generates cluttered_objects wherever it is missing (load_source, "
+                  "and experiments/reproduce_small.py's build_dataset)")
+    else:
+        remedy = f"prepare it again, e.g. `tfds build {name} --data_dir={data_dir} --file_format=array_record`"
+    example = "" if index is None else f"example {index} of "
+    return ValueError(
+        f"cannot read {example}TFDS dataset {name!r} split {str(split)!r} in data_dir {data_dir!r}: {what} {state} "
+        f"({type(error).__name__}: {error}); delete the dataset's folder {folder!r} and {remedy}"
+    )
 
 
 def _prepare_generated(builder) -> None:
@@ -144,8 +255,11 @@ def cache_in_memory(source, keys: Sequence[str], *, label_key: str = "label", nu
     """Reads every example of ``source`` once and keeps ``keys`` as stacked arrays.
 
     For datasets whose examples share one shape (e.g. the generated dataset).
-    ``K`` is taken from the source's metadata for ``label_key`` when known.
+    ``K`` is taken from the source's metadata for ``label_key`` when known. A
+    TFDS file that cannot be read raises ``ValueError`` naming it (on the caller's
+    thread: the pool hands the error back).
     """
+    source = _checked(source)
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
         examples = list(pool.map(source.__getitem__, range(len(source)), chunksize=256))
     features = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in keys}
@@ -260,7 +374,7 @@ class _Reader:
     """Turns example indices into a :class:`Batch` (threaded decoding)."""
 
     def __init__(self, source, *, image_key, label_key, image_size, resize_size, num_workers):
-        self.source = source
+        self.source = _checked(source)  # a damaged TFDS file is named, through the prefetch thread
         self.image_key, self.label_key = image_key, label_key
         self.image_size, self.resize_size = image_size, resize_size
         self.pool = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers > 1 else None
