@@ -74,7 +74,7 @@ def check_rule(rule: str, name: str = "rule", *, logits_fn=None) -> str:
     (any recent JAX), a jitted model is traced again under each rule and is
     accepted.
     """
-    if rule not in RULES:
+    if not isinstance(rule, str) or rule not in RULES:  # the type first: `in` on an array compares elementwise
         raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
     if rule != "gradient" and logits_fn is not None and not _RULE_IN_CACHE_KEY and _is_jitted(logits_fn):
         raise ValueError(

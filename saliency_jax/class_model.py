@@ -97,9 +97,25 @@ def mode_defaults(mode: str) -> ModeDefaults:
 
 
 def pixel_bounds(pixel_mean: float, pixel_scale: float, pixel_range: tuple[float, float]) -> tuple[float, float]:
-    """The valid raw pixel range mapped into the preprocessed space."""
-    low, high = pixel_range
-    return (low - pixel_mean) / pixel_scale, (high - pixel_mean) / pixel_scale
+    """The valid raw pixel range mapped into the preprocessed space.
+
+    Raises:
+      ValueError: naming the argument, for a ``pixel_range`` that is not two finite
+        numbers ``low < high``, a ``pixel_scale`` that is not a finite number ``> 0``,
+        or bounds that float32 cannot hold once scaled.
+    """
+    _checks.check_number(pixel_mean, "pixel_mean", low=-_checks.FLOAT32_MAX, high=_checks.FLOAT32_MAX)
+    _check_number("pixel_scale", pixel_scale, positive=True)
+    if not isinstance(pixel_range, (tuple, list)) or len(pixel_range) != 2:
+        raise ValueError(f"pixel_range must be (low, high) with finite low < high, got {pixel_range!r}")
+    low, high = (_checks.check_number(v, "pixel_range") for v in pixel_range)
+    if not low < high:
+        raise ValueError(f"pixel_range must be (low, high) with finite low < high, got {pixel_range!r}")
+    bounds = (low - pixel_mean) / pixel_scale, (high - pixel_mean) / pixel_scale
+    if max(abs(b) for b in bounds) > _checks.FLOAT32_MAX:
+        raise ValueError(f"pixel_scale must keep pixel_range within float32 once scaled, got pixel_scale "
+                         f"{pixel_scale:g} for pixel_range {tuple(pixel_range)}")
+    return bounds
 
 
 def default_regularizer(
@@ -276,7 +292,7 @@ def class_model_ascent(
     except ValueError:
         raise ValueError(f"image_shape must be (H, W, C) with positive integer sizes, got {image_shape!r}") from None
     _checks.check_number(pixel_mean, "pixel_mean", low=-_checks.FLOAT32_MAX, high=_checks.FLOAT32_MAX)
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     l2_weight = defaults.l2_weight if l2_weight is None else l2_weight
     # At most MAX_STEP_WEIGHT: the penalty's gradient 2 * lambda * z overflows float32 from lambda ~ 1.7e38

@@ -51,11 +51,12 @@ def normalise_map(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
         raise ValueError(f"saliency must not be empty, got shape {saliency.shape}")
     if not np.isfinite(saliency).all():
         raise ValueError("saliency contains NaN or infinite values (beyond float32's range, or a broken map)")
-    low = float(saliency.min())
-    top = float(np.percentile(saliency, percentile)) - low
+    wide = saliency.astype(np.float64)  # the range of float32 values can pass float32's (3e38 - -3e38)
+    low = float(wide.min())
+    top = float(np.percentile(wide, percentile)) - low
     if not top > 0:
         return np.zeros_like(saliency)
-    return np.clip((saliency - low) / top, 0.0, 1.0)
+    return np.clip((wide - low) / top, 0.0, 1.0).astype(np.float32)
 
 
 def _rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -76,9 +77,19 @@ def _mask(mask, name: str, shape: tuple[int, int]) -> np.ndarray:
 
 
 def saliency_panel(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
-    """A map as grey uint8 ``[H, W, 3]``, white at its ``percentile`` and above."""
+    """A map ``[H, W]`` as grey uint8 ``[H, W, 3]``, white at its ``percentile`` and above."""
+    _check_map(saliency)
     grey = (normalise_map(saliency, percentile) * 255).round().astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _check_map(saliency, shape: tuple[int, int] | None = None, name: str = "saliency") -> None:
+    """``ValueError`` unless ``saliency`` is ``[H, W]`` (of ``shape``, when given)."""
+    dims = np.shape(saliency)
+    if len(dims) != 2:
+        raise ValueError(f"{name} must be one map [H, W], got shape {list(dims)}")
+    if shape is not None and dims != tuple(shape):
+        raise ValueError(f"{name} must have the image's height and width {list(shape)}, got shape {list(dims)}")
 
 
 def seeds_panel(image: np.ndarray, foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -144,6 +155,10 @@ def box_panel(image: np.ndarray, box, thickness: int | None = None) -> np.ndarra
         raise ValueError(f"box must be four finite numbers x0, y0, x1, y1, got {values.tolist()}")
     out = to_rgb_uint8(image, "image").copy()
     height, width = out.shape[:2]
+    if not (values[0] < values[2] and values[1] < values[3]):
+        raise ValueError(f"box must have x0 < x1 and y0 < y1, got {values.tolist()}")
+    if values[2] <= 0 or values[3] <= 0 or values[0] >= width or values[1] >= height:
+        raise ValueError(f"box must overlap the {width} x {height} image, got {values.tolist()}")
     x0, y0, x1, y1 = (int(v) for v in values)
     x0, y0 = max(0, min(x0, width - 1)), max(0, min(y0, height - 1))
     x1, y1 = max(x0 + 1, min(x1, width)), max(y0 + 1, min(y1, height))
@@ -164,6 +179,10 @@ def localisation_panels(image: np.ndarray, saliency: np.ndarray, found) -> list[
       saliency: its ``[H, W]`` map.
       found: the pipeline's :class:`~saliency_jax.localisation.Localisation`.
     """
+    if not all(hasattr(found, field) for field in ("seeds", "mask", "segmentation", "box")):
+        raise ValueError(f"found must be the pipeline's Localisation (seeds, mask, segmentation, box), "
+                         f"got {type(found).__name__}")
+    _check_map(saliency, np.shape(image)[:2])
     return [
         to_rgb_uint8(image, "image"),
         saliency_panel(saliency),
@@ -183,6 +202,7 @@ def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") ->
       title: text above the pair.
     """
     pixels = to_rgb_uint8(photo, "photo")
+    _check_map(saliency)
     shown = normalise_map(saliency)
     fig = Figure(figsize=(6.4, 3.4))
     axes = fig.subplots(1, 2)
@@ -197,6 +217,21 @@ def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") ->
 
 
 MAX_ASPECT = 4.0  # the tallest row of image_grid, in cells
+
+
+def _grid_image(image, index: int) -> np.ndarray:
+    """An image of :func:`image_grid`: a map ``[H, W]`` as it is, colours by the library's pixel rule."""
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError):
+        raise ValueError(f"images[{index}] must be an array, got a ragged sequence") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"images[{index}] must hold real numbers, got dtype {array.dtype}")
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[-1] == 3:
+        return to_rgb_uint8(array, f"images[{index}]")  # floats over 1 on the 0-255 scale, not clipped white
+    raise ValueError(f"images[{index}] must be [H, W] (a map) or [H, W, 3], got shape {list(array.shape)}")
 
 
 def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Figure:
@@ -216,13 +251,18 @@ def image_grid(images, titles, columns: int, cell: float = 2.2, cmap=None) -> Fi
     """
     columns = _checks.check_int(columns, "columns", 1)
     cell = _checks.check_number(cell, "cell", low=0.0, open_low=True)
-    images = list(images)
+    if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
+        raise ValueError(f"images must be a sequence of images, got {type(images).__name__}")
+    if not hasattr(titles, "__iter__"):
+        raise ValueError(f"titles must be a sequence of strings, one per image, got {type(titles).__name__}")
+    images = [_grid_image(image, i) for i, image in enumerate(images)]
     if isinstance(titles, (str, bytes)):
         raise ValueError(f"titles must be a sequence of strings, one per image, got a single {type(titles).__name__}")
     titles = list(titles)
     if len(titles) != len(images):
         raise ValueError(f"titles must have one string per image: {len(images)} for {len(images)} images, "
                          f"got {len(titles)}")
+    columns = min(columns, max(1, len(images)))  # 10**4 columns for one image once built 10**4 axes
     rows = max(1, -(-len(images) // columns))
     # Each row as tall as its tallest image at the cell's width: landscape photos leave no empty bands.
     # At most MAX_ASPECT cells tall: a 5000 x 1 image is drawn narrower, not on an 11,000-inch canvas.

@@ -527,11 +527,18 @@ def _write_atomic(path, writer: Callable[[str], Any]) -> None:
 
 
 def save_npy(path, array: np.ndarray) -> None:
-    """Writes ``array`` to a ``.npy`` file atomically."""
+    """Writes ``array`` to a ``.npy`` file atomically.
+
+    An array of Python objects is refused (``ValueError``): it would be pickled,
+    and :func:`numpy.load` refuses pickles by default, so the file could not be read back.
+    """
+    array = np.asarray(array)
+    if array.dtype.hasobject:
+        raise ValueError(f"array must hold numbers (or strings), not Python objects, got dtype {array.dtype}")
 
     def writer(tmp):
         with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array))
+            np.save(f, array, allow_pickle=False)
 
     _write_atomic(path, writer)
 
@@ -542,14 +549,28 @@ def save_json(path, obj: Any, *, strict: bool = False) -> None:
     With ``strict``, NaN or infinity (not JSON) raises ``ValueError`` (the command
     line's records); otherwise they are written as Python's ``json`` writes them
     (``NaN``, ``Infinity``: the experiments' tables mark a missing figure so).
+    NumPy scalars and arrays are written as the numbers and lists they hold; any
+    other value JSON has no form for raises ``ValueError`` naming its type, before
+    ``path`` is touched.
     """
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=not strict, default=_json_default) + "\n"
+    except TypeError as e:
+        raise ValueError(f"obj must hold only what JSON writes (dicts with string keys, lists, strings, numbers, "
+                         f"booleans, None, NumPy numbers): {e}") from None
 
     def writer(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=not strict)
-            f.write("\n")
+            f.write(text)
 
     _write_atomic(path, writer)
+
+
+def _json_default(value):
+    """NumPy scalars and arrays as the Python numbers and lists they hold; anything else refused."""
+    if isinstance(value, (np.generic, np.ndarray)) and not value.dtype.hasobject:
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def save_png(path, image: np.ndarray) -> None:
@@ -569,6 +590,8 @@ def save_png(path, image: np.ndarray) -> None:
 
 def save_figure(path, figure) -> None:
     """Saves a matplotlib figure atomically (format from the extension) and closes it."""
+    if not hasattr(figure, "savefig"):
+        raise ValueError(f"figure must be a matplotlib Figure, got {type(figure).__name__}")
     fmt = os.path.splitext(os.fsdecode(path))[1].lstrip(".") or "png"
     try:
         _write_atomic(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight"))

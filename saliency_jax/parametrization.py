@@ -113,6 +113,9 @@ class Parametrization(NamedTuple):
     from_image: Callable[[jax.Array], Any]
 
 
+MAX_IMAGE_VALUES = 2**28  # H * W * C of a parametrised image: 1 GiB of float32
+
+
 def _check_shape(image_shape) -> tuple[int, int, int]:
     """``(H, W, C)`` as ints; a float such as ``8.5`` is refused, not truncated."""
     wanted = "image_shape must be (H, W, C) with positive integer sizes"
@@ -123,7 +126,10 @@ def _check_shape(image_shape) -> tuple[int, int, int]:
     for size in image_shape:
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"{wanted}, got {tuple(image_shape)!r}")
-    return tuple(int(size) for size in image_shape)
+    height, width, channels = (int(size) for size in image_shape)
+    if height * width * channels > MAX_IMAGE_VALUES:  # 2**40 squared aborted the interpreter inside XLA
+        raise ValueError(f"{wanted} and at most {MAX_IMAGE_VALUES:,} values (2**28), got {tuple(image_shape)!r}")
+    return height, width, channels
 
 
 def pixel_parametrization(image_shape) -> Parametrization:

@@ -61,7 +61,8 @@ class Regularizer(NamedTuple):
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _number(value, name: str, *, low: float | None = None, open_low: bool = False) -> float:
+def _number(value, name: str, *, low: float | None = None, open_low: bool = False,
+            high: float | None = None) -> float:
     """``value`` as a ``float``: a real number (or concrete 0-d array) in range that float32 holds.
 
     The hooks compute in float32, where a finite float64 such as ``1e39`` is ``inf``.
@@ -76,7 +77,7 @@ def _number(value, name: str, *, low: float | None = None, open_low: bool = Fals
             raise ValueError(f"{name} must be a finite number, got {value!r}")
         value = float(value)
     else:
-        value = _checks.check_number(value, name, low=low, open_low=open_low)
+        value = _checks.check_number(value, name, low=low, open_low=open_low, high=high)
     if abs(value) > FLOAT32_MAX:
         raise ValueError(f"{name} must be finite in float32 (|{name}| <= {FLOAT32_MAX:.4g}), got {value:g}")
     return value
@@ -215,6 +216,9 @@ def translate(z: jax.Array, dy, dx, *, max_shift: int) -> jax.Array:
     return jax.lax.dynamic_slice(padded, start, (height, width, channels))
 
 
+MAX_SCALE = 1e6  # of rescale and random_scale: beyond, the centring translation overflows float32
+
+
 def random_scale(min_scale: float, max_scale: float) -> Regularizer:
     """Rescales the image about its centre by a factor drawn uniformly from a range.
 
@@ -225,8 +229,10 @@ def random_scale(min_scale: float, max_scale: float) -> Regularizer:
       min_scale: smallest factor, ``> 0``.
       max_scale: largest factor, ``>= min_scale``.
     """
-    min_scale = _check_positive("min_scale", min_scale)
-    max_scale = _check_positive("max_scale", max_scale)
+    min_scale = _number(min_scale, "min_scale", low=0.0, high=MAX_SCALE, open_low=True)
+    max_scale = _number(max_scale, "max_scale", low=0.0, high=MAX_SCALE, open_low=True)
+    if not np.float32(min_scale) > 0:  # drawn in float32: 1e-45 would be a scale of 0
+        raise ValueError(f"min_scale must be > 0 in float32, got {min_scale:g}")
     if max_scale < min_scale:
         raise ValueError(f"max_scale must be >= min_scale, got {max_scale} < {min_scale}")
 
@@ -242,7 +248,7 @@ def rescale(z: jax.Array, factor) -> jax.Array:
 
     Args:
       z: ``[H, W, C]``.
-      factor: scalar scale factor, ``> 0`` and finite; may be traced (as
+      factor: scalar scale factor, ``> 0`` and at most :data:`MAX_SCALE`; may be traced (as
         :func:`random_scale` draws it). A concrete factor out of range is refused.
         A traced one cannot be checked while tracing: out of range (0; negative,
         which would turn the image by 180 degrees; not finite) it gives an
@@ -254,14 +260,14 @@ def rescale(z: jax.Array, factor) -> jax.Array:
     Raises:
       ValueError: naming the argument, for a ``z`` that is not ``[H, W, C]``, a
         ``factor`` that is not a scalar, or a concrete ``factor`` that is not a
-        finite number ``> 0`` (in float32).
+        number ``> 0`` (in float32) and at most :data:`MAX_SCALE`.
     """
     height, width, _ = _image_shape(z)
     if jnp.ndim(factor) != 0:
         raise ValueError(f"factor must be a scalar, got shape {jnp.shape(factor)}")
     traced = not _checks.is_concrete(factor)
     if not traced:
-        factor = _number(factor, "factor", low=0.0, open_low=True)
+        factor = _number(factor, "factor", low=0.0, high=MAX_SCALE, open_low=True)
         if not np.float32(factor) > 0:  # below float32's smallest subnormal: a scale of 0
             raise ValueError(f"factor must be > 0 in float32 (at least {np.finfo(np.float32).smallest_subnormal:g}), "
                              f"got {factor:g}")
@@ -270,7 +276,7 @@ def rescale(z: jax.Array, factor) -> jax.Array:
     translation = jnp.stack([height * (1 - factor) / 2, width * (1 - factor) / 2])
     out = jax.image.scale_and_translate(z, z.shape, (0, 1), scale, translation, "linear", antialias=True)
     if traced:
-        out = jnp.where((factor > 0) & jnp.isfinite(factor), out, jnp.nan)
+        out = jnp.where((factor > 0) & (factor <= MAX_SCALE), out, jnp.nan)
     return out
 
 

@@ -146,3 +146,43 @@ def test_masks_of_another_shape_are_refused():
     with pytest.raises(ValueError, match=r"foreground must be a mask of the image's shape \[8, 8\]"):
         figures.seeds_panel(image, np.ones((8, 8, 3), bool), np.zeros((8, 8), bool))
 
+
+
+def test_normalise_map_spans_ranges_wider_than_float32():
+    # -3e38 to 3e38 once gave [0, 0, nan] and -2e38 to 2e38 all zeros (the range overflowed float32)
+    np.testing.assert_allclose(figures.normalise_map(np.array([[-3e38, 0, 3e38]], np.float32), 100), [[0, 0.5, 1]])
+    np.testing.assert_array_equal(figures.normalise_map(np.array([[-2e38, 2e38]]), 100), [[0, 1]])
+
+
+def test_image_grid_checks_its_images_and_draws_floats_by_the_pixel_rule():
+    fig = figures.image_grid([np.zeros((4, 4))], ["a"], columns=10**6)  # once 10**6 axes for one image
+    assert len(fig.axes) == 1
+    for images, titles, match in [([np.zeros(5)], ["a"], r"images\[0\] must be \[H, W\] \(a map\) or \[H, W, 3\]"),
+                                  ([np.zeros((4, 4, 5))], ["a"], r"images\[0\] must be \[H, W\]"),
+                                  ([np.full((2, 2), "a")], ["a"], r"images\[0\] must hold real numbers"),
+                                  (None, [], "images must be a sequence of images"),
+                                  ([np.zeros((4, 4))], None, "titles must be a sequence of strings")]:
+        with pytest.raises(ValueError, match=match):
+            figures.image_grid(images, titles, 1)
+    fig = figures.image_grid([np.full((4, 4, 3), 200.0)], ["a"], 1)  # 0-255 floats: grey, not clipped to white
+    assert np.asarray(fig.axes[0].images[0].get_array()).max() == 200
+
+
+def test_panels_check_maps_boxes_and_the_localisation(tmp_path):
+    image = np.zeros((16, 16, 3), np.uint8)
+    for bad in (np.random.rand(16, 16, 2), np.random.rand(16)):
+        with pytest.raises(ValueError, match="saliency must be one map"):
+            figures.saliency_figure(image, bad)
+        with pytest.raises(ValueError, match="saliency must be one map"):
+            figures.saliency_panel(bad)  # once [4, 4, 3, 3]
+    with pytest.raises(ValueError, match=r"box must have x0 < x1 and y0 < y1, got \[10.0, 10.0, 2.0, 2.0\]"):
+        figures.box_panel(image, (10, 10, 2, 2))  # once a 1-pixel box at (10, 10)
+    with pytest.raises(ValueError, match="box must overlap the 16 x 16 image"):
+        figures.box_panel(image, (-100, -100, -50, -50))
+    saliency = np.random.default_rng(0).random((16, 16))
+    found = localise(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8), saliency)
+    with pytest.raises(ValueError, match="found must be the pipeline's Localisation"):
+        figures.localisation_panels(image, saliency, None)
+    with pytest.raises(ValueError, match=r"saliency must have the image's height and width \[16, 16\]"):
+        figures.localisation_panels(image, saliency[:8, :8], found)
+    assert [p.shape for p in figures.localisation_panels(image, saliency, found)] == [(16, 16, 3)] * 5

@@ -301,3 +301,29 @@ def test_efficientnet_names_variables_that_are_not_its_own(variables):
     logits_fn = make_logits_fn(EfficientNetLite0())
     with pytest.raises(ValueError, match="^variables must be the model's variables, a mapping with 'params'"):
         logits_fn(variables, jnp.zeros((1, 224, 224, 3)))
+
+
+def test_rule_and_objective_arrays_are_named_not_numpy_s_ambiguity(tiny_cnn):
+    from saliency_jax.backprop_rules import check_rule
+
+    with pytest.raises(ValueError, match="rule must be one of"):
+        check_rule(np.array(["guided", "gradient"]))  # was "The truth value of an array ... is ambiguous"
+    logits_fn, _ = tiny_cnn
+    with pytest.raises(ValueError, match="objective must be one of"):
+        sj.class_model_ascent(logits_fn, image_shape=(8, 8, 3), objective=np.array(["score", "softmax"]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(pixel_mean=0, pixel_scale=0, pixel_range=(0, 1)), "pixel_scale"),  # was ZeroDivisionError
+    (dict(pixel_mean=0, pixel_scale=1, pixel_range=(0, 1, 2)), "pixel_range must be"),  # was an unpacking error
+    (dict(pixel_mean=0, pixel_scale=1, pixel_range=(1, 0)), "pixel_range must be"),
+    (dict(pixel_mean=0, pixel_scale=1e-40, pixel_range=(0, 255)), "pixel_scale must keep pixel_range"),
+])
+def test_pixel_bounds_name_the_argument_at_fault(kwargs, match):
+    from saliency_jax.class_model import default_regularizer, pixel_bounds
+
+    with pytest.raises(ValueError, match=match):
+        pixel_bounds(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        default_regularizer(**kwargs)
+    assert pixel_bounds(10.0, 2.0, (0, 255)) == (-5.0, 122.5)

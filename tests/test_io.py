@@ -453,7 +453,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     class Unserialisable:
         pass
 
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="obj must hold only what JSON writes"):
         io.save_json(target, {"new": Unserialisable()})
     assert json.loads(target.read_text()) == {"old": True}
     assert os.listdir(tmp_path) == ["keep.json"]
@@ -477,3 +477,24 @@ def test_paths_may_be_bytes_as_the_os_module_takes_them(tmp_path):
     np.testing.assert_array_equal(io.load_image(raw), io.load_image(path))
     io.check_image(raw)
     assert io.image_stem(raw) == "a b"
+
+
+def test_json_takes_numpy_numbers_and_names_what_it_cannot_write(tmp_path):
+    path = tmp_path / "r.json"
+    io.save_json(path, {"score": np.float32(1.5), "classes": np.arange(3), "ok": np.bool_(True)})
+    assert json.loads(path.read_text()) == {"score": 1.5, "classes": [0, 1, 2], "ok": True}
+    before = path.read_bytes()
+    for bad in ({"x": object()}, {"x": np.array([object()])}, {(1, 2): 3}):
+        with pytest.raises(ValueError, match="obj must hold only what JSON writes"):
+            io.save_json(path, bad)  # was json's TypeError
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_npy_refuses_objects_it_could_not_read_back_and_figures_must_be_figures(tmp_path):
+    with pytest.raises(ValueError, match="array must hold numbers .*not Python objects"):
+        io.save_npy(tmp_path / "o.npy", np.array([object(), 1]))  # np.load would refuse the pickle
+    with pytest.raises(ValueError, match="figure must be a matplotlib Figure, got str"):
+        io.save_figure(tmp_path / "f.png", "a figure")
+    assert os.listdir(tmp_path) == []
+    io.save_npy(tmp_path / "s.npy", np.array(["a", "bc"]))
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), ["a", "bc"])

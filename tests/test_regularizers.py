@@ -265,3 +265,24 @@ def test_rescale_with_a_traced_factor_out_of_range_is_nan():
     # The gradient through a valid traced factor is untouched.
     grad = jax.grad(lambda x: jnp.sum(rescale(x, 0.9)))(z)
     assert bool(jnp.isfinite(grad).all())
+
+
+def test_scale_factors_past_a_million_are_refused_not_turned_into_a_blank_image():
+    """rescale(z, 1e38) once returned the mean image (its centring translation overflowed float32)."""
+    R = regs
+    z = jnp.ones((8, 8, 3))
+    for factor in (1e38, 1.1e6):
+        with pytest.raises(ValueError, match=r"factor must be a finite number > 0.0 and <= 1000000.0"):
+            R.rescale(z, factor)
+    np.testing.assert_allclose(R.rescale(z, 1e6), z, rtol=1e-6)  # a zoom of a constant image stays constant
+    assert np.isnan(np.asarray(jax.jit(R.rescale)(z, jnp.float32(1e7)))).all()  # traced: NaN, as documented
+    with pytest.raises(ValueError, match="max_scale must be a finite number > 0.0 and <= 1000000.0"):
+        R.random_scale(1.0, 3e38)
+
+
+def test_parametrised_images_past_2_28_values_are_refused():
+    from saliency_jax import parametrization as P
+
+    for make in (P.pixel_parametrization, P.fourier_parametrization):
+        with pytest.raises(ValueError, match=r"image_shape must be .* at most 268,435,456 values"):
+            make((2**40, 2**40, 3))  # once an abort inside XLA (pixels) or an 8 TiB MemoryError (Fourier)
