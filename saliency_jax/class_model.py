@@ -505,6 +505,8 @@ def run_in_chunks(
     """
     check_steps(steps)
     check_steps(chunk, "chunk")
+    if on_chunk is not None and not callable(on_chunk):  # found now, not after the first chunk ran
+        raise ValueError(f"on_chunk must be None or a function (steps, history) -> None, got {on_chunk!r}")
     run = jax.jit(ascent.run, static_argnums=2)
     histories = []
     done = 0

@@ -327,3 +327,18 @@ def test_pixel_bounds_name_the_argument_at_fault(kwargs, match):
     with pytest.raises(ValueError, match=match):
         default_regularizer(**kwargs)
     assert pixel_bounds(10.0, 2.0, (0, 255)) == (-5.0, 122.5)
+
+
+def test_odd_model_and_callback_settings_are_named(tiny_cnn):
+    from saliency_jax.class_model import class_model_ascent, run_in_chunks
+    from saliency_jax.models import class_id, scaled_convnet
+
+    with pytest.raises(ValueError, match="conv_features must be a sequence of integers >= 1 and <= 1048576"):
+        scaled_convnet(3, width=1e20)  # once accepted, then a TypeError inside MLIR at init
+    with pytest.raises(ValueError, match="class_names must be a sequence of strings"):
+        class_id("b", ("a", None))  # was an AttributeError
+    logits_fn, params = tiny_cnn
+    ascent = class_model_ascent(logits_fn, image_shape=(8, 8, 3))
+    state = ascent.init(params, np.array([1]), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="on_chunk must be None or a function"):
+        run_in_chunks(ascent, params, state, 5, chunk=2, on_chunk=3)  # was a TypeError after the first chunk

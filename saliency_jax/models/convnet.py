@@ -105,13 +105,19 @@ def cpu_convolution_options() -> dict[str, str]:
     return {_YNN_FUSION_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
 
 
+MAX_LAYER_SIZE = 2**20  # of a width, kernel or stride: 1e20 channels once failed inside MLIR at init
+
+
 def _check_ints(values, name: str, minimum: int) -> None:
-    """``ValueError`` unless ``values`` is a sequence of integers (NumPy ones too) ``>= minimum``."""
+    """``ValueError`` unless ``values`` is a sequence of integers (NumPy ones too) in ``[minimum, 2**20]``."""
     is_sequence = isinstance(values, Sequence) and not isinstance(values, (str, bytes))
     if not is_sequence or not all(
-        not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Integral) and v >= minimum for v in values
+        not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Integral) and minimum <= v <= MAX_LAYER_SIZE
+        for v in values
     ):
-        raise ValueError(f"{name} must be a sequence of integers >= {minimum}, got {values!r}")
+        raise ValueError(
+            f"{name} must be a sequence of integers >= {minimum} and <= {MAX_LAYER_SIZE}, got {values!r}"
+        )
 
 
 def _check_pixel_number(value, name: str, *, positive: bool = False) -> None:

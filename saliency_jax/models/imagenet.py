@@ -72,6 +72,8 @@ def class_id(name_or_id: str | int, class_names: tuple[str, ...] | None = None) 
       ValueError: unknown or ambiguous name, or an id out of range.
     """
     names = class_names if class_names is not None else imagenet_class_names()
+    if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names):
+        raise ValueError("class_names must be a sequence of strings, one per class")
     text = str(name_or_id).strip()
     digits = text[1:] if text[:1] in "+-" else text
     if digits.isascii() and digits.isdigit():
