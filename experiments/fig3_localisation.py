@@ -77,7 +77,7 @@ def main(argv=None) -> str:
         found = localise_photo(photo, saliency, graphcut)
         panels += figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), found)
         short = model.class_names[int(c)].split(",")[0]
-        titles += [f"{name}: {short}", *figures.PANEL_TITLES[1:]]
+        titles += [f"{name}: {short}", *figures.localisation_titles(found)[1:]]
     titles[1] = f"seed map: {config.seed_map}"
     figure = figures.image_grid(panels, titles, columns=len(figures.PANEL_TITLES))
     io.save_figure(args.out, figure)

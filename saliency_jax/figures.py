@@ -15,6 +15,7 @@ from saliency_jax import _checks
 from saliency_jax.io import to_rgb_uint8
 
 PANEL_TITLES = ("image", "saliency map", "seeds", "GraphCut mask", "box")
+SEED_MASK_TITLE = "seeds' mask (cut empty)"  # the fourth title when the cut kept no foreground
 
 _FOREGROUND = np.array([255, 40, 40], np.float64)
 _BACKGROUND = np.array([40, 90, 255], np.float64)
@@ -190,6 +191,14 @@ def localisation_panels(image: np.ndarray, saliency: np.ndarray, found) -> list[
         mask_panel(image, found.mask, found.segmentation),
         box_panel(image, found.box),
     ]
+
+
+def localisation_titles(found) -> list[str]:
+    """:data:`PANEL_TITLES` for ``found``, the mask's title saying when it came from the seeds."""
+    titles = list(PANEL_TITLES)
+    if getattr(found, "from_seeds", False):
+        titles[3] = SEED_MASK_TITLE
+    return titles
 
 
 def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") -> Figure:

@@ -395,6 +395,21 @@ def test_guided_gradcam_by_hand(getkey):
                                A.guided_gradcam(module.apply, params, images, top, layer="features"), rtol=1e-6)
 
 
+def test_guided_gradcam_nearest_is_pytorchs_where_the_sizes_do_not_divide(getkey):
+    """9 x 9 images, a 5 x 5 layer: PyTorch's nearest (Captum's default) gives pixel i cell
+    floor(i * 5 / 9) = 0 0 1 1 2 2 3 3 4, where half-pixel centres would give 0 0 1 1 2 3 3 4 4."""
+    module = GuidedNet()
+    images = jax.random.normal(getkey(), (2, 9, 9, 3)) * 50.0
+    params = module.init(getkey(), images)
+    classes = np.array([2, 0])
+    guided, cam = _guided_gradcam_by_hand(params, images, classes)
+    assert cam.shape == (2, 5, 5)
+    cells = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4])
+    nearest = A.guided_gradcam(module.apply, params, images, classes, layer="features", upsample="nearest")
+    expected = guided * cam[:, cells][:, :, cells][..., None]
+    np.testing.assert_allclose(nearest, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
 def test_guided_gradcam_refuses_what_it_cannot_do(getkey):
     module = GuidedNet()
     images = jax.random.normal(getkey(), (2, 8, 8, 3))
@@ -611,3 +626,19 @@ def test_flip_shift_of_a_symmetric_model_is_the_plain_map(getkey):
     images = _images(getkey(), (2, 6, 6, 1))
     ours = A.flip_shift_average(logits_fn, None, images, 0, shifts=(0, 2))
     np.testing.assert_allclose(ours, 2 * images, rtol=1e-5)
+
+
+def test_flip_shift_moves_maps_back_by_each_axis_scale(getkey):
+    """A method whose map keeps every row but every other column ([B, 8, 4] of 8 x 8 images):
+    a shift of 2 pixels is 2 rows and 1 column of the map, so the unflipped copies moved back
+    are the map itself."""
+
+    def method(logits_fn, params, images, classes=None, *, key=None, batch_size=None):
+        return images[:, :, ::2, 0]
+
+    def logits_fn(params, images):
+        return jnp.sum(images, axis=(1, 2)) * 1.0
+
+    images = _images(getkey(), (2, 8, 8, 3))
+    ours = A.flip_shift_average(logits_fn, None, images, 0, method=method, shifts=(0, 2, 4), flips=False)
+    np.testing.assert_allclose(ours, images[:, :, ::2, 0], rtol=1e-6)

@@ -343,7 +343,7 @@ def test_localise_writes_mask_box_and_figure_in_the_inputs_pixels(tmp_path, red_
         mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
         assert mask.shape == (height, width) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
         record = json.loads((out / f"{stem}_box.json").read_text())
-        assert record["class"] == 7 and record["method"] == "paper"
+        assert record["class"] == 7 and record["method"] == "paper" and record["from_seeds"] is False
         x0, y0, x1, y1 = record["box"]
         ys, xs = np.nonzero(mask)  # the box is the mask's, x1/y1 exclusive, in the input's pixels
         assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == [x0, y0, x1, y1]

@@ -145,6 +145,24 @@ def test_per_image_segments_and_a_jitted_call(tiny_cnn):
                                np.asarray(together), rtol=1e-4, atol=1e-6)
 
 
+def test_images_with_different_segment_counts_get_their_own_results(tiny_cnn):
+    # Each image's M is its own: a 4-segment image beside an 8-segment one gets what it gets alone
+    # (with the batch's M it would share its gain with 4 labels that cover no pixel).
+    logits_fn, params = _tempered(tiny_cnn)
+    images = jax.random.uniform(jax.random.key(3), (3, 8, 8, 3), minval=0.0, maxval=255.0)
+    mixed = np.stack([grid_segments(8, 8, 2), grid_segments(8, 8, (2, 4)), grid_segments(8, 8, 2).T])
+    classes = jnp.array([0, 1, 2])
+    settings = dict(key=jax.random.key(5), num_samples=40, baseline=0.1)
+    together = np.asarray(A.kernel_shap(logits_fn, params, images, classes, segments=mixed, **settings))
+    for b in range(3):
+        alone = A.kernel_shap(logits_fn, params, images[b:b + 1], classes[b:b + 1], segments=mixed[b], **settings)
+        np.testing.assert_allclose(together[b], np.asarray(alone[0]), rtol=1e-4, atol=1e-6)
+        count = int(mixed[b].max()) + 1
+        values = [together[b][mixed[b] == j][0, 0] for j in range(count)]
+        gain = (logits_fn(params, images[b:b + 1])[0, b] - logits_fn(params, jnp.full((1, 8, 8, 3), 0.1))[0, b])
+        np.testing.assert_allclose(sum(values), float(gain), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"segments": np.zeros((8, 7), np.int32)}, "segments must have shape"),
     ({"segments": np.zeros((8, 8), np.float32)}, "integer labels"),

@@ -45,6 +45,37 @@ def test_segmentation_recovers_a_known_object():
     assert found.mask.dtype == bool and found.mask.shape == obj.shape
 
 
+def _empty_cut_scene(size=40):
+    """Grey, with red specks among the least salient pixels and a random map: the foreground
+    model (fitted on grey seeds only) wins each grey pixel by 0.67 nats, less than the red
+    specks' edges cost, so the cut keeps no foreground."""
+    rng = np.random.default_rng(0)
+    image = np.full((size, size, 3), 100, np.uint8)
+    saliency = rng.random((size, size))
+    image[(saliency < 0.3) & (rng.random((size, size)) < 0.5)] = [200, 30, 30]
+    return image, saliency
+
+
+def test_an_empty_cut_falls_back_to_the_seeds_and_says_so():
+    from saliency_jax import figures
+    from saliency_jax.localisation import largest_component, localise_photo, quantile_seeds
+
+    image, saliency = _empty_cut_scene()
+    found = localise(image, saliency)
+    assert found.from_seeds and not found.segmentation.any()
+    np.testing.assert_array_equal(found.mask, largest_component(quantile_seeds(saliency).foreground))
+    ys, xs = np.nonzero(found.mask)
+    assert found.box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert figures.localisation_titles(found)[3] == figures.SEED_MASK_TITLE
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # localise_photo's resized path says so too
+    assert localise_photo(big, np.repeat(np.repeat(saliency, 2, axis=0), 2, axis=1),
+                          GraphCutConfig(max_side=40)).from_seeds
+    image, saliency, _ = _scene()
+    found = localise(image, saliency)
+    assert not found.from_seeds and found.segmentation.any()
+    assert figures.localisation_titles(found) == list(figures.PANEL_TITLES)
+
+
 def test_seeds_inside_the_object_are_hard_only_when_asked():
     # Half of the object is no more salient than the background, so some of the
     # least salient 30% (background seeds) fall inside it.

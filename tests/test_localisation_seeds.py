@@ -37,6 +37,26 @@ def test_only_the_ranking_matters():
     np.testing.assert_array_equal(a.background, b.background)
 
 
+def test_maps_whose_range_overflows_float64_seed_as_their_ranking():
+    # max - min overflows: np.quantile's interpolation gave an inf threshold (no foreground) or
+    # a -inf one (every pixel foreground, overlapping the background).
+    saliency = _permuted_ramp()
+    a = quantile_seeds(saliency)
+    huge = (saliency - 50) * 3.5e306  # -1.75e308 .. 1.72e308
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(huge.max() - huge.min())
+    b = quantile_seeds(huge)
+    np.testing.assert_array_equal(a.foreground, b.foreground)
+    np.testing.assert_array_equal(a.background, b.background)
+    assert b.foreground_threshold == pytest.approx(44.05 * 3.5e306)
+    assert b.background_threshold == pytest.approx(-20.3 * 3.5e306)
+    two = np.full((10, 10), -1e308)
+    two[0, :5] = 1e308
+    seeds = quantile_seeds(two)
+    assert seeds.foreground.sum() == 5 and seeds.foreground[0, :5].all()
+    assert not (seeds.foreground & seeds.background).any()
+
+
 def test_ties_at_the_background_threshold_fall_back_to_the_tied_pixels():
     # Half of the map is exactly zero, so nothing is strictly below the 30% quantile (0).
     saliency = np.concatenate([np.zeros(50), np.arange(1, 51, dtype=float)]).reshape(10, 10)

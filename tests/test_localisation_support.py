@@ -43,6 +43,24 @@ def test_support_keeps_the_cut_off_a_neighbour_of_the_same_colour():
     assert (found.mask & left).sum() / (found.mask | left).sum() > 0.9
 
 
+@pytest.mark.parametrize("pairwise_weight", [50.0, 1e6, 1e9])
+def test_support_stays_hard_whatever_the_pairwise_weight(pairwise_weight):
+    """Isolated pixels of zero saliency inside a salient blob on a near-flat image: their
+    neighbours pull them to the foreground with edges of up to 8 x pairwise_weight, which the
+    support's cost must outweigh (a fixed 1e6 gave way at 1e6)."""
+    rng = np.random.default_rng(1)
+    image = (np.full((75, 113, 3), 120) + rng.integers(0, 3, (75, 113, 3))).astype(np.uint8)
+    yy, xx = np.mgrid[:75, :113]
+    saliency = np.exp(-((yy - 37.5) ** 2 + (xx - 56.5) ** 2) / (2 * 25.0**2)) + 0.3
+    holes = (np.random.default_rng(0).random((75, 113)) < 0.1) & (np.abs(yy - 37.5) < 6) & (np.abs(xx - 56.5) < 6)
+    saliency[holes] = 0.0
+    assert holes.sum() > 10
+    config = GraphCutConfig(support=0.05, hard_seeds="foreground", pairwise_weight=pairwise_weight)
+    found = localise(image, saliency, config)
+    assert found.segmentation.sum() > 1000
+    assert not (found.segmentation & support_mask(saliency, 0.05)).any()
+
+
 def test_support_zero_is_the_paper():
     image, saliency, _, _ = _two_objects()
     a = localise(image, saliency, GraphCutConfig())

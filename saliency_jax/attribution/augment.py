@@ -91,17 +91,17 @@ def flip_shift_average(
             raise ValueError(
                 f"shifts must move the method's {out_h}x{out_w} maps by whole cells ({height}x{width} images), got {s}"
             )
-        out_shifts.append(s * out_h // height)
+        out_shifts.append((s * out_h // height, s * out_w // width))  # each axis by its own scale
     copies = [(f, s, o) for f in ((False, True) if flips else (False,)) for s, o in zip(shifts, out_shifts)]
     flip_flags = jnp.asarray(np.array([c[0] for c in copies]))
     shift_in = jnp.asarray(np.array([c[1] for c in copies], np.int32))
-    shift_out = jnp.asarray(np.array([c[2] for c in copies], np.int32))
+    shift_out = jnp.asarray(np.array([c[2] for c in copies], np.int32))  # [copies, 2]: rows, columns
 
     def body(total, i):
         x = jnp.where(flip_flags[i], images[:, :, ::-1], images)
         x = jnp.roll(x, (shift_in[i], shift_in[i]), axis=(1, 2))
         out = replay(x, None if key is None else jax.random.fold_in(key, i))
-        out = jnp.roll(out, (-shift_out[i], -shift_out[i]), axis=(1, 2))
+        out = jnp.roll(out, (-shift_out[i, 0], -shift_out[i, 1]), axis=(1, 2))
         out = jnp.where(flip_flags[i], out[:, :, ::-1], out)
         return total + out, None
 

@@ -28,8 +28,8 @@ half-pixel centres, Captum's ``LayerAttribution.interpolate(..., interpolate_mod
 ``"nearest"``. :func:`guided_gradcam` is Captum's ``GuidedGradCam``: guided
 back-propagation (``gradient(..., rule="guided")``) times the Grad-CAM map
 upsampled to the input, bilinearly as in Selvaraju et al. by default, or with
-``upsample="nearest"`` (Captum's default; by whole cells when the sizes divide,
-as for EfficientNet-Lite0's 7 x 7 map of a 224 x 224 input). Grad-CAM++ equals
+``upsample="nearest"`` (Captum's default, PyTorch's ``interpolate(mode="nearest")``:
+output pixel ``i`` takes cell ``floor(i * h / H)``, whatever the sizes). Grad-CAM++ equals
 pytorch-grad-cam's, whose denominator adds ``1e-6``; here a zero denominator
 gives a zero weight instead.
 """
@@ -41,6 +41,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from saliency_jax.attribution import _common
 from saliency_jax.attribution.gradients import gradient
@@ -196,7 +197,8 @@ def guided_gradcam(
       batch_size: images per model call.
       layer: the module path of the Grad-CAM layer, with ``[B, h, w, k]`` output.
       upsample: how the ``[h, w]`` map is brought to ``[H, W]``: ``"bilinear"``
-        (half-pixel centres, as :func:`attribution_map`'s ``size``) or ``"nearest"``.
+        (half-pixel centres, as :func:`attribution_map`'s ``size``) or ``"nearest"``
+        (PyTorch's rule, as Captum: pixel ``i`` takes cell ``floor(i * h / H)``).
 
     Returns:
       float32 ``[B, H, W, C]``, in score units per input unit (the Grad-CAM map is
@@ -209,5 +211,20 @@ def guided_gradcam(
     classes = _common.resolve_classes(logits_fn, params, images, classes)
     cam = gradcam(logits_fn, params, images, classes, batch_size=batch_size, layer=layer)
     guided = gradient(logits_fn, params, images, classes, batch_size=batch_size, rule="guided")
-    cam = jax.image.resize(cam, images.shape[:3], method=upsample)
+    if upsample == "nearest":
+        cam = _torch_nearest(cam, images.shape[1:3])
+    else:
+        cam = jax.image.resize(cam, images.shape[:3], method=upsample)
     return (guided * cam[..., None]).astype(jnp.float32)
+
+
+def _torch_nearest(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """``[B, h, w]`` maps at ``size`` by PyTorch's nearest rule: pixel ``i`` takes cell ``floor(i * h / H)``.
+
+    (``jax.image.resize``'s nearest samples at half-pixel centres, which picks other
+    cells where the sizes do not divide: 5 -> 8 rows gives 0 0 1 2 2 3 4 4, PyTorch 0 0 1 1 2 3 3 4.)
+    """
+    (h, w), (height, width) = maps.shape[1:3], size
+    rows = np.arange(height) * h // height
+    cols = np.arange(width) * w // width
+    return maps[:, rows][:, :, cols]

@@ -61,13 +61,14 @@ def grid_segments(height: int, width: int, cells: int | tuple[int, int] = DEFAUL
     return (row_of[:, None] * cols + col_of[None, :]).astype(np.int32)
 
 
-def check_segments(segments, images: jax.Array) -> tuple[jax.Array, int]:
-    """``segments`` as int32 ``[B, H, W]`` (``None``: the default grid) and the segment count ``M``.
+def check_segments(segments, images: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``segments`` as int32 ``[B, H, W]`` (``None``: the default grid) and each image's segment count ``M``.
 
-    Labels are integers in ``[0, M)``; ``M`` is the largest label plus one. A label
-    that no pixel of an image holds is still a feature of its regression, one that
-    changes nothing: its value is an estimate of 0, shown at no pixel, and it shares
-    in the sum ``f(1) - f(0)``. They must be concrete: ``M`` sets the regression's size.
+    Labels are integers in ``[0, M)``; an image's ``M`` is its largest label plus
+    one, whatever the other images' labels. A label below it that no pixel of the
+    image holds is still a feature of its regression, one that changes nothing: its
+    value is an estimate of 0, shown at no pixel, and it shares in the sum
+    ``f(1) - f(0)``. They must be concrete: ``M`` sets the regression's size.
     """
     batch, height, width = images.shape[:3]
     if segments is None:
@@ -85,11 +86,12 @@ def check_segments(segments, images: jax.Array) -> tuple[jax.Array, int]:
     if values.min() < 0 or values.max() >= MAX_SEGMENTS:
         raise ValueError(f"segments must be labels in [0, {MAX_SEGMENTS}), got values in "
                          f"[{values.min()}, {values.max()}]")
-    count = int(values.max()) + 1
-    if count < 2:
-        raise ValueError("segments must hold at least 2 labels (one segment has nothing to share)")
-    values = np.broadcast_to(values, (batch, height, width))
-    return jnp.asarray(values, jnp.int32), count
+    values = np.broadcast_to(values, (batch, height, width)).astype(np.int32)
+    counts = values.reshape(batch, -1).max(axis=1).astype(np.int64) + 1
+    if counts.min() < 2:
+        raise ValueError(f"segments must hold at least 2 labels in every image (one segment has nothing to "
+                         f"share), got 1 in image {int(np.argmin(counts))}")
+    return values, counts
 
 
 def coalitions(key: jax.Array, samples: jax.Array, count: int) -> jax.Array:
@@ -160,13 +162,30 @@ def kernel_shap(
     key = _common.check_key(key, "kernel_shap")
     images = _common.as_images(images)
     batch_size = _common.check_batch_size(batch_size)
-    segments, count = check_segments(segments, images)
+    segments, counts = check_segments(segments, images)
     # The draws and the regression hold num_samples x M numbers: at most MAX_REGRESSION_ENTRIES (128 MB).
     # (MAX_SEGMENTS keeps M + 1 draws below that.)
+    count = int(counts.max())
     most = min(MAX_SAMPLES, MAX_REGRESSION_ENTRIES // count)
     num_samples = _checks.check_int(num_samples, "num_samples", count + 1, most)
     baseline = _common.broadcast_baseline(baseline, images)
     classes = _common.resolve_classes(logits_fn, params, images, classes)
+    if counts.min() == count:
+        return _kernel_shap(logits_fn, params, images, classes, key, batch_size, jnp.asarray(segments),
+                            count, num_samples, baseline)
+    # Images with different segment counts run as separate batches, each with its own M, so
+    # that each image's result is the one it gets alone.
+    out = jnp.zeros(images.shape, jnp.float32)
+    for m in np.unique(counts):
+        (rows,) = np.nonzero(counts == m)
+        part = _kernel_shap(logits_fn, params, images[rows], classes[rows], key, batch_size,
+                            jnp.asarray(segments[rows]), int(m), num_samples, baseline[rows])
+        out = out.at[rows].set(part)
+    return out
+
+
+def _kernel_shap(logits_fn, params, images, classes, key, batch_size, segments, count, num_samples, baseline):
+    """KernelSHAP of images whose segments all count ``count`` (arguments checked)."""
 
     def row(b, n):
         z = coalitions(key, n, count)  # [R, M]

@@ -8,8 +8,10 @@ and the GraphCut runs on the photo itself (longest side at most ``--max-side``).
 For each input ``<stem>`` it writes, atomically:
 
 * ``<stem>_mask.png``: the object mask, 0/255 uint8 at the input's size;
-* ``<stem>_box.json``: ``{"box": [x0, y0, x1, y1], "class": c, "method": m}`` in the
-  input's pixels, ``x1``/``y1`` exclusive, plus the settings that made it;
+* ``<stem>_box.json``: ``{"box": [x0, y0, x1, y1], "class": c, "method": m, "from_seeds": f}``
+  in the input's pixels, ``x1``/``y1`` exclusive, plus the settings that made it;
+  ``from_seeds`` is true when the GraphCut kept no foreground and the box is
+  that of the largest group of foreground seeds (which the paper does not give);
 * ``<stem>_localisation.png``: the paper's Figure 3 panels (image, saliency map,
   seeds, GraphCut mask, box).
 
@@ -152,12 +154,13 @@ def run(args: argparse.Namespace, classifier=None) -> int:
                 continue
             files = outputs(out, item.stem)
             panels = figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), result)
-            figure = figures.image_grid(panels, list(figures.PANEL_TITLES), columns=len(panels))
+            figure = figures.image_grid(panels, figures.localisation_titles(result), columns=len(panels))
             figure.suptitle(_common.printable(
                 f"{item.stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}"), fontsize=9)
             try:
                 _common.write_outputs(files.box, {
                     "box": [int(v) for v in result.box], "class": int(c), "method": args.seed_map,
+                    "from_seeds": bool(result.from_seeds),
                     "command": COMMAND, "input": item.source, "identity": item.identity, "settings": settings,
                 }, [(files.mask, lambda p: io.save_png(p, result.mask.astype(np.uint8) * 255)),
                     (files.figure, lambda p: io.save_figure(p, figure))])

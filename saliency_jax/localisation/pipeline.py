@@ -52,6 +52,9 @@ class Localisation(NamedTuple):
       seeds: the :class:`Seeds` the map gave.
       timings: :class:`StageTimes` of this call (for benchmarks; not part of
         the result's value).
+      from_seeds: True when the cut labelled no pixel foreground, so that
+        ``mask`` (and ``box``) is the largest connected group of foreground
+        seeds instead: an answer the paper does not give (it reports no box).
     """
 
     mask: np.ndarray
@@ -59,6 +62,7 @@ class Localisation(NamedTuple):
     segmentation: np.ndarray
     seeds: Seeds
     timings: StageTimes
+    from_seeds: bool = False
 
 
 def saliency_prior(saliency: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -82,10 +86,14 @@ def saliency_prior(saliency: np.ndarray, weight: float) -> tuple[np.ndarray, np.
     return weight * (1.0 - scaled), weight * scaled
 
 
-# Added to the foreground cost of a pixel outside the support: it exceeds any
-# colour cost (negative log-likelihoods of a few tens of nats) plus the pixel's
-# pairwise edges (at most 8 * pairwise_weight), so the cut never keeps it.
-_HARD_COST = 1e6
+def _outside_cost(foreground_cost: np.ndarray, background_cost: np.ndarray, outside: np.ndarray,
+                  pairwise_weight: float) -> float:
+    """What a pixel outside the support adds to its foreground cost: more than its colours'
+    lean to the foreground plus all its pairwise edges (at most ``8 * pairwise_weight``), so
+    that no cut keeps it, whatever the weight."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused by build_graph
+        lean = float(np.max(background_cost - foreground_cost, where=outside, initial=0.0))
+        return 1.0 + 8.0 * pairwise_weight + max(lean, 0.0)
 
 
 def support_mask(saliency: np.ndarray, support: float) -> np.ndarray:
@@ -119,7 +127,8 @@ def localise(image: np.ndarray, saliency: np.ndarray, config: GraphCutConfig = G
 
     Should the cut label no pixel foreground (possible without hard seeds when
     the foreground colours are also common in the background), the mask is the
-    largest connected group of foreground seeds, so there is always a box.
+    largest connected group of foreground seeds, so there is always a box, and
+    the result's ``from_seeds`` is True (the paper gives no box then).
 
     Args:
       image: ``[H, W, 3]`` (``[H, W]`` grey is accepted), at least 2 pixels.
@@ -170,7 +179,8 @@ def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) 
             background_cost = background_cost + prior[1]
         if outside is not None:
             # A hard constraint: far more than any colour cost or cut of the pixel's edges.
-            foreground_cost = np.where(outside, foreground_cost + _HARD_COST, foreground_cost)
+            hard = _outside_cost(foreground_cost, background_cost, outside, config.pairwise_weight)
+            foreground_cost = np.where(outside, foreground_cost + hard, foreground_cost)
         tock = time.perf_counter()
         graph = build_graph(
             pixels, foreground_cost, background_cost, seeds,
@@ -196,7 +206,8 @@ def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) 
         mask = most_salient_component(segmentation, saliency, config.connectivity)
     else:
         mask = largest_component(segmentation, config.connectivity)
-    if not mask.any():  # the cut kept no foreground: fall back to the seeds themselves
+    from_seeds = not mask.any()
+    if from_seeds:  # the cut kept no foreground: fall back to the seeds themselves
         mask = largest_component(seeds.foreground, config.connectivity)
     box = bounding_box(mask)
     end = time.perf_counter()
@@ -208,7 +219,7 @@ def _localise(pixels: np.ndarray, saliency: np.ndarray, config: GraphCutConfig) 
         maxflow=flow_seconds,
         components=end - tick,
     )
-    return Localisation(mask, box, segmentation, seeds, timings)
+    return Localisation(mask, box, segmentation, seeds, timings, bool(from_seeds))
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], resample) -> np.ndarray:
@@ -290,7 +301,7 @@ def localise_photo(image: np.ndarray, saliency: np.ndarray, config: GraphCutConf
         found.seeds.background_threshold,
     )
     return Localisation(mask, bounding_box(mask), _resize(found.segmentation, shape, Image.NEAREST), seeds,
-                        found.timings)
+                        found.timings, found.from_seeds)
 
 
 class ClassBoxes(NamedTuple):

@@ -73,6 +73,19 @@ def quantile_seeds(
             f"{foreground_quantile:.0%} quantiles coincide, so it cannot seed a foreground and a "
             "background (check the map: an all-zero map usually means the gradient vanished)"
         )
+    with np.errstate(over="ignore"):
+        span = high - low
+    if not np.isfinite(span):
+        # np.quantile interpolates with differences of values, which overflow here: halve the
+        # map first (exact, and the ranking is the same) and report the thresholds doubled.
+        half = _seeds(saliency / 2, foreground_quantile, background_quantile)
+        return half._replace(foreground_threshold=2 * half.foreground_threshold,
+                             background_threshold=2 * half.background_threshold)
+    return _seeds(saliency, foreground_quantile, background_quantile)
+
+
+def _seeds(saliency: np.ndarray, foreground_quantile: float, background_quantile: float) -> Seeds:
+    """:func:`quantile_seeds` of a checked, not constant map whose range float64 holds."""
     background_threshold, foreground_threshold = np.quantile(
         saliency, [background_quantile, foreground_quantile]
     )
