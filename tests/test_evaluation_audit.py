@@ -35,10 +35,11 @@ def _peak(saliency):
 
 
 def _points_at(saliency, mask, tolerance):
-    """Is some object pixel within ``tolerance`` (Euclidean, inclusive) of the map's first maximum?"""
+    """Is the map's first maximum on the object or some object pixel closer than ``tolerance``
+    (TorchRay's ``d**2 < tolerance**2``)?"""
     y, x = _peak(saliency)
     return any(
-        (y - v) ** 2 + (x - u) ** 2 <= tolerance**2 for v, u in zip(*np.nonzero(mask))
+        (y - v) ** 2 + (x - u) ** 2 < max(tolerance**2, 1) for v, u in zip(*np.nonzero(mask))
     )
 
 
@@ -439,6 +440,43 @@ def test_evaluate_refuses_examples_that_are_not_localisation_examples():
     # Lists for boxes and labels are taken as arrays, not refused by a boolean index deep inside.
     listed = tfds_eval.LocalisationExample(image, [[10, 10, 40, 40]], [5], "b")
     assert tfds_eval.evaluate([listed], lambda _: guess, class_agnostic=False)[:3] == (1, 1.0, 0.0)
+
+
+def test_the_class_aware_pointing_game_scores_the_images_label_only():
+    # Objects of classes 5 and 9; the map peaks on the class-9 object, the image's label is 5.
+    image = np.zeros((80, 100, 3), np.uint8)
+    example = tfds_eval.LocalisationExample(image, np.array([[10, 10, 40, 40], [60, 40, 80, 60]]),
+                                            np.array([5, 9]), "a")
+    peak = np.zeros((80, 100))
+    peak[50, 70] = 1.0
+    guess = tfds_eval.Prediction(np.array([5]), np.array([[10, 10, 40, 40]]), peak)
+    assert tfds_eval.evaluate([example], lambda _: guess, class_agnostic=False).pointing == 0.0  # was 1.0
+    assert tfds_eval.evaluate([example], lambda _: guess, class_agnostic=True).pointing == 1.0
+
+
+@pytest.mark.parametrize("boxes, labels, message", [
+    ([[10, 10, 40, 40], [0, 0, 5, 5]], [5], r"example 0 \('a'\): labels must have shape \[M\], one per box \(2\)"),
+    ([[10, 10, 40, 40]], 5, r"labels must have shape \[M\]"),  # was a TypeError
+    ([[10, 10, 40, 40]], [5.5], "labels must be integer class ids"),
+    ([[10, 10, np.nan, 40]], [5], "boxes must be finite"),
+    ([10, 10, 40, 40], [5], r"boxes must have shape \[M, 4\]"),
+    ("box", [5], "boxes must be real numbers"),
+])
+def test_evaluate_names_a_malformed_example(boxes, labels, message):
+    image = np.zeros((60, 80, 3), np.uint8)
+    example = tfds_eval.LocalisationExample(image, boxes, labels, "a")
+    guess = tfds_eval.Prediction(np.array([5]), np.array([[10, 10, 40, 40]]))
+    for class_agnostic in (True, False):
+        with pytest.raises(ValueError, match=message):
+            tfds_eval.evaluate([example], lambda _: guess, class_agnostic=class_agnostic)
+
+
+def test_evaluate_clips_boxes_to_the_image():
+    image = np.zeros((60, 80, 3), np.uint8)
+    # The object reaches past the image; clipped, the prediction inside the image matches it exactly.
+    example = tfds_eval.LocalisationExample(image, np.array([[40, 30, 200, 90]]), np.array([5]), "a")
+    guess = tfds_eval.Prediction(np.array([5]), np.array([[40, 30, 80, 60]]))
+    assert tfds_eval.evaluate([example], lambda _: guess, class_agnostic=False)[:3] == (1, 1.0, 0.0)
 
 
 def test_malformed_imagenet_annotations_name_the_file(tmp_path):

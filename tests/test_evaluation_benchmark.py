@@ -95,6 +95,21 @@ def test_perfect_boxes_score_one(small):
     assert row.box_iou == row.accuracy == row.mask_iou == 1.0
 
 
+def test_score_wants_one_box_and_one_mask_per_image(small):
+    count = len(small.boxes)
+    with pytest.raises(ValueError, match=rf"pred_masks must hold {count} masks.*got 1"):
+        bench.score("m", "-", small.boxes, small, pred_masks=[small.masks[0]])  # was scored over 1 image
+    with pytest.raises(ValueError, match=rf"pred_boxes must have shape \[{count}, 4\]"):
+        bench.score("m", "-", small.boxes[:1], small)
+
+
+def test_make_scenes_refuses_a_visibility_it_cannot_meet():
+    # Five objects at 90% of the side cannot each keep 99% of their area: the last of 50
+    # placements used to be kept anyway.
+    with pytest.raises(ValueError, match="min_visible=0.99 could not be met"):
+        bench.make_scenes(1, objects_per_scene=(5, 5), size=64, scale_range=(0.9, 0.9), min_visible=0.99)
+
+
 def test_map_rows_and_table(small):
     maps = bench.simulated_saliency(small.masks, seed=0)
     localise_fn = functools.partial(localise_many, config=GraphCutConfig(), processes=1)

@@ -78,8 +78,8 @@ def test_pointing_game_with_masks_and_the_15_pixel_tolerance():
     mask[10:20, 10:20] = True
     maps = np.zeros((4, 60, 60))
     maps[0, 15, 15] = 1  # inside
-    maps[1, 15, 34] = 1  # 15 px right of the last object column (19): a hit
-    maps[2, 15, 35] = 1  # 16 px: a miss
+    maps[1, 15, 33] = 1  # 14 px right of the last object column (19): a hit
+    maps[2, 15, 34] = 1  # 15 px: a miss (TorchRay's rule: closer than 15, d**2 < 15**2)
     maps[3, 30, 30] = 1  # (11, 11) away diagonally: 15.6 px, a miss
     hits = metrics.pointing_hits(maps, masks=[mask] * 4)
     np.testing.assert_array_equal(hits, [True, True, False, False])

@@ -45,8 +45,9 @@ def test_voc_boxes_come_out_in_pixels_with_exclusive_ends():
         examples = list(tfds_eval.voc_examples("test"))
     assert [e.name for e in examples] == ["000001.jpg", "000003.jpg"]  # the all-difficult image is skipped
     first = examples[0]
-    np.testing.assert_array_equal(first.boxes, [[0, 10, 50, 60]])  # the difficult object is dropped
-    np.testing.assert_array_equal(first.labels, [14])
+    # The difficult object stays a target (TorchRay's pointing game: a hit on it counts).
+    np.testing.assert_array_equal(first.boxes, [[0, 10, 50, 60], [100, 0, 200, 100]])
+    np.testing.assert_array_equal(first.labels, [14, 6])
     assert first.image.shape == (100, 200, 3)
     np.testing.assert_array_equal(examples[1].boxes, [[10, 20, 30, 40]])
     with tfds.testing.mock_data(as_data_source_fn=_voc_source):
@@ -122,10 +123,18 @@ def test_evaluate_scores_perfect_and_wrong_predictors():
         saliency = np.zeros(image.shape[:2])
         y0, x0 = example.boxes[0, 1], example.boxes[0, 0]
         saliency[y0, x0] = 1.0
-        return tfds_eval.Prediction(np.array([1, example.labels[0]]), np.repeat(example.boxes, 2, 0), saliency)
+        return tfds_eval.Prediction(np.array([example.labels[0], 1]), np.repeat(example.boxes, 2, 0), saliency)
 
     scores = tfds_eval.evaluate(examples, oracle, class_agnostic=False)
     assert scores == tfds_eval.RealScores(2, 1.0, 0.0, 1.0)
+
+    def second_guess(image):  # the right box under the second class: a top-5 hit, a top-1 miss
+        example = truth[id(image)]
+        return tfds_eval.Prediction(np.array([1, example.labels[0]]), np.repeat(example.boxes, 2, 0))
+
+    scores = tfds_eval.evaluate(examples, second_guess, class_agnostic=False)
+    assert scores[:3] == (2, 0.0, 0.0)  # the top-1 accuracy ignored the class (was 1.0)
+    assert tfds_eval.evaluate(examples, second_guess, class_agnostic=True)[:2] == (2, 1.0)  # CorLoc: boxes only
 
     def elsewhere(image):
         return tfds_eval.Prediction(np.array([5]), np.array([[60, 45, 80, 60]]))

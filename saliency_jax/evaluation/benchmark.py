@@ -555,6 +555,10 @@ def make_scenes(
 
     Returns:
       :class:`SceneBenchmark`.
+
+    Raises:
+      ValueError: naming the argument, for a bad argument, or when 50 placements
+        of one scene's objects all break ``min_visible``.
     """
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
         raise ValueError(f"num_scenes must be an integer >= 1, got {num_scenes!r}")
@@ -601,6 +605,12 @@ def make_scenes(
                 break
             rng.bit_generator.state = state
             rng.random()  # move on from the rejected draw
+        else:
+            raise ValueError(
+                f"min_visible={min_visible} could not be met: 50 placements of {count} objects at scale_range "
+                f"{scale_range} on a {size}-pixel scene (scene {i}) all hid more of an object; lower min_visible, "
+                "the scales or objects_per_scene"
+            )
         for name, mask in zip(chosen, visible):
             images.append(image)
             masks.append(mask)
@@ -751,9 +761,15 @@ def score(
       :class:`TableRow`.
     """
     pred_boxes = np.asarray(pred_boxes)
-    shape = benchmark.masks.shape[1:]
+    count, shape = len(benchmark.boxes), benchmark.masks.shape[1:]
+    if pred_boxes.shape != (count, 4):
+        raise ValueError(f"pred_boxes must have shape [{count}, 4], one box per image of the benchmark, got shape "
+                         f"{pred_boxes.shape}")
     if pred_masks is None:
         pred_masks = [box_mask(b, shape) for b in pred_boxes]
+    elif isinstance(pred_masks, (str, bytes)) or len(pred_masks := list(pred_masks)) != count:
+        raise ValueError(f"pred_masks must hold {count} masks, one per image of the benchmark, got "
+                         f"{len(pred_masks) if isinstance(pred_masks, list) else type(pred_masks).__name__}")
     ious = np.diagonal(metrics.box_iou(pred_boxes[:, None], benchmark.boxes[None])) if len(pred_boxes) else []
     return TableRow(
         method=method,

@@ -248,8 +248,10 @@ def saliency_peak(saliency) -> np.ndarray:
 def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 15.0) -> np.ndarray:
     """The pointing game (Zhang et al., 2016): does each map's maximum hit the object?
 
-    A hit is a maximum within ``tolerance`` pixels (Euclidean) of a pixel of the
-    object; on ties the first maximum in row-major order is the one that points.
+    A hit is a maximum on the object or less than ``tolerance`` pixels
+    (Euclidean) from one of its pixels: TorchRay's rule, ``d**2 < tolerance**2``
+    (a peak exactly 15 px away misses); on ties the first maximum in row-major
+    order is the one that points.
     Give the objects as ``masks`` or as ``boxes``, not both. A box covers the
     map's pixels inside it: a box with no pixel in the map (empty, or outside the
     map) is no object, as its mask would be empty.
@@ -259,7 +261,8 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
       masks: ``N`` bool object masks, each the shape of its map.
       boxes: ``[N, 4]``, or a length-``N`` list of ``[M_i, 4]`` (exclusive ends):
         a hit on any of an image's boxes counts.
-      tolerance: pixels of slack around the object, the game's 15.
+      tolerance: pixels of slack around the object, the game's 15 (0: on the
+        object only).
 
     Returns:
       bool ``[N]``; an image without objects is a miss.
@@ -283,7 +286,7 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
                 raise ValueError(f"masks must match the maps' shape {np.shape(saliency)}, got {mask.shape}")
             y, x = saliency_peak(saliency)
             # Distance from the peak to the nearest object pixel.
-            hits.append(bool(mask.any()) and bool(ndimage.distance_transform_edt(~mask)[y, x] <= tolerance))
+            hits.append(bool(mask.any()) and _near(ndimage.distance_transform_edt(~mask)[y, x], tolerance))
         return np.array(hits, dtype=bool)
     for saliency, object_boxes in zip(maps, _ground_truth_list(boxes, len(maps), "boxes")):
         y, x = saliency_peak(saliency)
@@ -295,8 +298,13 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
         # Distance from pixel (x, y) to the nearest pixel of each box, columns x0 .. x1 - 1.
         dx = np.maximum(np.maximum(object_boxes[:, 0] - x, x - (object_boxes[:, 2] - 1)), 0)
         dy = np.maximum(np.maximum(object_boxes[:, 1] - y, y - (object_boxes[:, 3] - 1)), 0)
-        hits.append(bool(len(object_boxes)) and bool((np.hypot(dx, dy) <= tolerance).any()))
+        hits.append(bool(len(object_boxes)) and bool(_near(np.hypot(dx, dy), tolerance).any()))
     return np.array(hits, dtype=bool)
+
+
+def _near(distance, tolerance: float):
+    """On the object, or closer than ``tolerance`` (strictly, as TorchRay)."""
+    return (distance == 0) | (distance < tolerance)
 
 
 def pointing_accuracy(saliency_maps, *, masks=None, boxes=None, tolerance: float = 15.0) -> float:

@@ -13,7 +13,8 @@ that is not prepared raises.
   boxes; give the ILSVRC 2012 validation box annotations (the folder of
   ``ILSVRC2012_val_*.xml`` files, or the ``LOC_val_solution.csv`` table) and they
   are joined on the file name. Scored with the ILSVRC top-5 localisation error
-  (paper §3.2) and top-1 localisation accuracy.
+  (paper §3.2) and top-1 localisation accuracy (the top-1 class is the label and
+  its box has IoU >= 0.5 with a box of the label, as in the CAM paper).
 
 Boxes come out as ``x0, y0, x1, y1`` int pixels with exclusive ends.
 """
@@ -69,9 +70,10 @@ class RealScores(NamedTuple):
 
     Attributes:
       num_images: images scored.
-      top1_accuracy: fraction whose top-1 box has IoU >= 0.5 with an object
-        (class-agnostic on VOC; of the true class on ImageNet, ignoring whether
-        the top-1 class is right).
+      top1_accuracy: top-1 localisation accuracy. With classes (ImageNet): the
+        fraction whose top-1 class is the label and whose top-1 box has IoU >= 0.5
+        with a box of the label (1 - the top-1 localisation error). Class-agnostic
+        (VOC, CorLoc): the fraction whose top-1 box has IoU >= 0.5 with any object.
       top5_error: ILSVRC top-5 localisation error (``nan`` when class-agnostic).
       pointing: pointing-game accuracy of the top-1 maps (``nan`` without maps).
     """
@@ -163,11 +165,14 @@ def voc_examples(
       split: ``"test"``, ``"validation"`` or ``"train"``.
       data_dir: TFDS data folder (TFDS's default if ``None``).
       limit: the most images to read.
-      include_difficult: keep objects marked difficult (VOC's evaluation drops them).
+      include_difficult: also score images whose objects are all marked
+        difficult. Either way every object, difficult or not, is a target: a box
+        or a peak on a difficult object is a hit, as in TorchRay's pointing game
+        (VOC's own evaluation ignores such matches rather than counting a miss).
 
     Yields:
-      :class:`LocalisationExample` with VOC class ids; images left without
-      objects are skipped.
+      :class:`LocalisationExample` with VOC class ids; without
+      ``include_difficult``, images whose objects are all difficult are skipped.
     """
     limit = _check_limit(limit)
     include_difficult = _check_bool(include_difficult, "include_difficult")
@@ -182,11 +187,11 @@ def voc_examples(
                 f"voc/2007 example {_text(example.get('image/filename', '?'))!r} has {len(bbox)} boxes, "
                 f"{len(labels)} labels and {len(difficult)} difficulty flags"
             )
-        keep = np.ones(len(labels), bool) if include_difficult else ~difficult.astype(bool)
-        if not keep.any():
+        all_difficult = bool(difficult.astype(bool).all())
+        if not len(labels) or (all_difficult and not include_difficult):
             continue
-        boxes = normalised_to_pixels(bbox[keep], image.shape[0], image.shape[1], one_based=True)
-        yield LocalisationExample(image, boxes, labels[keep].astype(np.int64), _text(example.get("image/filename", "")))
+        boxes = normalised_to_pixels(bbox, image.shape[0], image.shape[1], one_based=True)
+        yield LocalisationExample(image, boxes, labels.astype(np.int64), _text(example.get("image/filename", "")))
 
 
 def _xml_boxes(file: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -340,7 +345,7 @@ def evaluate(
                 f"examples must yield LocalisationExample (image, boxes, labels, name), got "
                 f"{type(example).__name__} at position {index}"
             )
-        example = example._replace(boxes=np.asarray(example.boxes), labels=np.asarray(example.labels))
+        example = _checked_example(example, index)
         guess = predict(example.image)
         if not (hasattr(guess, "classes") and hasattr(guess, "boxes") and hasattr(guess, "saliency")):
             raise ValueError(f"predict must return a Prediction (classes, boxes, saliency), got {type(guess).__name__}")
@@ -355,14 +360,17 @@ def evaluate(
             top5_misses.append(
                 metrics.top5_localisation_error(classes[None, :5], boxes[None, :5], [example.labels], [example.boxes])
             )
-        top1_hits.append(bool(metrics.localisation_hits(boxes[:1], [targets])[0]))
+        box_hit = bool(metrics.localisation_hits(boxes[:1], [targets])[0])
+        top1_hits.append(box_hit if class_agnostic else box_hit and len(targets) > 0
+                         and int(classes[0]) == int(example.labels[0]))
         if guess.saliency is not None:
             if np.shape(guess.saliency) != np.shape(example.image)[:2]:
                 raise ValueError(
                     f"predict must return a saliency map at the image's size {np.shape(example.image)[:2]}, "
                     f"got shape {np.shape(guess.saliency)} (resize the map to the image)"
                 )
-            points.append(bool(metrics.pointing_hits([guess.saliency], boxes=[example.boxes], tolerance=tolerance)[0]))
+            # The same objects as the top-1 box: the image's label's, or any with class_agnostic.
+            points.append(bool(metrics.pointing_hits([guess.saliency], boxes=[targets], tolerance=tolerance)[0]))
     count = len(top1_hits)
     if not count:
         raise ValueError("examples must hold at least one image to score, got none")
@@ -372,6 +380,37 @@ def evaluate(
         top5_error=float(np.mean(top5_misses)) if top5_misses else float("nan"),
         pointing=float(np.mean(points)) if points else float("nan"),
     )
+
+
+def _checked_example(example: LocalisationExample, index: int) -> LocalisationExample:
+    """``example`` with ``[M, 4]`` boxes clipped to its ``[H, W, 3]`` image and ``[M]`` integer labels."""
+    where = f"example {index} ({example.name!r})"
+    image = np.asarray(example.image)
+    if image.ndim != 3 or image.shape[2] != 3 or not min(image.shape[:2]):
+        raise ValueError(f"{where}: image must be [H, W, 3] with H, W >= 1, got shape {image.shape}")
+    try:
+        boxes = np.asarray(example.boxes, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: boxes must be real numbers [M, 4] (x0, y0, x1, y1), got "
+                         f"{type(example.boxes).__name__}") from None
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}: boxes must have shape [M, 4] (x0, y0, x1, y1), got shape {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise ValueError(f"{where}: boxes must be finite, got {boxes.tolist()}")
+    labels = np.asarray(example.labels)
+    if labels.ndim != 1 or len(labels) != len(boxes):
+        raise ValueError(f"{where}: labels must have shape [M], one per box ({len(boxes)}), got shape "
+                         f"{labels.shape}")
+    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: labels must be integer class ids, got dtype {labels.dtype}")
+    height, width = image.shape[:2]
+    kept = np.asarray(example.boxes).reshape(boxes.shape)  # integer boxes stay integer
+    if not np.issubdtype(kept.dtype, np.integer):
+        kept = boxes
+    clipped = np.clip(kept, 0, np.array([width, height, width, height], kept.dtype))
+    return example._replace(image=image, boxes=clipped, labels=labels.astype(np.int64))
 
 
 def _prediction_arrays(guess) -> tuple[np.ndarray, np.ndarray]:
