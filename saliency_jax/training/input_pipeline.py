@@ -10,7 +10,9 @@ global batch.
 
 Images are decoded on threads, resized and cropped with Pillow, and stay uint8
 until the jitted step: copying bytes to the devices is four times cheaper than
-copying floats.
+copying floats. Images must be uint8 (as TFDS decodes them) and labels integer
+class ids within int32, on every path: a cast would silently blacken a 0-1 float
+image or move a label onto another class, so either raises a ``ValueError``.
 
 A record of a TFDS source that cannot be read (a corrupt, truncated or missing
 ``array_record`` file) raises a ``ValueError`` naming the dataset, split, data
@@ -315,6 +317,56 @@ def process_rows(global_batch_size: int, process_index: int, process_count: int)
     return slice(process_index * share, (process_index + 1) * share)
 
 
+def _check_uint8(dtype) -> None:
+    """``ValueError`` unless images of ``dtype`` are uint8."""
+    if dtype != np.uint8:
+        # A cast would wrap other integers and turn a float image on the 0-1 scale black.
+        raise ValueError(f"image must be uint8 (0-255, as TFDS decodes images), got dtype {dtype}")
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def _class_ids(labels, indices: np.ndarray, key: str) -> np.ndarray:
+    """The labels of examples ``indices`` as int32 ``[b]``, checked (vectorised) rather than cast.
+
+    A cast would wrap int64 labels past int32 onto other classes and truncate
+    float labels, so labels must have an integer dtype (not bool or float, even
+    whole) and lie in int32's range; the range of classes ``[0, K)`` is checked
+    by the training loop, which knows ``K``.
+
+    Args:
+      labels: ``[b]`` values of feature ``key``.
+      indices: int ``[b]`` the examples they belong to (named in the error).
+      key: the label feature's name.
+
+    Raises:
+      ValueError: naming ``key`` and the first example whose label is no int32 class id.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != indices.shape:
+        raise ValueError(
+            f"{key} must be one integer class id per example, got shape {labels.shape} for {len(indices)} examples"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):  # bool and float (even whole) labels too
+        i = 0
+        if np.issubdtype(labels.dtype, np.floating) and labels.size:
+            i = int(np.argmax(labels != np.round(labels)))  # the first fraction (or NaN), if any
+        raise ValueError(
+            f"{key} must be integer class ids (of an integer dtype), got dtype {labels.dtype}: "
+            f"example {int(indices[i])} has {labels[i]}"
+        )
+    if not np.can_cast(labels.dtype, np.int32):
+        outside = (labels < _INT32.min) | (labels > _INT32.max)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ValueError(
+                f"{key} of example {int(indices[i])} must be a class id in int32's range "
+                f"[{_INT32.min}, {_INT32.max}], got {labels[i]} (dtype {labels.dtype})"
+            )
+    return labels.astype(np.int32)
+
+
 def fit_image(
     image: np.ndarray,
     image_size: int,
@@ -331,23 +383,34 @@ def fit_image(
     centre-cropped to a square and resized straight to ``image_size``.
 
     Args:
-      image: uint8 ``[H, W, C]`` with ``C`` 1 or 3 (or ``[H, W]``).
+      image: uint8 ``[H, W, C]`` with ``C`` 1 or 3 (or ``[H, W]``), ``H, W >= 1``.
       image_size: output side.
       resize_size: shorter side before cropping, ``>= image_size``.
-      crop_offset: (row, col) position of the crop in [0, 1].
+      crop_offset: (row, col) position of the crop, each in [0, 1] (0: top or
+        left edge, 1: bottom or right edge).
       flip: mirror left-right.
 
     Returns:
       uint8 ``[image_size, image_size, 3]``.
+
+    Raises:
+      ValueError: ``image`` is not uint8, not ``[H, W, 1 or 3]`` or empty, or
+        ``crop_offset`` is not two numbers in [0, 1].
     """
     image = np.asarray(image)
-    if image.dtype != np.uint8:
-        # A cast would wrap other integers and turn a float image on the 0-1 scale black.
-        raise ValueError(f"image must be uint8 (0-255, as TFDS decodes images), got dtype {image.dtype}")
+    _check_uint8(image.dtype)
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[-1] not in (1, 3):
         raise ValueError(f"image must have shape [H, W, 1 or 3], got {image.shape}")
+    if 0 in image.shape[:2]:
+        raise ValueError(f"image must have at least one pixel, got shape {image.shape}")
+    try:
+        row, col = (float(x) for x in crop_offset)
+    except (TypeError, ValueError):  # not a pair, or not numbers
+        row = col = math.nan
+    if not (0 <= row <= 1 and 0 <= col <= 1):  # outside [0, 1] the crop runs off the image (NaN too)
+        raise ValueError(f"crop_offset must be a (row, col) pair of numbers in [0, 1], got {crop_offset!r}")
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
     h, w = image.shape[:2]
@@ -362,8 +425,8 @@ def fit_image(
     if image.shape[:2] != target:
         image = np.asarray(Image.fromarray(image.astype(np.uint8)).resize(target[::-1], Image.BILINEAR))
     h, w = image.shape[:2]
-    top = round(crop_offset[0] * (h - image_size))
-    left = round(crop_offset[1] * (w - image_size))
+    top = round(row * (h - image_size))
+    left = round(col * (w - image_size))
     image = image[top : top + image_size, left : left + image_size]
     if flip:
         image = image[:, ::-1]
@@ -379,11 +442,15 @@ class _Reader:
         self.image_size, self.resize_size = image_size, resize_size
         self.pool = concurrent.futures.ThreadPoolExecutor(num_workers) if num_workers > 1 else None
 
-    def _one(self, args) -> tuple[np.ndarray, int]:
+    def _one(self, args) -> tuple[np.ndarray, np.ndarray]:
         index, offset, flip = args
         example = self.source[int(index)]
         image = fit_image(example[self.image_key], self.image_size, self.resize_size, crop_offset=offset, flip=flip)
-        return image, int(example[self.label_key])
+        label = np.asarray(example[self.label_key])
+        if label.ndim:
+            raise ValueError(f"{self.label_key} of example {int(index)} must be one integer class id, "
+                             f"got shape {label.shape}")
+        return image, _class_ids(label[None], np.asarray([index]), self.label_key)[0]
 
     def read(self, indices: np.ndarray, offsets: np.ndarray, flips: np.ndarray, mask: np.ndarray) -> Batch:
         get_batch = getattr(self.source, "get_batch", None)
@@ -392,8 +459,9 @@ class _Reader:
             rows = get_batch(indices)
             images = np.asarray(rows[self.image_key])
             if images.ndim == 4 and images.shape[1:] == (self.image_size, self.image_size, 3):
-                images = np.where(flips[:, None, None, None], images[:, :, ::-1], images).astype(np.uint8)
-                labels = np.asarray(rows[self.label_key], np.int32)
+                _check_uint8(images.dtype)  # as fit_image does on the other path
+                images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+                labels = _class_ids(rows[self.label_key], np.asarray(indices), self.label_key)
             else:
                 images = None
         if images is None:
