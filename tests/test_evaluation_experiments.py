@@ -84,3 +84,37 @@ def test_graphcut_sweep_ranks_settings_against_the_reference(experiment, tmp_pat
     assert [r["mean"] for r in result["rows"]] == sorted((r["mean"] for r in result["rows"]), reverse=True)
     assert "| components | weight | seed 1 | seed 2 |" in capsys.readouterr().out
     assert (tmp_path / "sweep.json").exists()
+
+
+def test_gmm_sample_sweep_reports_each_setting_per_mixture_seed(experiment, tmp_path, capsys):
+    from saliency_jax.evaluation import benchmark as bench
+
+    sweep = experiment("sweep_gmm_samples")
+    data = bench.make_scenes(2, size=224, seed=3)
+    simulated = bench.simulated_saliency(data.masks, seed=3)  # in the cache: no model is loaded
+    cache = tmp_path / "maps.npz"
+    np.savez(cache, **{f"set0_n{len(data.images)}_s224_seed3_{m}": simulated for m in ("gradient", "crops")})
+    result = sweep.main(["--scene-seed", "3", "--scenes", "2", "--samples", "50,0,50", "--mixture-seeds", "2",
+                         "--maps-cache", str(cache), "--out", str(tmp_path / "sweep.json")])
+    rows = {(r["variant"], r["max_gmm_samples"]): r for r in result["rows"]}
+    assert set(rows) == {("paper", 50), ("paper", 0), ("crops", 50), ("crops", 0)}  # the repeat runs once
+    for r in rows.values():
+        assert len(r["per_mixture_seed"]) == 2 and r["mean"] == pytest.approx(np.mean(r["per_mixture_seed"]))
+        assert 0.0 <= r["mean"] <= 1.0 and r["spread"] >= 0.0
+    # Each mixture seed's figure is the mean of that seed's localisations.
+    from saliency_jax.localisation import GraphCutConfig
+
+    again = sweep.box_ious(data, simulated, GraphCutConfig(max_gmm_samples=0, seed=1))
+    assert rows["paper", 0]["per_mixture_seed"][1] == pytest.approx(again.mean())
+    assert "| paper | all |" in capsys.readouterr().out
+    assert (tmp_path / "sweep.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["--samples", "-1"], ["--mixture-seeds", "1"], ["--variants", "paper,nope"],
+                                  ["--scenes", "0"], ["--scene-seed", "-1"]])
+def test_gmm_sample_sweep_refuses_bad_arguments(experiment, capsys, argv):
+    sweep = experiment("sweep_gmm_samples")
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[0]}:" in capsys.readouterr().err
