@@ -580,3 +580,23 @@ def test_sanity_helpers_and_class_names_name_what_they_cannot_take(tiny_cnn):
     for bad in (-1, True, 1000, 2.0, "5"):
         with pytest.raises(ValueError, match="class_id must be an integer >= 0 and <= 999"):
             short_name(bad)
+
+
+def test_metrics_refuse_complex_boxes_and_masks_that_are_not_2d():
+    with pytest.raises(ValueError, match="got complex numbers"):
+        metrics.box_iou(np.array([[0, 0, 4, 4 + 1j]]), np.array([[0, 0, 4, 4]]))  # was a ComplexWarning
+    with pytest.raises(ValueError, match=r"must be \[H, W\] masks"):
+        metrics.mask_iou(np.ones(5, bool), np.ones(5, bool))
+    with pytest.raises(ValueError, match="boolean"):
+        metrics.mask_iou(np.ones((2, 2), complex), np.ones((2, 2), bool))
+
+
+def test_the_pointing_game_takes_masks_from_any_iterable():
+    maps = np.zeros((2, 6, 6))
+    maps[0, 1, 1] = maps[1, 4, 4] = 1.0
+    masks = [np.zeros((6, 6), bool) for _ in range(2)]
+    masks[0][0:3, 0:3] = True
+    masks[1][0:2, 0:2] = True
+    hits = metrics.pointing_hits(maps, masks=(m for m in masks), tolerance=1)  # was a TypeError
+    np.testing.assert_array_equal(hits, metrics.pointing_hits(maps, masks=masks, tolerance=1))
+    np.testing.assert_array_equal(hits, [True, False])

@@ -153,3 +153,22 @@ def test_fit_image_crops_at_the_edges_for_offsets_0_and_1():
         np.testing.assert_array_equal(fit_image(image, 8, 12, crop_offset=offset),
                                       image[top : top + 8, left : left + 8])
     np.testing.assert_array_equal(fit_image(image, 8, 12, crop_offset=np.array([1.0, 1.0])), image[4:, 8:])
+
+
+def test_an_empty_evaluation_source_is_refused():
+    empty = ArraySource({"image": np.zeros((0, S, S, 3), np.uint8), "label": np.zeros(0, np.int64)})
+    with pytest.raises(ValueError, match="source must hold at least one example"):
+        eval_batches(empty, global_batch_size=4, image_size=S, num_workers=0)  # yielded nothing
+
+
+@pytest.mark.parametrize("index, count, message", [
+    (0, 0, "process_count must be an integer >= 1"),  # was a ZeroDivisionError
+    (2, 2, "process_index must be an integer >= 0 and <= 1"),  # was an empty slice past the batch
+    (-1, 2, "process_index"),
+])
+def test_process_rows_checks_the_process(index, count, message):
+    from saliency_jax.training.input_pipeline import process_rows
+
+    with pytest.raises(ValueError, match=message):
+        process_rows(8, index, count)
+    assert process_rows(8, 1, 2) == slice(4, 8)

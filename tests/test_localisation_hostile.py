@@ -392,3 +392,10 @@ def test_a_grey_image_gets_the_costs_of_its_colour_copy():
     grey = image.mean(axis=-1)
     np.testing.assert_array_equal(colour_costs(models, grey), colour_costs(models, np.repeat(grey[..., None], 3, -1)))
     np.testing.assert_array_equal(colour_costs(models, grey[..., None]), colour_costs(models, grey))
+
+
+def test_localise_classes_names_maps_of_different_sizes():
+    image = np.zeros((8, 9, 3), np.uint8)
+    saliency = np.arange(72, dtype=float).reshape(8, 9)
+    with pytest.raises(ValueError, match=r"saliency_maps must have shape \[N, H, W\].*shapes \[\(7, 9\), \(8, 9\)\]"):
+        localise_classes(image, [saliency, saliency[:-1]], [1, 2])  # was numpy's "inhomogeneous shape"

@@ -20,12 +20,15 @@ MAX_COORDINATE = float(2**53)
 
 def _as_boxes(boxes, name: str) -> np.ndarray:
     try:
-        array = np.asarray(boxes, dtype=np.float64)
+        complex_values = np.iscomplexobj(boxes)
+        array = None if complex_values else np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(
             f"{name} must be real numbers of shape [..., 4] (x0, y0, x1, y1), got {type(boxes).__name__} "
             f"that is not a numeric array"
         ) from None
+    if complex_values:  # a cast to float64 would drop the imaginary part with only a warning
+        raise ValueError(f"{name} must be real numbers of shape [..., 4] (x0, y0, x1, y1), got complex numbers")
     if array.ndim == 0 or array.shape[-1] != 4:
         raise ValueError(f"{name} must have shape [..., 4] (x0, y0, x1, y1), got shape {np.shape(boxes)}")
     if not np.isfinite(array).all():
@@ -48,7 +51,7 @@ def _as_mask(mask, name: str) -> np.ndarray:
             f"{name} must be a boolean (or 0/1) array, got a ragged sequence (rows of different "
             f"lengths, or masks of different shapes)"
         ) from None
-    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)) or np.iscomplexobj(array):
         raise ValueError(f"{name} must be a boolean (or 0/1) mask, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values (a mask is boolean)")
@@ -97,6 +100,8 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
 def mask_iou(mask_a, mask_b) -> float:
     """Intersection over union of two boolean ``[H, W]`` masks (0 when both are empty)."""
     a, b = _as_mask(mask_a, "mask_a"), _as_mask(mask_b, "mask_b")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"mask_a and mask_b must be [H, W] masks, got shapes {a.shape} and {b.shape}")
     if a.shape != b.shape:
         raise ValueError(f"mask_a and mask_b must have the same shape, got {a.shape} and {b.shape}")
     union = np.logical_or(a, b).sum()
@@ -278,6 +283,9 @@ def pointing_hits(saliency_maps, *, masks=None, boxes=None, tolerance: float = 1
     tolerance = _checks.check_number(tolerance, "tolerance", low=0.0)
     hits = []
     if masks is not None:
+        if isinstance(masks, (str, bytes)) or not hasattr(masks, "__iter__"):
+            raise ValueError(f"masks must hold one mask per map ({len(maps)}), got {type(masks).__name__}")
+        masks = list(masks)  # any iterable, a generator too
         if len(masks) != len(maps):
             raise ValueError(f"masks must hold one mask per map ({len(maps)}), got {len(masks)}")
         for saliency, mask in zip(maps, masks):

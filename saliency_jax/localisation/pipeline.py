@@ -343,7 +343,12 @@ def localise_classes(
       ValueError: naming the argument, for maps that are not ``[N, H, W]``,
         classes that are not ``N`` integers ``>= 0``, or as :func:`localise`.
     """
-    maps = np.asarray(saliency_maps)
+    try:
+        maps = np.asarray(saliency_maps)
+    except ValueError:  # maps of different shapes: numpy's "inhomogeneous shape"
+        shapes = sorted({np.shape(m) for m in saliency_maps})
+        raise ValueError(f"saliency_maps must have shape [N, H, W] (maps of one size), got maps of shapes {shapes}") \
+            from None
     if maps.ndim != 3:
         raise ValueError(f"saliency_maps must have shape [N, H, W], got shape {maps.shape}")
     classes = _class_ids(classes)

@@ -309,6 +309,8 @@ def _check_pipeline_args(image_size, resize_size, num_workers, prefetch) -> None
 
 def process_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
     """This process's rows of a global batch (contiguous, equal shares)."""
+    process_count = check_int(process_count, "process_count", 1)
+    process_index = check_int(process_index, "process_index", 0, process_count - 1)
     if global_batch_size % process_count:
         raise ValueError(
             f"global_batch_size must be divisible by the {process_count} processes, got {global_batch_size}"
@@ -617,6 +619,10 @@ def eval_batches(
     flagged ``mask=False``, so every step has the same shape (one compilation)
     and padding is left out of the metrics.
 
+    Raises:
+      ValueError: naming the argument, for an empty ``source``, bad sizes, or
+        (when read) images that are not uint8 and labels that are not int32 class ids.
+
     Returns:
       An iterator of :class:`Batch`, prefetched on a thread.
     """
@@ -625,6 +631,8 @@ def eval_batches(
         num_examples = check_int(num_examples, "num_examples (or None)", 1)
     _check_pipeline_args(image_size, resize_size, num_workers, prefetch)
     n = len(source) if num_examples is None else min(num_examples, len(source))
+    if not n:  # an evaluation of nothing would report the mean of no batches
+        raise ValueError("source must hold at least one example, got an empty source")
     rows = process_rows(global_batch_size, process_index, process_count)
     reader = _Reader(source, image_key=image_key, label_key=label_key, image_size=image_size,
                      resize_size=resize_size, num_workers=num_workers)
