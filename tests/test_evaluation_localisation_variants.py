@@ -126,15 +126,57 @@ def test_seed_maps_fill_the_last_call_and_compile_one_batch_shape(tiny, seed_map
     got, shapes = traced_shapes(images, classes)
     assert shapes == traced_shapes(images[:2], classes[:2])[1]  # traced as for one call of 2: compiled once
 
-    # Calls of 2, 2 and 1 images, each keyed by its first image, as before the filling.
+    # Calls of 2, 2 and 1 images, every one with the same key.
     compute = lv._jitted(seed_map, tiny.logits_fn, "conv2", 8, 2)
-    keys = jax.random.split(key, 5)
     expected = np.concatenate([
-        np.asarray(compute(tiny.params, jnp.asarray(images[s : s + 2]), jnp.asarray(classes[s : s + 2]), keys[s]))
+        np.asarray(compute(tiny.params, jnp.asarray(images[s : s + 2]), jnp.asarray(classes[s : s + 2]), key))
         for s in (0, 2, 4)
     ])
     assert got.shape == (5, 8, 8) and np.abs(expected).max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed_map", ["smoothgrad", "gradcam*smoothgrad", "smoothgrad+contrast"])
+def test_noisy_seed_maps_do_not_depend_on_the_batch(tiny, seed_map):
+    # Each call was keyed by its first image's key: an image's SmoothGrad noise changed with its
+    # position, its neighbours and batch_size.
+    rng = np.random.default_rng(6)
+    images = rng.uniform(0, 255, (3, 8, 8, 3)).astype(np.float32)
+    classes = np.array([2, 0, 4])
+    key = jax.random.key(11)
+    together = lv.seed_maps(tiny, images, classes, seed_map, key=key, batch_size=2)
+    for i in range(3):
+        alone = lv.seed_maps(tiny, images[i : i + 1], classes[i : i + 1], seed_map, key=key, batch_size=1)
+        np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(together, lv.seed_maps(tiny, images, classes, seed_map, key=jax.random.key(12)))
+
+
+def test_seed_maps_want_square_images_at_the_models_size(tiny):
+    # A 8 x 6 batch gave Grad-CAM and SmoothGrad maps stretched to 8 x 8; a 16 x 16 one a map of the
+    # wrong scale for the model.
+    for shape in ((1, 8, 6, 3), (1, 16, 16, 3)):
+        for seed_map in ("gradcam", "smoothgrad", "crops"):
+            with pytest.raises(ValueError, match=r"images must be \[B, S, S, C\] at the model's input size \(8 x 8"):
+                lv.seed_maps(tiny, np.zeros(shape, np.float32), [1], seed_map)
+
+
+def test_crop_maps_check_their_classes_and_images(tiny):
+    images = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    for classes, message in (([7], r"classes must be in \[0, 5\)"), ([0.7], "integer class ids"),
+                             (np.array([2**32 + 1]), "class ids"), ([1, 2, 3], "classes must be")):
+        with pytest.raises(ValueError, match=message):  # NaN maps, class 0, class 1, numpy's broadcast error
+            lv.crop_gradcam_maps(tiny, images, classes)
+    with pytest.raises(ValueError, match="images contains NaN"):
+        lv.crop_gradcam_maps(tiny, np.full_like(images, np.nan), [1])
+
+
+def test_contrast_maps_compile_once_per_model(tiny):
+    images = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    lv.seed_maps(tiny, images, [1], "gradient+contrast")
+    before = lv._jitted.cache_info()
+    lv.seed_maps(tiny, images, [1], "gradient+contrast")
+    after = lv._jitted.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits  # a new wrapper per call missed
 
 
 @pytest.mark.parametrize("change, message", [

@@ -29,7 +29,7 @@ from saliency_jax._batching import filled_chunks
 from saliency_jax.localisation import GraphCutConfig
 
 # The maps a variant may be seeded with. ``+contrast``: the class score is the
-# target's logit minus the mean logit of the image's other top-5 classes.
+# target's logit minus the mean logit of the image's four other highest-scoring classes.
 # ``crops``: :func:`crop_gradcam_maps`, Grad-CAM of zoomed crops weighted by the
 # class's probability in each.
 BASE_MAPS = ("gradient", "smoothgrad", "gradcam", "ig", "gradcam*smoothgrad", "crops")
@@ -92,6 +92,7 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return (maps / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)  # one wrapper per model, so that _jitted's cache finds it again
 def _weighted_logits_fn(logits_fn):
     """A one-output model whose score is ``sum_k w_k S_k``: ``params`` becomes ``(params, w [1, K])``."""
 
@@ -160,15 +161,13 @@ def crop_gradcam_maps(classifier, images, classes, *, grid=None, batch_size: int
 
     from saliency_jax import attribution as attr
 
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"images must have shape [B, S, S, C] (square), got shape {images.shape}")
+    images, classes = _check_request(classifier, images, classes)
     layer = getattr(classifier, "feature_layer", None)
     if not layer:
         raise ValueError("classifier must name a feature_layer for the crop maps, got None")
     grid = attr.CROP_GRID if grid is None else tuple(tuple(pair) for pair in grid)
     compute = _jitted_crops(classifier.logits_fn, layer, grid, batch_size)
-    classes = np.broadcast_to(np.asarray(classes, np.int32).reshape(-1), (len(images),))
+    classes = classes.astype(np.int32)
     out = np.zeros(images.shape[:3], np.float32)
     for i, (image, label) in enumerate(zip(images, classes)):
         out[i] = np.asarray(compute(classifier.params, jnp.asarray(image[None]), jnp.asarray(label[None])))[0]
@@ -177,7 +176,6 @@ def crop_gradcam_maps(classifier, images, classes, *, grid=None, batch_size: int
 
 def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: np.ndarray | None):
     """One base map for every image, optionally of the contrast score (a row of weights per image)."""
-    import jax
     import jax.numpy as jnp
 
     from saliency_jax.saliency import default_images_per_pass
@@ -198,27 +196,33 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
         smooth = _base_maps(classifier, images, classes, "smoothgrad", key=key, batch_size=batch_size,
                             contrast=contrast)
         return _normalise(cam) * _normalise(smooth)
-    keys = jax.random.split(key, len(images))
+    # Every call gets the same key: SmoothGrad draws the same noise for every image of a call,
+    # so an image's map does not depend on its batch, its position or batch_size.
     out = []
     if contrast is None:
         compute = _jitted(name, classifier.logits_fn, layer, size, batch_size)
-        # Each call's key is its first image's, as for calls of batch_size images without filling.
         for rows, kept in filled_chunks(len(images), batch_size):
             out.append(np.asarray(compute(classifier.params, jnp.asarray(images[rows]), jnp.asarray(classes[rows]),
-                                          keys[rows[0]]))[:kept])
+                                          key))[:kept])
         return np.concatenate(out)
     compute = _jitted(name, _weighted_logits_fn(classifier.logits_fn), layer, size, batch_size)
     for i in range(len(images)):  # one image at a time: its weights broadcast over any expansion
         weights = jnp.asarray(contrast[i : i + 1], jnp.float32)
         out.append(np.asarray(compute((classifier.params, weights), jnp.asarray(images[i : i + 1]),
-                                      jnp.zeros((1,), jnp.int32), keys[i])))
+                                      jnp.zeros((1,), jnp.int32), key)))
     return np.concatenate(out)
 
 
 def _check_request(classifier, images, classes) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``[B, H, W, C]`` finite images and int ``[B]`` class ids of the classifier, else ``ValueError``."""
+    """float32 ``[B, S, S, C]`` finite images at the classifier's input size and int ``[B]`` class ids of it,
+    else ``ValueError``."""
     images = np.asarray(images, np.float32)
     _checks.check_images(images)
+    size = getattr(classifier, "image_size", None)
+    if images.shape[1] != images.shape[2] or (size is not None and images.shape[1] != size):
+        wanted = f"{size} x {size}" if size is not None else "square"
+        raise ValueError(f"images must be [B, S, S, C] at the model's input size ({wanted}; resize them first), got "
+                         f"shape {images.shape}")
     ids = _checks.class_ids(classes)  # refuses floats and ids beyond int32
     _checks.check_classes(ids, len(classifier.class_names), len(images))
     return images, np.broadcast_to(np.asarray(ids), (len(images),)).copy()
@@ -275,6 +279,8 @@ def seed_maps(
     base, _, suffix = seed_map.partition("+") if isinstance(seed_map, str) else (None, "", "")
     if base not in BASE_MAPS or suffix not in ("", "contrast") or seed_map.endswith("+"):
         raise ValueError(f"seed_map must be one of {BASE_MAPS}, optionally with '+contrast', got {seed_map!r}")
+    if seed_map == "crops+contrast":  # refused before the contrast's model pass
+        raise ValueError("seed_map 'crops' has no '+contrast' form (its softmax already contrasts the classes)")
     _checks.check_int(batch_size, "batch_size", 1)
     key = jax.random.PRNGKey(0) if key is None else _checks.check_key(key, "the seed maps")
     if not suffix:
