@@ -246,7 +246,7 @@ BAD_SETTINGS = [
     ("kernel-shap", {"baseline": jnp.zeros((8, 8, 2))}, "baseline"),
     ("rise", {"num_masks": 2.5}, "num_masks"),
     ("rise", {"num_masks": 0}, "num_masks"),
-    ("rise", {"p": 0.0}, "p"),
+    ("rise", {"p": 0.0}, r"^p must"),
     ("rise", {"grid": 9}, "grid"),
     ("rise", {"key": None}, "key"),
     ("smoothgrad", {"num_samples": 2.5}, "num_samples"),

@@ -345,8 +345,9 @@ def test_command_rejects_bad_arguments(tmp_path, capsys, tiny_imagenet_classifie
     with pytest.raises(SystemExit):
         cli.main(["class-model", "1", "--steps", "0", "--out", str(tmp_path)], classifier=clf)
     assert "argument --steps" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["class-model", "1", "--mode", "dream"], classifier=clf)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["class-model", "1", "--mode", "dream", "--out", str(tmp_path)], classifier=clf)
+    assert exit_.value.code == 2 and "argument --mode" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
 
 

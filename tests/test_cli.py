@@ -170,8 +170,9 @@ def test_numbers_must_be_plain_integers(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["class-model", "1", "--steps", "²"])
     assert exit_.value.code == 2 and "argument --steps: must be an integer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["saliency", "x.png", "--batch-size", "0"])
+    assert exit_.value.code == 2 and "argument --batch-size" in capsys.readouterr().err
 
 
 def test_numbers_of_thousands_of_digits_are_refused_in_one_short_line(tmp_path, capsys, red_model):

@@ -238,7 +238,7 @@ def test_the_step_weights_bound_is_the_library_s():
 
 
 def test_json_records_refuse_nan(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant: nan"):
         io.save_json(tmp_path / "r.json", {"score": float("nan")}, strict=True)
     assert not os.listdir(tmp_path)
     io.save_json(tmp_path / "table.json", {"pointing": float("nan")})  # an experiment's missing figure

@@ -177,8 +177,8 @@ def test_for_classes_needs_a_method():
         ({"grid": 0}, "grid"),
         ({"grid": 9}, "grid"),  # larger than the 8x8 image, as rise refuses
         ({"grid": 2.0}, "grid"),
-        ({"p": 2.0}, "p"),
-        ({"p": 0.0}, "p"),
+        ({"p": 2.0}, r"^p must"),
+        ({"p": 0.0}, r"^p must"),
         ({"image_shape": (8.5, 8)}, "image_shape"),
         ({"image_shape": (8,)}, "image_shape"),
         ({"key": 0}, "key"),

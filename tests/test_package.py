@@ -60,18 +60,29 @@ ALLOWED = {
 }
 
 
-def _package_imports(path):
-    """The first-level units of the package that the file imports, at any depth."""
+def _package_imports(path, package=None):
+    """The first-level units of the package that the file imports, at any depth.
+
+    Relative imports are resolved against ``package``, the file's own package (by
+    default read from its place under the repository).
+    """
     import ast
 
+    if package is None:
+        package = ".".join(os.path.relpath(path, ROOT).split(os.sep)[:-1])
     units = set()
     for node in ast.walk(ast.parse(open(path).read())):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + ([f"saliency_jax.{a.name}" for a in node.names]
-                                     if node.module == "saliency_jax" else [])
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module
+            if node.level:  # from . import x, from ..models import y
+                parts = package.split(".")
+                parts = parts[:len(parts) - (node.level - 1)]
+                module = ".".join(parts + ([node.module] if node.module else []))
+            if module:
+                names = [module] + ([f"saliency_jax.{a.name}" for a in node.names] if module == "saliency_jax" else [])
         units |= {name.split(".")[1] for name in names if name.startswith("saliency_jax.")}
     return units
 
@@ -104,3 +115,6 @@ def test_the_layer_check_sees_imports_inside_functions(tmp_path):
                       "def f():\n    from saliency_jax.io import load_image\n    import saliency_jax.models.weights\n"
                       "from saliency_jax import attribution as attr\n")
     assert _package_imports(source) == {"_checks", "io", "models", "attribution"}
+    relative = tmp_path / "r.py"
+    relative.write_text("from .. import io\nfrom . import seeds\ndef f():\n    from ..models import weights\n")
+    assert _package_imports(relative, package="saliency_jax.localisation") == {"io", "models", "localisation"}
