@@ -193,6 +193,22 @@ def localisation_panels(image: np.ndarray, saliency: np.ndarray, found) -> list[
     ]
 
 
+def title_above(figure: Figure, text: str, fontsize: float = 9) -> None:
+    """A title for the whole figure, above its panels' own titles (a centred suptitle overlaps them).
+
+    It sits on the figure's top edge, outside it; figures saved with a tight box
+    (:func:`saliency_jax.io.save_figure`) grow to take it in.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {type(text).__name__}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()  # where the panels' titles end, in pixels
+    height = figure.bbox.height
+    top = max([ax.title.get_window_extent(renderer).y1 for ax in figure.axes if ax.get_title()] + [height])
+    figure.suptitle(text, fontsize=fontsize, y=(top + 2) / height, va="bottom")
+
+
 def localisation_titles(found) -> list[str]:
     """:data:`PANEL_TITLES` for ``found``, the mask's title saying when it came from the seeds."""
     titles = list(PANEL_TITLES)

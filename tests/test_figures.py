@@ -186,3 +186,20 @@ def test_panels_check_maps_boxes_and_the_localisation(tmp_path):
     with pytest.raises(ValueError, match=r"saliency must have the image's height and width \[16, 16\]"):
         figures.localisation_panels(image, saliency[:8, :8], found)
     assert [p.shape for p in figures.localisation_panels(image, saliency, found)] == [(16, 16, 3)] * 5
+
+
+def test_a_figure_title_sits_above_the_panels_titles(tmp_path):
+    # A centred suptitle over a row of five panels ran through the middle panel's title.
+    panels = [np.full((40, 60, 3), 100 + 20 * i, np.uint8) for i in range(5)]
+    figure = figures.image_grid(panels, list(figures.PANEL_TITLES), columns=5)
+    figures.title_above(figure, "chelsea: class 285 (Egyptian cat), crops")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    title = figure._suptitle.get_window_extent(renderer)
+    for ax in figure.axes:
+        assert title.y0 >= ax.title.get_window_extent(renderer).y1
+    io.save_figure(tmp_path / "f.png", figure)
+    assert Image.open(tmp_path / "f.png").size[1] > figure.get_size_inches()[1] * 100  # the tight box took it in
+    with pytest.raises(ValueError, match="text must be a string"):
+        figures.title_above(figure, None)

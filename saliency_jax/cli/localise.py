@@ -155,8 +155,8 @@ def run(args: argparse.Namespace, classifier=None) -> int:
             files = outputs(out, item.stem)
             panels = figures.localisation_panels(photo, io.resize_map(saliency, *photo.shape[:2]), result)
             figure = figures.image_grid(panels, figures.localisation_titles(result), columns=len(panels))
-            figure.suptitle(_common.printable(
-                f"{item.stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}"), fontsize=9)
+            figures.title_above(figure, _common.printable(
+                f"{item.stem}: class {int(c)} ({classifier.class_names[int(c)]}), {args.seed_map}"))
             try:
                 _common.write_outputs(files.box, {
                     "box": [int(v) for v in result.box], "class": int(c), "method": args.seed_map,
