@@ -40,12 +40,7 @@ def normalise_map(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
         broken map would otherwise be drawn as a plausible blank one).
     """
     percentile = _checks.check_number(percentile, "percentile", low=0.0, high=100.0)
-    try:
-        values = np.asarray(saliency)
-    except (TypeError, ValueError):
-        raise ValueError(f"saliency must be a map of real numbers, got {type(saliency).__name__}") from None
-    if values.dtype.kind not in "biuf":
-        raise ValueError(f"saliency must be a map of real numbers, got dtype {values.dtype}")
+    values = _real_array(saliency, "saliency")
     with np.errstate(over="ignore"):  # beyond float32's range: infinite, refused below
         saliency = values.astype(np.float32)
     if saliency.size == 0:
@@ -244,14 +239,20 @@ def saliency_figure(photo: np.ndarray, saliency: np.ndarray, title: str = "") ->
 MAX_ASPECT = 4.0  # the tallest row of image_grid, in cells
 
 
+def _real_array(value, name: str) -> np.ndarray:
+    """``value`` as an array of real numbers (bool, integer or float), else a ``ValueError`` naming ``name``."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # a ragged sequence
+        raise ValueError(f"{name} must be an array of real numbers, got a ragged {type(value).__name__}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
 def _grid_image(image, index: int) -> np.ndarray:
     """An image of :func:`image_grid`: a map ``[H, W]`` as it is, colours by the library's pixel rule."""
-    try:
-        array = np.asarray(image)
-    except (TypeError, ValueError):
-        raise ValueError(f"images[{index}] must be an array, got a ragged sequence") from None
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"images[{index}] must hold real numbers, got dtype {array.dtype}")
+    array = _real_array(image, f"images[{index}]")
     if array.ndim == 2:
         return array
     if array.ndim == 3 and array.shape[-1] == 3:

@@ -72,7 +72,7 @@ def test_normalise_map_refuses_nan_and_infinite_maps():
         figures.normalise_map(np.array([[1e39, 0.0]]))  # infinite in float32
     with pytest.raises(ValueError, match=r"saliency must not be empty, got shape \(0, 4\)"):
         figures.normalise_map(np.zeros((0, 4)))
-    with pytest.raises(ValueError, match="saliency must be a map of real numbers"):
+    with pytest.raises(ValueError, match="saliency must hold real numbers, got dtype <U1"):
         figures.normalise_map(np.array([["a"]]))
     with pytest.raises(ValueError, match="percentile must be a finite number >= 0.0 and <= 100.0, got 150"):
         figures.normalise_map(saliency, 150)

@@ -182,9 +182,7 @@ def _base_maps(classifier, images, classes, name, *, key, batch_size, contrast: 
 
     size = images.shape[1]
     layer = getattr(classifier, "feature_layer", None)
-    if name == "crops":
-        if contrast is not None:
-            raise ValueError("seed_map 'crops' has no '+contrast' form (its softmax already contrasts the classes)")
+    if name == "crops":  # never with a contrast: seed_maps refuses "crops+contrast"
         # Crops per model call: on a single CPU device one pass of the model (two rows), so that
         # the scan over crops pads at most one row and compiles the model once; a chunk of 16 with
         # passes of two inside took 1.2-1.3 times as long on EfficientNet-Lite0 (13 of its 64 rows
